@@ -1,0 +1,214 @@
+//! The command line: argument parsing and the small amount of glue that turns
+//! each command into library calls and human-readable output.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Pipeline};
+use crate::engine::{Engine, EngineOptions, Origin};
+use crate::exec::{self, ExecOptions};
+use crate::pipeline::{Blueprint, StageReport};
+
+/// weir: a WebAssembly stream processor for NATS.
+///
+/// weir reads events from NATS subjects, passes each through a chain of
+/// sandboxed WebAssembly stages configured in TOML, and publishes the results.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// The process configuration (NATS connection, workers, cache); every
+    /// field has a default, so the file is optional.
+    #[arg(long, short, global = true, env = "WEIR_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check pipeline files: parse them, compile every plugin and run every
+    /// stage's init. Exits 1 with every problem found, 0 with a summary line
+    /// per pipeline.
+    Validate(ValidateArgs),
+    /// Run one pipeline over events read from a file or stdin, without NATS,
+    /// and print what it would publish. The plugin author's test loop.
+    Exec(ExecArgs),
+}
+
+#[derive(Debug, Args)]
+struct ValidateArgs {
+    /// Pipeline files, or directories whose *.toml files are pipelines.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Input is one event per line, either an envelope
+  {\"subject\": \"orders.new\", \"headers\": {\"id\": \"7\"}, \"payload\": {\"price\": 12}}
+or, with --subject, a bare JSON payload
+  {\"price\": 12}
+Envelopes may carry \"payload_text\" (a string) or \"payload_base64\" (bytes) instead of
+\"payload\". Outputs are written to stdout as envelopes, one per line; dead letters
+likewise to stderr or --dead-letter, with weir-error-* headers saying why.
+
+Example:
+  echo '{\"price\": 12}' | weir exec pipelines/orders.toml --subject orders.new")]
+struct ExecArgs {
+    /// The pipeline file.
+    #[arg(value_name = "PIPELINE.toml")]
+    pipeline: PathBuf,
+    /// Read events from FILE ("-" for stdin).
+    #[arg(long, short, default_value = "-", value_name = "FILE")]
+    input: String,
+    /// Subject of bare-payload lines (and of envelopes without one).
+    #[arg(long, short, value_name = "SUBJECT")]
+    subject: Option<String>,
+    /// Write dead letters to FILE instead of stderr.
+    #[arg(long, value_name = "FILE")]
+    dead_letter: Option<PathBuf>,
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let global = config::load_global(cli.config.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let engine = Engine::new(&EngineOptions { cache_dir: Some(global.cache_dir.clone()) })
+        .context("cannot start the WebAssembly engine")?;
+    match cli.command {
+        Command::Validate(args) => validate(&engine, &args.paths),
+        Command::Exec(args) => exec(&engine, args),
+    }
+}
+
+fn validate(engine: &Engine, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let (pipelines, errors) = config::load_pipelines(paths);
+    let mut failures: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let total = pipelines.len() + errors.len();
+    for pipeline in &pipelines {
+        match build(engine, pipeline) {
+            Ok((_, reports)) => println!("{}", summary_line(pipeline, &reports)),
+            Err(e) => failures.push(format!("{}: {e}", pipeline.file.display())),
+        }
+    }
+    if total == 0 {
+        anyhow::bail!("no pipeline files found in {}; pipelines are *.toml files", join(paths));
+    }
+    if failures.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for failure in &failures {
+        eprintln!("error: {failure}");
+    }
+    eprintln!("{} of {total} pipeline files are invalid", failures.len());
+    Ok(ExitCode::FAILURE)
+}
+
+fn exec(engine: &Engine, args: ExecArgs) -> anyhow::Result<ExitCode> {
+    let pipeline = config::load_pipeline(&args.pipeline).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (blueprint, _) = build(engine, &pipeline)?;
+    let input: Box<dyn BufRead + Send> = if args.input == "-" {
+        Box::new(BufReader::new(std::io::stdin()))
+    } else {
+        let file = std::fs::File::open(&args.input).with_context(|| format!("cannot read input {}", args.input))?;
+        Box::new(BufReader::new(file))
+    };
+    let mut dead: Box<dyn Write> = match &args.dead_letter {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("cannot write dead letters to {}", path.display()))?,
+        )),
+        None => Box::new(std::io::stderr()),
+    };
+    let options = ExecOptions {
+        subject: args.subject,
+        dead_letter_subject: pipeline.dead_letter.as_ref().map(|d| d.subject.as_str().to_owned()),
+    };
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    let summary = exec::run(&blueprint, &options, input, &mut stdout, &mut *dead)?;
+    stdout.flush()?;
+    dead.flush()?;
+    eprintln!("{}: {summary}", pipeline.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Builds a pipeline, showing what is compiled and how long it takes (the
+/// first compile of a large plugin can take seconds).
+fn build(engine: &Engine, pipeline: &Pipeline) -> anyhow::Result<(Blueprint, Vec<StageReport>)> {
+    let started = Instant::now();
+    tracing::debug!(pipeline = %pipeline.name, stages = pipeline.stages.len(), "building");
+    let built = Blueprint::build(engine, pipeline)?;
+    for r in &built.1 {
+        if r.origin == Origin::Compiled {
+            tracing::info!(pipeline = %pipeline.name, stage = %r.stage, plugin = %r.plugin.display(), "compiled in {} ms", r.elapsed.as_millis());
+        }
+    }
+    tracing::debug!(pipeline = %pipeline.name, "built in {} ms", started.elapsed().as_millis());
+    Ok(built)
+}
+
+fn summary_line(pipeline: &Pipeline, reports: &[StageReport]) -> String {
+    let stages: Vec<String> = reports
+        .iter()
+        .map(|r| {
+            let how = match r.origin {
+                Origin::Compiled => "compiled",
+                Origin::Disk | Origin::Memory => "cached",
+            };
+            format!("{} ({how}, {} ms)", r.stage, r.elapsed.as_millis())
+        })
+        .collect();
+    format!(
+        "ok {} ({}): {} -> {}; {} stage{}{}{}",
+        pipeline.name,
+        pipeline.file.display(),
+        pipeline.source.subject.as_str(),
+        pipeline.sink.subject,
+        reports.len(),
+        if reports.len() == 1 { "" } else { "s" },
+        if stages.is_empty() { "" } else { ": " },
+        stages.join(", ")
+    )
+}
+
+fn join(paths: &[PathBuf]) -> String {
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+}

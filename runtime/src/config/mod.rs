@@ -1,0 +1,1 @@
+//! Pipeline and process configuration (placeholder).

@@ -1,0 +1,294 @@
+//! What lives in each stage instance's `Store`: the sandbox's WASI context
+//! (empty: no files, network, environment, arguments or clocks), the memory
+//! limiter, the captured stdout/stderr, and the `host` import the stage calls.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::weir::stage::host::{self, Level};
+
+/// Which stage an instance belongs to, for logs and errors.
+#[derive(Debug)]
+pub(crate) struct StageLabel {
+    pub pipeline: String,
+    pub stage: String,
+}
+
+/// The data of one instance's `Store`.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) stderr: Tail,
+    label: Arc<StageLabel>,
+    logs: LogBudget,
+}
+
+impl HostState {
+    pub(crate) fn new(label: Arc<StageLabel>, memory_limit: u64) -> Self {
+        let stderr = Tail::default();
+        let wasi = WasiCtx::builder()
+            .stdout(Tail::default())
+            .stderr(stderr.clone())
+            // No clocks unless granted: a stage reads times from its events.
+            .wall_clock(Frozen)
+            .monotonic_clock(Frozen)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(memory_limit),
+            stderr,
+            label,
+            logs: LogBudget::new(),
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: Level, message: String) {
+        let Some(dropped) = self.logs.take() else { return };
+        let label = &self.label;
+        let message = truncate(&message, 4096);
+        if dropped > 0 {
+            tracing::warn!(pipeline = %label.pipeline, stage = %label.stage, dropped, "stage logged too fast; lines were dropped");
+        }
+        match level {
+            Level::Trace => tracing::trace!(pipeline = %label.pipeline, stage = %label.stage, "{message}"),
+            Level::Debug => tracing::debug!(pipeline = %label.pipeline, stage = %label.stage, "{message}"),
+            Level::Info => tracing::info!(pipeline = %label.pipeline, stage = %label.stage, "{message}"),
+            Level::Warn => tracing::warn!(pipeline = %label.pipeline, stage = %label.stage, "{message}"),
+            Level::Error => tracing::error!(pipeline = %label.pipeline, stage = %label.stage, "{message}"),
+        }
+    }
+}
+
+impl super::bindings::weir::stage::types::Host for HostState {}
+
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// A token bucket that keeps a noisy stage from flooding the host's logs:
+/// a burst of 200 lines, then 100 lines a second.
+struct LogBudget {
+    tokens: f64,
+    last: Instant,
+    dropped: u64,
+}
+
+impl LogBudget {
+    const BURST: f64 = 200.0;
+    const PER_SECOND: f64 = 100.0;
+
+    fn new() -> Self {
+        LogBudget { tokens: Self::BURST, last: Instant::now(), dropped: 0 }
+    }
+
+    /// `Some(lines dropped since the last line let through)`, or `None` to
+    /// drop this line.
+    fn take(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * Self::PER_SECOND;
+        self.tokens = (self.tokens + refill).min(Self::BURST);
+        self.last = now;
+        if self.tokens < 1.0 {
+            self.dropped += 1;
+            return None;
+        }
+        self.tokens -= 1.0;
+        Some(std::mem::take(&mut self.dropped))
+    }
+}
+
+/// The memory cap of one instance. A breach fails the call with
+/// [`MemoryLimitExceeded`] rather than letting `memory.grow` return -1: every
+/// guest language then stops the same way, and the host can tell a memory
+/// breach from any other trap.
+pub(crate) struct MemoryLimiter {
+    limit: u64,
+}
+
+impl MemoryLimiter {
+    fn new(limit: u64) -> Self {
+        MemoryLimiter { limit }
+    }
+}
+
+/// A stage tried to grow its linear memory past `limits.memory`.
+#[derive(Debug, thiserror::Error)]
+#[error("tried to grow its memory to {requested} bytes, over its limit of {limit} bytes")]
+pub(crate) struct MemoryLimitExceeded {
+    pub requested: u64,
+    pub limit: u64,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let desired = desired as u64;
+        if desired > self.limit {
+            return Err(wasmtime::Error::new(MemoryLimitExceeded {
+                requested: desired,
+                limit: self.limit,
+            }));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables hold function references; a million is far beyond any real
+        // stage and bounds the host memory a table can take.
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// A clock that always reads zero: stages get no time source unless granted.
+struct Frozen;
+
+impl HostWallClock for Frozen {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for Frozen {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// Captures what a stage writes to stdout or stderr, keeping only the last
+/// few KiB: enough for a panic message, never a way to exhaust the host.
+#[derive(Clone, Default)]
+pub(crate) struct Tail(Arc<Mutex<VecDeque<u8>>>);
+
+impl Tail {
+    const KEEP: usize = 4096;
+
+    fn push(&self, bytes: &[u8]) {
+        let mut buf = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let bytes = &bytes[bytes.len().saturating_sub(Self::KEEP)..];
+        let overflow = (buf.len() + bytes.len()).saturating_sub(Self::KEEP);
+        buf.drain(..overflow.min(buf.len()));
+        buf.extend(bytes);
+    }
+
+    /// Takes what was written so far, as text.
+    pub(crate) fn take(&self) -> String {
+        let mut buf = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let bytes: Vec<u8> = buf.drain(..).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl IsTerminal for Tail {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for Tail {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Tail {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for Tail {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+impl tokio::io::AsyncWrite for Tail {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_bytes() {
+        let tail = Tail::default();
+        tail.push(&vec![b'a'; 5000]);
+        tail.push(b"panicked at boom");
+        let text = tail.take();
+        assert_eq!(text.len(), Tail::KEEP);
+        assert!(text.ends_with("panicked at boom"));
+        assert_eq!(tail.take(), "");
+    }
+
+    #[test]
+    fn log_budget_drops_past_the_burst_and_counts() {
+        let mut budget = LogBudget::new();
+        let passed = (0..1000).filter(|_| budget.take().is_some()).count();
+        assert!((200..=210).contains(&passed), "{passed}");
+        assert!(budget.dropped > 0);
+    }
+}

@@ -1,0 +1,417 @@
+//! Everything wasmtime: compiling plugins (once, cached by content hash),
+//! linking the host imports, creating sandboxed instances with their limits,
+//! and calling them. wasmtime's types stay inside this module; the rest of
+//! weir sees [`Plugin`], [`Instance`], [`Fault`] and weir's own
+//! [`Event`](crate::event::Event).
+//!
+//! Each instance has its own `Store` with:
+//! - a deadline per call (epoch interruption): the stage's `limits.timeout`
+//!   times the number of events in the batch;
+//! - a memory cap (a resource limiter) of `limits.memory`;
+//! - an empty WASI context: no files, network, environment, arguments or
+//!   clocks; stdout and stderr are captured so that a panic message can be
+//!   put into the dead letter.
+//!
+//! After any fault the instance is dead (wasmtime refuses to enter it again):
+//! callers drop it and ask the [`Plugin`] for a fresh one.
+
+mod cache;
+mod host;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Store, Trap};
+
+pub use cache::{ContentHash, Origin};
+use cache::CodeCache;
+use host::{HostState, MemoryLimitExceeded, StageLabel};
+
+use crate::event::{ErrorKind, Event, StageError, StageResult};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "stage",
+        path: "../sdk/wit",
+    });
+}
+
+use bindings::weir::stage::types as wit;
+
+/// How often the epoch advances: the resolution of deadlines.
+const TICK: Duration = Duration::from_millis(1);
+
+/// How long `init` may run: it may load a model, so it gets far more than a
+/// call to `process`, but an endless loop in it still ends.
+pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The world every plugin must implement.
+pub const WORLD: &str = "weir:stage/stage@0.1.0";
+
+/// Options for [`Engine::new`].
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// Where compiled code is kept between runs; `None` keeps it in memory only.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// The shared compiler and linker. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: wasmtime::Engine,
+    linker: Linker<HostState>,
+    cache: CodeCache,
+}
+
+impl Engine {
+    /// Builds the engine and starts its epoch ticker (a thread that lives as
+    /// long as the engine).
+    pub fn new(options: &EngineOptions) -> anyhow::Result<Self> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let engine = wasmtime::Engine::new(&config)?;
+
+        let mut linker = Linker::new(&engine);
+        // Rust, Python and JavaScript guests import parts of WASI even when
+        // they never use it; link the real thing with an empty context rather
+        // than stubs (MEASURED.md).
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        bindings::Stage::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+
+        let weak = engine.weak();
+        std::thread::Builder::new().name("weir-epoch".into()).spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(TICK);
+            }
+        })?;
+
+        let cache = CodeCache::new(&engine, options.cache_dir.as_deref());
+        Ok(Engine { inner: Arc::new(Inner { engine, linker, cache }) })
+    }
+
+    /// Loads the plugin at `path`: reads it, compiles it (or takes it from the
+    /// cache), checks that it implements the stage world and links it.
+    pub fn load(&self, path: &Path) -> Result<Plugin, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
+        self.load_bytes(path, &bytes)
+    }
+
+    /// Like [`load`](Self::load) for bytes already in memory; `path` is only
+    /// used in messages.
+    pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Plugin, LoadError> {
+        let path = path.to_owned();
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(LoadError::CoreModule { path }),
+            Some([0, b'a', b's', b'm', ..]) => {}
+            _ => return Err(LoadError::NotWasm { head: describe_head(bytes), path }),
+        }
+        let hash = ContentHash::of(bytes);
+        let (component, origin) = self
+            .inner
+            .cache
+            .get_or_compile(&self.inner.engine, hash, bytes)
+            .map_err(|e| LoadError::Compile { path: path.clone(), message: chain(&e) })?;
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Imports { path: path.clone(), message: chain(&e) })?;
+        let pre = bindings::StagePre::new(pre)
+            .map_err(|e| LoadError::WrongWorld { path: path.clone(), message: chain(&e) })?;
+        Ok(Plugin { pre, hash, path: path.into(), origin })
+    }
+}
+
+/// A plugin that was compiled, checked and linked: ready to instantiate.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Plugin {
+    pre: bindings::StagePre<HostState>,
+    hash: ContentHash,
+    path: Arc<Path>,
+    origin: Origin,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("path", &self.path).field("hash", &self.hash).finish()
+    }
+}
+
+/// What an instance needs to know about its stage.
+#[derive(Debug, Clone)]
+pub struct StageSpec {
+    /// The pipeline's name, for logs.
+    pub pipeline: String,
+    /// The stage's name, for logs.
+    pub stage: String,
+    /// Time budget per event.
+    pub timeout: Duration,
+    /// Memory cap in bytes.
+    pub memory: u64,
+    /// The stage's config table as JSON, passed to `init`.
+    pub config: String,
+}
+
+impl Plugin {
+    /// The SHA-256 of the plugin's bytes.
+    pub fn hash(&self) -> ContentHash {
+        self.hash
+    }
+
+    /// The file the plugin was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the plugin was compiled now or taken from a cache.
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    /// A fresh instance with `init` already run.
+    pub fn instantiate(&self, spec: &StageSpec) -> Result<Instance, InitError> {
+        let label = Arc::new(StageLabel { pipeline: spec.pipeline.clone(), stage: spec.stage.clone() });
+        let mut store = Store::new(self.pre.engine(), HostState::new(label, spec.memory));
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(ticks(INIT_TIMEOUT));
+        let bindings = match self.pre.instantiate(&mut store) {
+            Ok(b) => b,
+            Err(e) => {
+                return Err(match classify(&e, &store, INIT_TIMEOUT) {
+                    Some(fault) => InitError::Fault(fault),
+                    None => InitError::Instantiate(chain(&e)),
+                });
+            }
+        };
+        match bindings.call_init(&mut store, &spec.config) {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => return Err(InitError::Refused(message)),
+            Err(e) => return Err(InitError::Fault(fault(&e, &store, INIT_TIMEOUT))),
+        }
+        Ok(Instance { store, bindings, timeout: spec.timeout })
+    }
+}
+
+/// One live, initialised instance of a plugin. Not shared: each worker owns
+/// its instances.
+pub struct Instance {
+    store: Store<HostState>,
+    bindings: bindings::Stage,
+    timeout: Duration,
+}
+
+impl Instance {
+    /// Calls `process` with `events` and returns them back (they are only
+    /// lent to the sandbox) with the stage's results, one per event. On a
+    /// fault the instance is dead: drop it.
+    pub fn process(&mut self, events: Vec<Event>) -> (Vec<Event>, Result<Vec<StageResult>, Fault>) {
+        let n = events.len();
+        // Moves, not copies: the layouts match, so these collects reuse the
+        // vectors' allocations.
+        let lent: Vec<wit::Event> = events.into_iter().map(into_wit).collect();
+        let budget = self.timeout.saturating_mul(n.max(1) as u32);
+        self.store.set_epoch_deadline(ticks(budget));
+        let called = self.bindings.call_process(&mut self.store, &lent);
+        let events = lent.into_iter().map(from_wit).collect();
+        let results = match called {
+            Ok(results) if results.len() == n => Ok(results.into_iter().map(result_from_wit).collect()),
+            Ok(results) => Err(Fault::BadOutput {
+                message: format!("returned {} results for {n} events; process must return exactly one per event", results.len()),
+            }),
+            Err(e) => Err(fault(&e, &self.store, budget)),
+        };
+        (events, results)
+    }
+}
+
+/// A call that ended the instance. The message says what happened in words a
+/// plugin author can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Fault {
+    /// The guest trapped: a panic, `unreachable`, an out-of-bounds access.
+    #[error("trapped: {message}")]
+    Trap {
+        /// The trap and, for a panic, the panic message the guest printed.
+        message: String,
+    },
+    /// The call ran past its deadline.
+    #[error("ran past its deadline of {} ms", budget.as_millis())]
+    Timeout {
+        /// The budget of the call: `limits.timeout` times the batch length.
+        budget: Duration,
+    },
+    /// The guest tried to grow its memory past its limit.
+    #[error("tried to grow its memory to {requested} bytes, over its limit of {limit} bytes (limits.memory)")]
+    Memory {
+        /// Bytes the guest asked for.
+        requested: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The guest returned something that breaks the contract.
+    #[error("broke the contract: {message}")]
+    BadOutput {
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl Fault {
+    /// The dead-letter kind of this fault.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Fault::Trap { .. } => ErrorKind::Trap,
+            Fault::Timeout { .. } => ErrorKind::Timeout,
+            Fault::Memory { .. } => ErrorKind::Memory,
+            Fault::BadOutput { .. } => ErrorKind::BadOutput,
+        }
+    }
+}
+
+/// A plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read plugin {}: {source}", path.display())]
+    Read {
+        /// The plugin file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not WebAssembly at all.
+    #[error("{} is not a WebAssembly file (it starts with {head}); a plugin is a component built with `cargo build --target wasm32-wasip2`", path.display())]
+    NotWasm {
+        /// The plugin file.
+        path: PathBuf,
+        /// Its first bytes, described.
+        head: String,
+    },
+    /// A core module, not a component.
+    #[error("{} is a core WebAssembly module, not a component; build it for the wasm32-wasip2 target (or wrap it with `wasm-tools component new`) so that it implements {WORLD}", path.display())]
+    CoreModule {
+        /// The plugin file.
+        path: PathBuf,
+    },
+    /// The component did not validate or compile.
+    #[error("{} is not a valid WebAssembly component: {message}", path.display())]
+    Compile {
+        /// The plugin file.
+        path: PathBuf,
+        /// The compiler's message.
+        message: String,
+    },
+    /// The component imports something weir does not provide.
+    #[error("{} imports something weir does not provide: {message}; stages may import only {WORLD}'s host interface and WASI", path.display())]
+    Imports {
+        /// The plugin file.
+        path: PathBuf,
+        /// wasmtime's message.
+        message: String,
+    },
+    /// The component does not export what the world requires.
+    #[error("{} does not implement {WORLD}: {message}; implement the weir_sdk::Stage trait and call weir_sdk::export_stage!", path.display())]
+    WrongWorld {
+        /// The plugin file.
+        path: PathBuf,
+        /// wasmtime's message.
+        message: String,
+    },
+}
+
+/// A new instance could not be made ready.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InitError {
+    /// wasmtime could not instantiate the component.
+    #[error("cannot instantiate: {0}")]
+    Instantiate(String),
+    /// `init` returned an error.
+    #[error("init refused the configuration: {0}")]
+    Refused(String),
+    /// `init` (or the component's start) faulted.
+    #[error("init {0}")]
+    Fault(Fault),
+}
+
+fn ticks(budget: Duration) -> u64 {
+    // One more tick than the budget needs: the current tick may be nearly over.
+    (budget.as_nanos().div_ceil(TICK.as_nanos()) as u64).saturating_add(1)
+}
+
+/// Turns a failed call into a [`Fault`].
+fn fault(e: &wasmtime::Error, store: &Store<HostState>, budget: Duration) -> Fault {
+    classify(e, store, budget).unwrap_or_else(|| Fault::Trap { message: chain(e) })
+}
+
+/// A [`Fault`] when `e` comes from the guest, `None` for host-side errors.
+fn classify(e: &wasmtime::Error, store: &Store<HostState>, budget: Duration) -> Option<Fault> {
+    if let Some(m) = e.downcast_ref::<MemoryLimitExceeded>() {
+        return Some(Fault::Memory { requested: m.requested, limit: m.limit });
+    }
+    let trap = e.downcast_ref::<Trap>()?;
+    if *trap == Trap::Interrupt {
+        return Some(Fault::Timeout { budget });
+    }
+    // A Rust panic prints its message to stderr, then traps with
+    // `unreachable`: the message is what the author needs.
+    let stderr = store.data().stderr.take();
+    let printed = stderr.trim();
+    let message = if printed.is_empty() {
+        trap.to_string()
+    } else {
+        format!("{} ({trap})", printed.replace('\n', " "))
+    };
+    Some(Fault::Trap { message })
+}
+
+/// An error and its causes on one line.
+fn chain(e: &wasmtime::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.is_empty() {
+            if out.contains(&text) {
+                continue;
+            }
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+fn describe_head(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return "nothing: the file is empty".into();
+    }
+    let head = &bytes[..bytes.len().min(8)];
+    match std::str::from_utf8(head) {
+        Ok(text) if text.chars().all(|c| !c.is_control() || c.is_whitespace()) => format!("{text:?}"),
+        _ => head.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "),
+    }
+}
+
+fn into_wit(e: Event) -> wit::Event {
+    wit::Event { subject: e.subject, headers: e.headers, payload: e.payload }
+}
+
+fn from_wit(e: wit::Event) -> Event {
+    Event { subject: e.subject, headers: e.headers, payload: e.payload }
+}
+
+fn result_from_wit(r: Result<Vec<wit::Event>, wit::StageError>) -> StageResult {
+    match r {
+        Ok(events) => Ok(events.into_iter().map(from_wit).collect()),
+        Err(wit::StageError::Invalid(m)) => Err(StageError::Invalid(m)),
+        Err(wit::StageError::Retry(m)) => Err(StageError::Retry(m)),
+    }
+}

@@ -1,0 +1,196 @@
+//! The event: weir's own representation of a message, shared by every module.
+//!
+//! Sources produce [`Event`]s, the pipeline hands them to stages and back, and
+//! sinks publish them. Neither wasmtime's nor async-nats's types appear here.
+
+use std::fmt;
+
+/// One message: its subject, its headers in order (a name may repeat) and its
+/// payload bytes, which weir never interprets.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Event {
+    /// The NATS subject the event arrived on or will be published to.
+    pub subject: String,
+    /// Header names and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// The payload, untouched.
+    pub payload: Vec<u8>,
+}
+
+impl Event {
+    /// An event with no headers.
+    pub fn new(subject: impl Into<String>, payload: impl Into<Vec<u8>>) -> Self {
+        Event { subject: subject.into(), headers: Vec::new(), payload: payload.into() }
+    }
+
+    /// The first value of header `name` (header names compare case-sensitively,
+    /// as NATS does).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Replaces every value of header `name` by `value`.
+    pub fn set_header(&mut self, name: &str, value: impl Into<String>) {
+        self.headers.retain(|(k, _)| k != name);
+        self.headers.push((name.to_owned(), value.into()));
+    }
+}
+
+/// A stage's refusal of one event, as the stage returned it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageError {
+    /// The event is bad for this stage: dead-letter it, never retry.
+    Invalid(String),
+    /// A transient failure: redeliver where the source can, else dead-letter.
+    Retry(String),
+}
+
+/// What one stage made of one event.
+pub type StageResult = Result<Vec<Event>, StageError>;
+
+/// Why an event was dead-lettered, as the `weir-error-kind` header says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The stage returned `invalid`.
+    Invalid,
+    /// The stage returned `retry` and the source cannot redeliver (or gave up).
+    Retry,
+    /// The stage trapped (panic, `unreachable`, out-of-bounds access).
+    Trap,
+    /// The stage ran past its deadline.
+    Timeout,
+    /// The stage tried to grow its memory past its limit.
+    Memory,
+    /// The stage returned something weir cannot use (wrong number of results,
+    /// an output subject that is not a valid NATS subject).
+    BadOutput,
+    /// A fresh instance of the stage could not be created to process the event.
+    Init,
+    /// The input itself could not be read (a malformed `weir exec` line).
+    Malformed,
+}
+
+impl ErrorKind {
+    /// Every kind, for metrics and docs.
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::Invalid,
+        ErrorKind::Retry,
+        ErrorKind::Trap,
+        ErrorKind::Timeout,
+        ErrorKind::Memory,
+        ErrorKind::BadOutput,
+        ErrorKind::Init,
+        ErrorKind::Malformed,
+    ];
+
+    /// The kind as it appears in the `weir-error-kind` header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Retry => "retry",
+            ErrorKind::Trap => "trap",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Memory => "memory",
+            ErrorKind::BadOutput => "bad-output",
+            ErrorKind::Init => "init",
+            ErrorKind::Malformed => "malformed",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Header names weir sets on what it publishes.
+pub mod headers {
+    /// The pipeline that produced an output or a dead letter.
+    pub const PIPELINE: &str = "weir-pipeline";
+    /// The stage that refused the event.
+    pub const ERROR_STAGE: &str = "weir-error-stage";
+    /// The [`ErrorKind`](super::ErrorKind) of the failure.
+    pub const ERROR_KIND: &str = "weir-error-kind";
+    /// The failure, in words.
+    pub const ERROR: &str = "weir-error";
+    /// The subject the dead-lettered event arrived on.
+    pub const SUBJECT: &str = "weir-subject";
+}
+
+/// An input event that failed, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The input event exactly as it arrived.
+    pub event: Event,
+    /// The stage that failed it (`input` for unreadable input, `sink` for an
+    /// output subject that could not be rendered).
+    pub stage: String,
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// The failure in words: the stage's message or the fault.
+    pub message: String,
+}
+
+impl DeadLetter {
+    /// The message to publish on the dead-letter `subject`: the original
+    /// payload and headers plus headers that explain the failure.
+    pub fn to_event(&self, pipeline: &str, subject: &str) -> Event {
+        let mut out = Event {
+            subject: subject.to_owned(),
+            headers: self.event.headers.clone(),
+            payload: self.event.payload.clone(),
+        };
+        out.set_header(headers::PIPELINE, pipeline);
+        out.set_header(headers::ERROR_STAGE, header_safe(&self.stage));
+        out.set_header(headers::ERROR_KIND, self.kind.as_str());
+        out.set_header(headers::ERROR, header_safe(&self.message));
+        out.set_header(headers::SUBJECT, self.event.subject.as_str());
+        out
+    }
+}
+
+/// NATS header values are one line: fold line breaks and keep them short
+/// enough that a runaway message cannot bloat every dead letter.
+fn header_safe(text: &str) -> String {
+    const MAX: usize = 1024;
+    let mut out = String::with_capacity(text.len().min(MAX));
+    for c in text.chars() {
+        if out.len() + c.len_utf8() > MAX {
+            out.push('…');
+            break;
+        }
+        out.push(if c == '\r' || c == '\n' { ' ' } else { c });
+    }
+    out.trim_end().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_event_keeps_the_original_and_explains() {
+        let mut event = Event::new("orders.new", b"{}".to_vec());
+        event.headers.push(("trace".into(), "abc".into()));
+        let dl = DeadLetter {
+            event,
+            stage: "tag".into(),
+            kind: ErrorKind::Trap,
+            message: "panicked at src/lib.rs:3:5:\nboom".into(),
+        };
+        let out = dl.to_event("views", "weir.dlq.views");
+        assert_eq!(out.subject, "weir.dlq.views");
+        assert_eq!(out.payload, b"{}");
+        assert_eq!(out.header("trace"), Some("abc"));
+        assert_eq!(out.header("weir-error-kind"), Some("trap"));
+        assert_eq!(out.header("weir-error"), Some("panicked at src/lib.rs:3:5: boom"));
+        assert_eq!(out.header("weir-subject"), Some("orders.new"));
+    }
+
+    #[test]
+    fn header_values_are_capped() {
+        let long = "x".repeat(5000);
+        assert!(header_safe(&long).len() <= 1024 + '…'.len_utf8());
+    }
+}

@@ -1,0 +1,6 @@
+//! The `weir` binary: parse the command line, run it, turn errors into a
+//! message and an exit code. The work is in the library.
+
+fn main() -> std::process::ExitCode {
+    weir::cli::main()
+}

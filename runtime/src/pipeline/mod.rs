@@ -1,0 +1,342 @@
+//! A pipeline's chain of stages applied to events.
+//!
+//! A [`Blueprint`] is a pipeline whose plugins are compiled and checked (every
+//! `init` ran once): what `weir validate` proves and what a reload builds
+//! before it swaps. Each worker makes its own [`Chain`] from it, with its own
+//! instances, and feeds it batches of input events; for each input event the
+//! chain says what became of it: an [`Outcome`].
+//!
+//! An input event and everything derived from it succeed or fail together:
+//! if any stage refuses or faults on any part of it, the original input goes
+//! to the dead letter, untouched, and none of its outputs are published. That
+//! keeps redelivery simple: an input is either fully processed or not at all.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::{self, SubjectTemplate};
+use crate::engine::{ContentHash, Engine, InitError, Instance, LoadError, Origin, Plugin, StageSpec};
+use crate::event::{DeadLetter, ErrorKind, Event, StageError};
+
+/// A pipeline ready to run: plugins compiled and linked, configuration
+/// accepted by every stage's `init`. Cheap to clone.
+#[derive(Clone)]
+pub struct Blueprint {
+    inner: Arc<BlueprintInner>,
+}
+
+struct BlueprintInner {
+    name: String,
+    batch_size: usize,
+    stages: Vec<(StageSpec, Plugin)>,
+    sink: SubjectTemplate,
+}
+
+/// A pipeline could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("stage \"{stage}\" of pipeline \"{pipeline}\" ({location}): {reason}")]
+pub struct BuildError {
+    /// The pipeline.
+    pub pipeline: String,
+    /// The stage that failed.
+    pub stage: String,
+    /// Where the stage is declared, `file:line:column`.
+    pub location: String,
+    /// What went wrong.
+    pub reason: BuildFailure,
+}
+
+/// What went wrong while building a stage.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildFailure {
+    /// The plugin could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The plugin loaded but its first instance did not start.
+    #[error(transparent)]
+    Init(#[from] InitError),
+}
+
+/// How a stage's plugin was obtained, for progress messages.
+#[derive(Debug, Clone)]
+pub struct StageReport {
+    /// The stage's name.
+    pub stage: String,
+    /// The plugin file.
+    pub plugin: PathBuf,
+    /// Content hash of the plugin.
+    pub hash: ContentHash,
+    /// Compiled now, or taken from a cache.
+    pub origin: Origin,
+    /// Time spent loading and initialising.
+    pub elapsed: std::time::Duration,
+}
+
+impl Blueprint {
+    /// Loads every stage's plugin and runs its `init` once, so that a
+    /// pipeline that builds is a pipeline that starts.
+    pub fn build(engine: &Engine, pipeline: &config::Pipeline) -> Result<(Blueprint, Vec<StageReport>), BuildError> {
+        let name = pipeline.name.as_str().to_owned();
+        let mut stages = Vec::with_capacity(pipeline.stages.len());
+        let mut reports = Vec::with_capacity(pipeline.stages.len());
+        for stage in &pipeline.stages {
+            let started = std::time::Instant::now();
+            let fail = |reason: BuildFailure| BuildError {
+                pipeline: name.clone(),
+                stage: stage.name.as_str().to_owned(),
+                location: stage.location.to_string(),
+                reason,
+            };
+            let plugin = engine.load(&stage.plugin).map_err(|e| fail(e.into()))?;
+            let spec = StageSpec {
+                pipeline: name.clone(),
+                stage: stage.name.as_str().to_owned(),
+                timeout: stage.limits.timeout,
+                memory: stage.limits.memory,
+                config: stage.config.to_string(),
+            };
+            plugin.instantiate(&spec).map_err(|e| fail(e.into()))?;
+            reports.push(StageReport {
+                stage: spec.stage.clone(),
+                plugin: stage.plugin.clone(),
+                hash: plugin.hash(),
+                origin: plugin.origin(),
+                elapsed: started.elapsed(),
+            });
+            stages.push((spec, plugin));
+        }
+        let inner = BlueprintInner { name, batch_size: pipeline.batch_size, stages, sink: pipeline.sink.subject.clone() };
+        Ok((Blueprint { inner: Arc::new(inner) }, reports))
+    }
+
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The most events handed to a stage in one call.
+    pub fn batch_size(&self) -> usize {
+        self.inner.batch_size
+    }
+
+    /// A chain with its own instances. Instances are created lazily, on the
+    /// first batch, so this never fails.
+    pub fn chain(&self) -> Chain {
+        let stages = self
+            .inner
+            .stages
+            .iter()
+            .map(|(spec, plugin)| Slot { spec: spec.clone(), plugin: plugin.clone(), instance: None, restarts: 0 })
+            .collect();
+        Chain { blueprint: self.clone(), stages }
+    }
+}
+
+/// What became of one input event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Processed: the events to publish, with their final subjects (none: the
+    /// event was filtered out).
+    Done(Vec<Event>),
+    /// Failed: the original event and why.
+    Dead(DeadLetter),
+}
+
+/// A blueprint's stages with live instances, owned by one worker.
+pub struct Chain {
+    blueprint: Blueprint,
+    stages: Vec<Slot>,
+}
+
+struct Slot {
+    spec: StageSpec,
+    plugin: Plugin,
+    instance: Option<Instance>,
+    restarts: u64,
+}
+
+/// Why one event failed in one stage.
+struct Failure {
+    kind: ErrorKind,
+    message: String,
+}
+
+type SlotResult = Result<Vec<Event>, Failure>;
+
+impl Chain {
+    /// The blueprint this chain runs.
+    pub fn blueprint(&self) -> &Blueprint {
+        &self.blueprint
+    }
+
+    /// Instances thrown away after a fault, per stage, since the chain was made.
+    pub fn restarts(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.stages.iter().map(|s| (s.spec.stage.as_str(), s.restarts))
+    }
+
+    /// Runs `inputs` through every stage and says, for each input in order,
+    /// what became of it.
+    pub fn process(&mut self, inputs: Vec<Event>) -> Vec<Outcome> {
+        let n = inputs.len();
+        let batch = self.blueprint.inner.batch_size;
+        let mut failed: Vec<Option<(usize, Failure)>> = (0..n).map(|_| None).collect();
+        let mut owners: Vec<usize> = (0..n).collect();
+        let mut current = inputs;
+        let mut originals: Option<Vec<Event>> = None;
+
+        for (index, slot) in self.stages.iter_mut().enumerate() {
+            let (lent, results) = slot.run(current, batch);
+            if index == 0 {
+                originals = Some(lent);
+            }
+            let mut next = Vec::with_capacity(results.len());
+            let mut next_owners = Vec::with_capacity(results.len());
+            for (result, &owner) in results.into_iter().zip(&owners) {
+                if failed[owner].is_some() {
+                    continue;
+                }
+                match result {
+                    Ok(outputs) => {
+                        next_owners.extend(std::iter::repeat_n(owner, outputs.len()));
+                        next.extend(outputs);
+                    }
+                    Err(failure) => failed[owner] = Some((index, failure)),
+                }
+            }
+            // A sibling that failed later in this stage fails its whole input.
+            if next_owners.iter().any(|&o| failed[o].is_some()) {
+                let keep: Vec<bool> = next_owners.iter().map(|&o| failed[o].is_none()).collect();
+                let mut k = keep.iter();
+                next.retain(|_| *k.next().expect("one flag per event"));
+                next_owners.retain(|&o| failed[o].is_none());
+            }
+            current = next;
+            owners = next_owners;
+        }
+        let originals = originals.unwrap_or_else(|| current.clone());
+
+        // Render the sink subject of every output; a subject that cannot be
+        // published fails its input like any stage would.
+        let sink = &self.blueprint.inner.sink;
+        let mut outputs: Vec<Vec<Event>> = (0..n).map(|_| Vec::new()).collect();
+        for (mut event, owner) in current.into_iter().zip(owners) {
+            if failed[owner].is_some() {
+                continue;
+            }
+            match sink.render(&event.subject, &originals[owner].subject) {
+                Ok(subject) => {
+                    event.subject = subject;
+                    outputs[owner].push(event);
+                }
+                Err(message) => {
+                    let message = format!("output subject {:?}: {message}", event.subject);
+                    failed[owner] = Some((usize::MAX, Failure { kind: ErrorKind::BadOutput, message }));
+                    outputs[owner].clear();
+                }
+            }
+        }
+
+        originals
+            .into_iter()
+            .zip(failed)
+            .zip(outputs)
+            .map(|((event, failure), outputs)| match failure {
+                None => Outcome::Done(outputs),
+                Some((stage, Failure { kind, message })) => Outcome::Dead(DeadLetter {
+                    event,
+                    stage: self.stages.get(stage).map_or_else(|| "sink".to_owned(), |s| s.spec.stage.clone()),
+                    kind,
+                    message,
+                }),
+            })
+            .collect()
+    }
+}
+
+impl Slot {
+    /// Runs `events` through this stage in batches of at most `batch`;
+    /// returns the events (lent, not consumed) and one result per event.
+    fn run(&mut self, events: Vec<Event>, batch: usize) -> (Vec<Event>, Vec<SlotResult>) {
+        if events.len() <= batch {
+            return self.call(events);
+        }
+        let mut lent = Vec::with_capacity(events.len());
+        let mut results = Vec::with_capacity(events.len());
+        let mut rest = events.into_iter();
+        loop {
+            let chunk: Vec<Event> = rest.by_ref().take(batch).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let (back, r) = self.call(chunk);
+            lent.extend(back);
+            results.extend(r);
+        }
+        (lent, results)
+    }
+
+    /// One call; on a fault, replays the batch one event at a time on fresh
+    /// instances so that only the culprit fails.
+    fn call(&mut self, events: Vec<Event>) -> (Vec<Event>, Vec<SlotResult>) {
+        if events.is_empty() {
+            return (events, Vec::new());
+        }
+        let instance = match self.instance() {
+            Ok(i) => i,
+            Err(failure) => {
+                let results = events.iter().map(|_| Err(Failure { kind: failure.kind, message: failure.message.clone() })).collect();
+                return (events, results);
+            }
+        };
+        let (events, called) = instance.process(events);
+        match called {
+            Ok(results) => (events, results.into_iter().map(|r| r.map_err(Failure::from)).collect()),
+            Err(fault) => {
+                self.lose_instance(&fault.to_string(), events.len());
+                if events.len() == 1 {
+                    return (events, vec![Err(Failure { kind: fault.kind(), message: fault.to_string() })]);
+                }
+                let mut lent = Vec::with_capacity(events.len());
+                let mut results = Vec::with_capacity(events.len());
+                for event in events {
+                    let (mut back, mut r) = self.call(vec![event]);
+                    lent.append(&mut back);
+                    results.append(&mut r);
+                }
+                (lent, results)
+            }
+        }
+    }
+
+    fn instance(&mut self) -> Result<&mut Instance, Failure> {
+        if self.instance.is_none() {
+            let instance = self.plugin.instantiate(&self.spec).map_err(|e| Failure {
+                kind: ErrorKind::Init,
+                message: format!("cannot start a fresh instance: {e}"),
+            })?;
+            self.instance = Some(instance);
+        }
+        Ok(self.instance.as_mut().expect("just set"))
+    }
+
+    fn lose_instance(&mut self, fault: &str, batch: usize) {
+        self.instance = None;
+        self.restarts += 1;
+        tracing::warn!(
+            pipeline = %self.spec.pipeline,
+            stage = %self.spec.stage,
+            batch,
+            "stage {fault}; replacing its instance{}",
+            if batch > 1 { " and replaying the batch one event at a time" } else { "" }
+        );
+    }
+}
+
+impl From<StageError> for Failure {
+    fn from(e: StageError) -> Self {
+        match e {
+            StageError::Invalid(message) => Failure { kind: ErrorKind::Invalid, message },
+            StageError::Retry(message) => Failure { kind: ErrorKind::Retry, message },
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! Write [weir](https://example.invalid/weir) pipeline stages in Rust.
+//!
+//! A stage is a WebAssembly component that weir runs in a sandbox between a
+//! NATS source and a NATS sink. With this crate a stage is a type that
+//! implements [`Stage`] and one [`export_stage!`] line; the crate generates
+//! the bindings for the `weir:stage` WIT contract (`sdk/wit/stage.wit`) and
+//! hides them.
+//!
+//! # A complete stage
+//!
+//! ```
+//! use serde::Deserialize;
+//! use weir_sdk::{Config, Error, Event, Output, Stage};
+//!
+//! #[derive(Deserialize)]
+//! struct Settings { min_price: f64 }
+//!
+//! #[derive(Deserialize)]
+//! struct Order { price: f64 }
+//!
+//! /// Keeps the orders that cost at least `min_price`.
+//! struct Expensive(Settings);
+//!
+//! impl Stage for Expensive {
+//!     fn init(config: Config) -> Result<Self, String> {
+//!         Ok(Expensive(config.parse()?))
+//!     }
+//!
+//!     fn process(&mut self, event: Event) -> Result<Output, Error> {
+//!         let order: Order = event.json()?;
+//!         Ok(if order.price >= self.0.min_price { event.into() } else { Output::Drop })
+//!     }
+//! }
+//!
+//! weir_sdk::export_stage!(Expensive);
+//! # let out = weir_sdk::testing::run::<Expensive>(
+//! #     r#"{"min_price": 10}"#,
+//! #     vec![Event::new("orders", r#"{"price": 12.5}"#), Event::new("orders", r#"{"price": 3}"#)],
+//! # );
+//! # assert_eq!(out[0].as_ref().unwrap().len(), 1);
+//! # assert!(out[1].as_ref().unwrap().is_empty());
+//! ```
+//!
+//! Build it with `cargo build --target wasm32-wasip2 --release` in a crate
+//! with `crate-type = ["cdylib", "rlib"]`; see the README for the whole walk
+//! from `cargo new` to a pipeline TOML.
+//!
+//! # What a stage returns
+//!
+//! For every input event, [`Stage::process`] returns either an [`Output`] or
+//! an [`Error`]:
+//!
+//! - [`Output::Drop`] drops the event (a filter),
+//! - [`Output::One`] replaces it (a map; the same event, unchanged, passes it
+//!   through),
+//! - [`Output::Many`] splits it into several events (a flat-map),
+//! - an output event whose [`Event::subject`] differs from the input's is
+//!   routed to that subject,
+//! - [`Error::invalid`] sends the input event to the pipeline's dead-letter
+//!   subject and never retries it; [`Error::retry`] marks a transient failure
+//!   that weir redelivers when its source can.
+//!
+//! A panic, an endless loop or running out of memory is a fault: weir throws
+//! the instance away and dead-letters only the event that caused it.
+//!
+//! # Testing without WebAssembly
+//!
+//! Everything here also builds for the host. On a target other than `wasm32`,
+//! the [`log`] macros print to stderr instead of calling weir, so
+//! `cargo test` tests a stage natively; [`testing`] runs a stage the way weir
+//! would.
+//!
+//! ```
+//! # use weir_sdk::{Config, Error, Event, Output, Stage};
+//! # struct Upper;
+//! # impl Stage for Upper {
+//! #     fn init(_: Config) -> Result<Self, String> { Ok(Upper) }
+//! #     fn process(&mut self, e: Event) -> Result<Output, Error> {
+//! #         let upper = e.payload_str()?.to_uppercase();
+//! #         Ok(e.with_payload(upper).into())
+//! #     }
+//! # }
+//! let out = weir_sdk::testing::run_one::<Upper>("{}", Event::new("in", "hello"));
+//! assert_eq!(out.unwrap()[0].payload, b"HELLO");
+//! ```
+//!
+//! # Renaming the dependency
+//!
+//! The generated code refers to this crate as `::weir_sdk`: depend on it
+//! under that name (do not rename it in `Cargo.toml`).
+#![deny(missing_docs)]
+
+// The generated bindings name this crate by its absolute path
+// (`::weir_sdk::__private::...`) so that the same paths work inside the
+// plugin crates that expand `export_stage!`.
+extern crate self as weir_sdk;
+
+mod config;
+mod error;
+mod event;
+pub mod log;
+mod output;
+pub mod testing;
+
+pub use config::Config;
+pub use error::Error;
+pub use event::Event;
+pub use output::Output;
+/// The `serde_json` crate this SDK uses, for stages that work on
+/// [`serde_json::Value`] without depending on it themselves.
+///
+/// ```
+/// use weir_sdk::serde_json::json;
+///
+/// let event = weir_sdk::Event::new_json("orders", &json!({ "id": 7 })).unwrap();
+/// assert_eq!(event.payload, br#"{"id":7}"#);
+/// ```
+pub use serde_json;
+
+/// A pipeline stage: a type that weir creates once per instance and then
+/// feeds events.
+///
+/// Implement [`init`](Stage::init) and [`process`](Stage::process), then
+/// export the type with [`export_stage!`].
+///
+/// ```
+/// use weir_sdk::{Config, Error, Event, Output, Stage};
+///
+/// /// Passes every event through and counts them.
+/// struct Count { seen: u64 }
+///
+/// impl Stage for Count {
+///     fn init(_config: Config) -> Result<Self, String> {
+///         Ok(Count { seen: 0 })
+///     }
+///
+///     fn process(&mut self, event: Event) -> Result<Output, Error> {
+///         self.seen += 1;
+///         Ok(Output::One(event))
+///     }
+/// }
+///
+/// weir_sdk::export_stage!(Count);
+/// ```
+pub trait Stage: Sized + 'static {
+    /// Creates the stage from its configuration.
+    ///
+    /// Called once per instance with the stage's `config` table from the
+    /// pipeline TOML ([`Config::empty`] when there is none). Parse and check
+    /// the whole configuration here, once: an `Err` refuses it, `weir
+    /// validate` prints the message, and a reload keeps the running version.
+    /// Name the offending key in the message.
+    ///
+    /// weir may create several instances (one per worker, and a fresh one
+    /// after a fault); each gets its own `init` and they share nothing.
+    ///
+    /// ```
+    /// # use weir_sdk::{Config, Error, Event, Output, Stage};
+    /// struct Prefix(String);
+    ///
+    /// impl Stage for Prefix {
+    ///     fn init(config: Config) -> Result<Self, String> {
+    ///         match config.value()["prefix"].as_str() {
+    ///             Some(prefix) => Ok(Prefix(prefix.to_owned())),
+    ///             None => Err("config.prefix: expected a string".into()),
+    ///         }
+    ///     }
+    /// #   fn process(&mut self, e: Event) -> Result<Output, Error> { Ok(e.into()) }
+    /// }
+    ///
+    /// assert!(weir_sdk::testing::init::<Prefix>(r#"{"prefix": "eu."}"#).is_ok());
+    /// assert_eq!(
+    ///     weir_sdk::testing::init::<Prefix>("{}").err().unwrap(),
+    ///     "config.prefix: expected a string",
+    /// );
+    /// ```
+    fn init(config: Config) -> Result<Self, String>;
+
+    /// Processes one event.
+    ///
+    /// Return what becomes of it (see [`Output`]) or why it was refused (see
+    /// [`Error`]). The default [`process_batch`](Stage::process_batch) calls
+    /// this once per event, in order.
+    ///
+    /// ```
+    /// # use weir_sdk::{Config, Error, Event, Output, Stage};
+    /// struct Tag;
+    ///
+    /// impl Stage for Tag {
+    /// #   fn init(_: Config) -> Result<Self, String> { Ok(Tag) }
+    ///     fn process(&mut self, event: Event) -> Result<Output, Error> {
+    ///         Ok(event.with_header("tagged-by", "weir").into())
+    ///     }
+    /// }
+    ///
+    /// let out = weir_sdk::testing::run_one::<Tag>("{}", Event::new("a", "x")).unwrap();
+    /// assert_eq!(out[0].header("tagged-by"), Some("weir"));
+    /// ```
+    fn process(&mut self, event: Event) -> Result<Output, Error>;
+
+    /// Processes a whole batch at once.
+    ///
+    /// Override it when a stage gains from seeing several events together
+    /// (batched inference, one lookup for many keys). It must return exactly
+    /// one result per event, in the same order: weir treats any other length
+    /// as a fault of the instance. The default calls [`process`](Stage::process)
+    /// for each event, moving it, without copying payloads.
+    ///
+    /// ```
+    /// # use weir_sdk::{Config, Error, Event, Output, Stage};
+    /// /// Numbers the events of each batch.
+    /// struct Number;
+    ///
+    /// impl Stage for Number {
+    /// #   fn init(_: Config) -> Result<Self, String> { Ok(Number) }
+    ///     fn process(&mut self, event: Event) -> Result<Output, Error> {
+    ///         Ok(event.into())
+    ///     }
+    ///
+    ///     fn process_batch(&mut self, events: Vec<Event>) -> Vec<Result<Output, Error>> {
+    ///         let n = events.len();
+    ///         events
+    ///             .into_iter()
+    ///             .enumerate()
+    ///             .map(|(i, e)| Ok(e.with_header("part", format!("{i}/{n}")).into()))
+    ///             .collect()
+    ///     }
+    /// }
+    ///
+    /// let out = weir_sdk::testing::run::<Number>("{}", vec![Event::new("a", ""), Event::new("a", "")]);
+    /// assert_eq!(out[1].as_ref().unwrap()[0].header("part"), Some("1/2"));
+    /// ```
+    fn process_batch(&mut self, events: Vec<Event>) -> Vec<Result<Output, Error>> {
+        events.into_iter().map(|event| self.process(event)).collect()
+    }
+}
+
+/// Exports a [`Stage`] as the plugin's implementation of the `weir:stage`
+/// world.
+///
+/// Use it once per plugin crate, at the top level, with the stage's type.
+/// A type that does not implement [`Stage`] is a compile error pointing at
+/// the type.
+///
+/// ```
+/// # use weir_sdk::{Config, Error, Event, Output, Stage};
+/// struct Noop;
+///
+/// impl Stage for Noop {
+///     fn init(_config: Config) -> Result<Self, String> { Ok(Noop) }
+///     fn process(&mut self, event: Event) -> Result<Output, Error> { Ok(event.into()) }
+/// }
+///
+/// weir_sdk::export_stage!(Noop);
+/// ```
+///
+/// ```compile_fail
+/// struct NotAStage;
+///
+/// weir_sdk::export_stage!(NotAStage); // error: the trait `Stage` is not implemented
+/// ```
+#[macro_export]
+macro_rules! export_stage {
+    ($stage:ty $(,)?) => {
+        const _: () = {
+            // One instance of the stage per component instance. A component
+            // instance is single-threaded, so a thread local is the whole state.
+            ::std::thread_local! {
+                static __WEIR_INSTANCE: ::core::cell::RefCell<::core::option::Option<$stage>> =
+                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
+            }
+
+            struct __WeirExport;
+
+            impl $crate::__private::bindings::Guest for __WeirExport {
+                fn init(
+                    config: ::std::string::String,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::__private::Checked::<$stage>::init(&__WEIR_INSTANCE, config)
+                }
+
+                fn process(
+                    events: ::std::vec::Vec<$crate::Event>,
+                ) -> ::std::vec::Vec<$crate::__private::BatchResult> {
+                    $crate::__private::Checked::<$stage>::process(&__WEIR_INSTANCE, events)
+                }
+            }
+
+            $crate::__private::bindings::export!(
+                __WeirExport with_types_in $crate::__private::bindings
+            );
+        };
+    };
+}
+
+/// Used by [`export_stage!`]; not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    use std::cell::RefCell;
+    use std::marker::PhantomData;
+    use std::thread::LocalKey;
+
+    use crate::{Config, Event, Stage};
+
+    pub use wit_bindgen;
+
+    /// The bindings of the `stage` world, generated from `sdk/wit`.
+    #[allow(missing_docs, unsafe_op_in_unsafe_fn, rust_2018_idioms)]
+    pub mod bindings {
+        wit_bindgen::generate!({
+            path: "wit",
+            world: "stage",
+            runtime_path: "::weir_sdk::__private::wit_bindgen::rt",
+            pub_export_macro: true,
+            export_macro_name: "export",
+            default_bindings_module: "::weir_sdk::__private::bindings",
+            // The bindings use the SDK's own `Event`: the same fields, so
+            // lifting and lowering move the strings and buffers straight into
+            // and out of it, with no conversion.
+            with: { "weir:stage/types@0.1.0/event": crate::Event },
+        });
+    }
+
+    /// One event's entry in the result of `process`, as the bindings want it.
+    pub type BatchResult = Result<Vec<Event>, bindings::StageError>;
+
+    /// The slot in which `export_stage!` keeps the instance's stage.
+    pub type Slot<T> = LocalKey<RefCell<Option<T>>>;
+
+    /// Glue between the generated `Guest` trait and a `Stage`. Naming
+    /// `Checked<T>` with a `T` that is not a `Stage` fails at `T`'s span.
+    pub struct Checked<T: Stage>(PhantomData<T>);
+
+    impl<T: Stage> Checked<T> {
+        pub fn init(slot: &'static Slot<T>, config: String) -> Result<(), String> {
+            let config = Config::from_json(&config)?;
+            let stage = T::init(config)?;
+            slot.set(Some(stage));
+            Ok(())
+        }
+
+        pub fn process(slot: &'static Slot<T>, events: Vec<Event>) -> Vec<BatchResult> {
+            slot.with_borrow_mut(|stage| {
+                // weir always calls `init` first; if it did not, trapping
+                // makes it replace the instance, which is what it should do.
+                let stage = stage
+                    .as_mut()
+                    .expect("weir-sdk: `process` was called before a successful `init`");
+                stage
+                    .process_batch(events)
+                    .into_iter()
+                    .map(|result| match result {
+                        Ok(output) => Ok(output.into_events()),
+                        Err(error) => Err(error.into_stage_error()),
+                    })
+                    .collect()
+            })
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Run a stage natively, the way weir would, for unit tests.
+//!
+//! These helpers go through the same steps as the exported component: the
+//! configuration is parsed from JSON text, [`Stage::init`] runs once, a batch
+//! goes through [`Stage::process_batch`] and its length is checked. They run
+//! on the host target, with no WebAssembly and no weir.
+//!
+//! ```
+//! use weir_sdk::{testing, Config, Error, Event, Output, Stage};
+//!
+//! struct DropEmpty;
+//!
+//! impl Stage for DropEmpty {
+//!     fn init(_: Config) -> Result<Self, String> { Ok(DropEmpty) }
+//!     fn process(&mut self, event: Event) -> Result<Output, Error> {
+//!         Ok(if event.payload.is_empty() { Output::Drop } else { event.into() })
+//!     }
+//! }
+//!
+//! let out = testing::run::<DropEmpty>("{}", vec![Event::new("a", ""), Event::new("a", "x")]);
+//! assert_eq!(out, [Ok(vec![]), Ok(vec![Event::new("a", "x")])]);
+//! ```
+
+use crate::{Config, Error, Event, Stage};
+
+/// What weir sees for one input event: the events to publish, or the error.
+pub type Outcome = Result<Vec<Event>, Error>;
+
+/// Creates a stage from a JSON configuration, as weir's `init` does.
+///
+/// ```
+/// # use weir_sdk::{Config, Error, Event, Output, Stage};
+/// struct NeedsName(String);
+/// impl Stage for NeedsName {
+///     fn init(config: Config) -> Result<Self, String> {
+///         config.value()["name"].as_str().map(|n| NeedsName(n.into())).ok_or("config.name is required".into())
+///     }
+///     fn process(&mut self, e: Event) -> Result<Output, Error> { Ok(e.into()) }
+/// }
+///
+/// assert!(weir_sdk::testing::init::<NeedsName>(r#"{"name": "x"}"#).is_ok());
+/// assert_eq!(weir_sdk::testing::init::<NeedsName>("{}").err().unwrap(), "config.name is required");
+/// ```
+pub fn init<T: Stage>(config_json: &str) -> Result<T, String> {
+    T::init(Config::from_json(config_json)?)
+}
+
+/// Runs one batch through a stage and checks, as weir does, that there is
+/// one result per event; a wrong count is returned as `Err`, the message
+/// weir would report for that fault.
+///
+/// ```
+/// # use weir_sdk::{Config, Error, Event, Output, Stage};
+/// struct Echo;
+/// impl Stage for Echo {
+///     fn init(_: Config) -> Result<Self, String> { Ok(Echo) }
+///     fn process(&mut self, e: Event) -> Result<Output, Error> { Ok(e.into()) }
+/// }
+///
+/// let mut stage = weir_sdk::testing::init::<Echo>("{}").unwrap();
+/// let first = weir_sdk::testing::process(&mut stage, vec![Event::new("a", "1")]).unwrap();
+/// let second = weir_sdk::testing::process(&mut stage, vec![Event::new("a", "2")]).unwrap();
+/// assert_eq!(second[0].as_ref().unwrap()[0].payload, b"2");
+/// # drop(first);
+/// ```
+pub fn process<T: Stage>(stage: &mut T, events: Vec<Event>) -> Result<Vec<Outcome>, String> {
+    let count = events.len();
+    let results = stage.process_batch(events);
+    if results.len() != count {
+        return Err(format!(
+            "the stage returned {} results for a batch of {count} events",
+            results.len()
+        ));
+    }
+    Ok(results.into_iter().map(|result| result.map(|output| output.into_events())).collect())
+}
+
+/// Creates a stage from a JSON configuration and runs one batch through it.
+///
+/// # Panics
+///
+/// If `init` fails or the stage returns the wrong number of results, with
+/// the message weir would report; in a test that fails the test.
+///
+/// ```
+/// # use weir_sdk::{Config, Error, Event, Output, Stage};
+/// struct Reject;
+/// impl Stage for Reject {
+///     fn init(_: Config) -> Result<Self, String> { Ok(Reject) }
+///     fn process(&mut self, _: Event) -> Result<Output, Error> { Err(Error::invalid("no")) }
+/// }
+///
+/// let out = weir_sdk::testing::run::<Reject>("{}", vec![Event::new("a", "")]);
+/// assert_eq!(out, [Err(Error::invalid("no"))]);
+/// ```
+#[track_caller]
+pub fn run<T: Stage>(config_json: &str, events: Vec<Event>) -> Vec<Outcome> {
+    let mut stage = match init::<T>(config_json) {
+        Ok(stage) => stage,
+        Err(message) => panic!("init failed: {message}"),
+    };
+    match process(&mut stage, events) {
+        Ok(results) => results,
+        Err(fault) => panic!("{fault}"),
+    }
+}
+
+/// Creates a stage from a JSON configuration and runs one event through it.
+///
+/// # Panics
+///
+/// Like [`run`].
+///
+/// ```
+/// # use weir_sdk::{Config, Error, Event, Output, Stage};
+/// struct Split;
+/// impl Stage for Split {
+///     fn init(_: Config) -> Result<Self, String> { Ok(Split) }
+///     fn process(&mut self, e: Event) -> Result<Output, Error> {
+///         Ok(Output::Many(vec![e.clone(), e]))
+///     }
+/// }
+///
+/// let out = weir_sdk::testing::run_one::<Split>("{}", Event::new("a", "x")).unwrap();
+/// assert_eq!(out.len(), 2);
+/// ```
+#[track_caller]
+pub fn run_one<T: Stage>(config_json: &str, event: Event) -> Outcome {
+    run::<T>(config_json, vec![event]).pop().expect("one result for one event")
+}
