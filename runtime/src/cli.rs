@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Pipeline};
 use crate::engine::{Engine, EngineOptions, Origin};
@@ -51,6 +52,17 @@ enum Command {
     /// Run one pipeline over events read from a file or stdin, without NATS,
     /// and print what it would publish. The plugin author's test loop.
     Exec(ExecArgs),
+    /// Connect to NATS and run pipelines until SIGINT or SIGTERM (then finish
+    /// in-flight events and exit; a second signal exits at once).
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Pipeline files or directories; default: the `pipelines` directory of
+    /// weir.toml (./pipelines without one).
+    #[arg(value_name = "PIPELINES")]
+    paths: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +129,39 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate(args) => validate(&engine, &args.paths),
         Command::Exec(args) => exec(&engine, args),
+        Command::Run(args) => {
+            drop(engine);
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("weir-io").build()?;
+            runtime.block_on(async {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(signals(shutdown.clone()));
+                crate::run::run(&global, &args.paths, shutdown).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The first SIGINT or SIGTERM asks for a graceful shutdown; the second
+/// exits at once.
+async fn signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        tracing::error!("cannot listen for signals; stop weir with SIGKILL");
+        return;
+    };
+    for round in 0.. {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        if round == 0 {
+            tracing::info!("signal received: draining (send it again to exit at once)");
+            shutdown.cancel();
+        } else {
+            eprintln!("second signal: exiting now");
+            std::process::exit(130);
+        }
     }
 }
 

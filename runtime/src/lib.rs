@@ -13,6 +13,8 @@
 //! - [`pipeline`]: a chain of stages applied to batches of events, with fault
 //!   isolation and dead letters.
 //! - [`exec`]: `weir exec`, a pipeline over JSON lines without NATS.
+//! - [`nats`]: the NATS connection, sources and publishers.
+//! - [`run`]: `weir run`, the long-running process: source → workers → sink.
 //! - [`cli`]: the command line.
 
 pub mod cli;
@@ -20,4 +22,6 @@ pub mod config;
 pub mod engine;
 pub mod event;
 pub mod exec;
+pub mod nats;
 pub mod pipeline;
+pub mod run;

@@ -119,7 +119,7 @@ impl Config {
     /// let config = Config::from_json(r#"{"limits": {"maxx": 1}}"#).unwrap();
     /// assert_eq!(
     ///     config.parse::<Settings>().unwrap_err(),
-    ///     "config.limits: unknown field `maxx`, expected `max`",
+    ///     "config.limits.maxx: unknown field `maxx`, expected `max`",
     /// );
     /// ```
     pub fn parse<'a, T: Deserialize<'a>>(&'a self) -> Result<T, String> {

@@ -73,7 +73,7 @@ impl Event {
     /// use serde::Deserialize;
     /// use weir_sdk::Event;
     ///
-    /// #[derive(Deserialize)]
+    /// #[derive(Debug, Deserialize)]
     /// struct Order<'a> { id: u64, country: &'a str }
     ///
     /// let event = Event::new("orders", r#"{"id": 7, "country": "DE"}"#);

@@ -100,12 +100,14 @@ mod error;
 mod event;
 pub mod log;
 mod output;
+mod path;
 pub mod testing;
 
 pub use config::Config;
 pub use error::Error;
 pub use event::Event;
 pub use output::Output;
+pub use path::Path;
 /// The `serde_json` crate this SDK uses, for stages that work on
 /// [`serde_json::Value`] without depending on it themselves.
 ///
@@ -276,13 +278,13 @@ macro_rules! export_stage {
                 fn init(
                     config: ::std::string::String,
                 ) -> ::core::result::Result<(), ::std::string::String> {
-                    $crate::__private::Checked::<$stage>::init(&__WEIR_INSTANCE, config)
+                    $crate::__private::init::<$stage>(&__WEIR_INSTANCE, config)
                 }
 
                 fn process(
                     events: ::std::vec::Vec<$crate::Event>,
                 ) -> ::std::vec::Vec<$crate::__private::BatchResult> {
-                    $crate::__private::Checked::<$stage>::process(&__WEIR_INSTANCE, events)
+                    $crate::__private::process::<$stage>(&__WEIR_INSTANCE, events)
                 }
             }
 
@@ -297,7 +299,6 @@ macro_rules! export_stage {
 #[doc(hidden)]
 pub mod __private {
     use std::cell::RefCell;
-    use std::marker::PhantomData;
     use std::thread::LocalKey;
 
     use crate::{Config, Event, Stage};
@@ -327,34 +328,32 @@ pub mod __private {
     /// The slot in which `export_stage!` keeps the instance's stage.
     pub type Slot<T> = LocalKey<RefCell<Option<T>>>;
 
-    /// Glue between the generated `Guest` trait and a `Stage`. Naming
-    /// `Checked<T>` with a `T` that is not a `Stage` fails at `T`'s span.
-    pub struct Checked<T: Stage>(PhantomData<T>);
+    // Glue between the generated `Guest` trait and a `Stage`. They are
+    // generic functions so that a type which is not a `Stage` is reported at
+    // the type the user passed to `export_stage!`.
 
-    impl<T: Stage> Checked<T> {
-        pub fn init(slot: &'static Slot<T>, config: String) -> Result<(), String> {
-            let config = Config::from_json(&config)?;
-            let stage = T::init(config)?;
-            slot.set(Some(stage));
-            Ok(())
-        }
+    pub fn init<T: Stage>(slot: &'static Slot<T>, config: String) -> Result<(), String> {
+        let config = Config::from_json(&config)?;
+        let stage = T::init(config)?;
+        slot.set(Some(stage));
+        Ok(())
+    }
 
-        pub fn process(slot: &'static Slot<T>, events: Vec<Event>) -> Vec<BatchResult> {
-            slot.with_borrow_mut(|stage| {
-                // weir always calls `init` first; if it did not, trapping
-                // makes it replace the instance, which is what it should do.
-                let stage = stage
-                    .as_mut()
-                    .expect("weir-sdk: `process` was called before a successful `init`");
-                stage
-                    .process_batch(events)
-                    .into_iter()
-                    .map(|result| match result {
-                        Ok(output) => Ok(output.into_events()),
-                        Err(error) => Err(error.into_stage_error()),
-                    })
-                    .collect()
-            })
-        }
+    pub fn process<T: Stage>(slot: &'static Slot<T>, events: Vec<Event>) -> Vec<BatchResult> {
+        slot.with_borrow_mut(|stage| {
+            // weir always calls `init` first; if it did not, trapping makes
+            // it replace the instance, which is what it should do then.
+            let stage = stage
+                .as_mut()
+                .expect("weir-sdk: `process` was called before a successful `init`");
+            stage
+                .process_batch(events)
+                .into_iter()
+                .map(|result| match result {
+                    Ok(output) => Ok(output.into_events()),
+                    Err(error) => Err(error.into_stage_error()),
+                })
+                .collect()
+        })
     }
 }

@@ -1,1 +1,219 @@
-//! Pipeline and process configuration (placeholder).
+//! Configuration: TOML files in, validated types out.
+//!
+//! This module owns the pipeline file format (`pipelines/*.toml` → [`Pipeline`]), the
+//! global `weir.toml` (→ [`Global`]), the value types they are made of (names, subjects,
+//! subject templates, durations, sizes), and the errors an operator sees when a file is
+//! wrong ([`ConfigError`]: file, line, column, key, what is wrong and what would be valid).
+//! It does no I/O beyond reading config files and checking that plugin files exist;
+//! nothing here knows about NATS connections or wasmtime.
+//!
+//! Layout:
+//! - `pipeline`: the pipeline types and the checks across their fields
+//! - `global`: `weir.toml`
+//! - `subject`, `names`, `units`: validated value types
+//! - `json`: a stage's `config` table as JSON
+//! - `error`: [`ConfigError`] and turning `toml` errors into it
+
+mod error;
+mod global;
+mod json;
+mod names;
+mod pipeline;
+mod subject;
+mod units;
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+pub use error::{ConfigError, InvalidValue, Location, Snippet};
+pub use global::{Global, MetricsConfig, NatsAuth, NatsConfig, TlsConfig};
+pub use names::Name;
+pub use pipeline::{
+    DeadLetter, Deliver, JetStreamSource, Limits, Pipeline, Sink, Source, StageConfig,
+};
+pub use subject::{Subject, SubjectTemplate};
+pub use units::{format_duration, format_size, parse_duration, parse_size};
+
+use error::SourceFile;
+
+/// Parses one pipeline file. `file` is used for messages and to resolve relative plugin
+/// paths (which must exist).
+pub fn parse_pipeline(text: &str, file: &Path) -> Result<Pipeline, ConfigError> {
+    parse_pipeline_located(text, file).map(|(pipeline, _)| pipeline)
+}
+
+/// Like [`parse_pipeline`], also returning the span of the `name` value, for errors that
+/// involve several files.
+fn parse_pipeline_located(
+    text: &str,
+    file: &Path,
+) -> Result<(Pipeline, Range<usize>), ConfigError> {
+    let source = SourceFile::new(file, text);
+    let raw: pipeline::Raw = deserialize(&source)?;
+    let name_span = raw.name_span();
+    raw.validate(&source).map(|p| (p, name_span))
+}
+
+/// Reads and parses one pipeline file.
+pub fn load_pipeline(file: &Path) -> Result<Pipeline, ConfigError> {
+    let text = read(file)?;
+    parse_pipeline(&text, file)
+}
+
+/// Loads pipelines from files and directories: a directory stands for every `*.toml` file
+/// directly in it, sorted by name. Returns every pipeline that parsed and every error, so
+/// that `weir validate` can report all problems at once. Two files declaring the same
+/// pipeline name is an error naming both; the first one is kept.
+pub fn load_pipelines(paths: &[PathBuf]) -> (Vec<Pipeline>, Vec<ConfigError>) {
+    let mut pipelines = Vec::new();
+    let mut errors = Vec::new();
+    let mut files = Vec::new();
+    for path in paths {
+        match expand(path) {
+            Ok(found) => files.extend(found),
+            Err(error) => errors.push(error),
+        }
+    }
+    // The same file given twice (`pipelines/ pipelines/a.toml`) is loaded once rather
+    // than reported as clashing with itself.
+    let mut seen_files = Vec::new();
+    let mut names: HashMap<Name, Location> = HashMap::new();
+    for file in files {
+        let identity = std::fs::canonicalize(&file).unwrap_or_else(|_| file.clone());
+        if seen_files.contains(&identity) {
+            continue;
+        }
+        seen_files.push(identity);
+        let text = match read(&file) {
+            Ok(text) => text,
+            Err(error) => {
+                errors.push(error);
+                continue;
+            }
+        };
+        match parse_pipeline_located(&text, &file) {
+            Ok((pipeline, name_span)) => {
+                let source = SourceFile::new(&file, &text);
+                if let Some(first) = names.get(&pipeline.name) {
+                    errors.push(source.error_at(
+                        name_span,
+                        "name",
+                        format!("pipeline name \"{}\" is already used by {first}", pipeline.name),
+                        Some("pipeline names must be unique across all pipeline files: rename one of them (this file was not loaded)".to_owned()),
+                    ));
+                } else {
+                    names.insert(pipeline.name.clone(), source.location(&name_span));
+                    pipelines.push(pipeline);
+                }
+            }
+            Err(error) => errors.push(error),
+        }
+    }
+    (pipelines, errors)
+}
+
+/// A file is itself; a directory is its `*.toml` files, sorted by name.
+fn expand(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let meta = std::fs::metadata(path).map_err(|e| ConfigError::io(path, "file", &e))?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let entries =
+        std::fs::read_dir(path).map_err(|e| ConfigError::io(path, "directory", &e))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| ConfigError::io(path, "directory", &e))?;
+        let file = entry.path();
+        let is_toml = file.extension().is_some_and(|ext| ext == "toml");
+        // Follow symlinks: a pipeline file may be linked in from elsewhere.
+        if is_toml && std::fs::metadata(&file).is_ok_and(|m| m.is_file()) {
+            files.push(file);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Parses the global `weir.toml`. Relative paths in it are joined to `file`'s directory.
+pub fn parse_global(text: &str, file: &Path) -> Result<Global, ConfigError> {
+    let source = SourceFile::new(file, text);
+    let raw: global::RawGlobal = deserialize(&source)?;
+    raw.validate(&source)
+}
+
+/// Reads the global config file, or returns all defaults when there is none.
+pub fn load_global(file: Option<&Path>) -> Result<Global, ConfigError> {
+    match file {
+        None => Ok(Global::default()),
+        Some(file) => parse_global(&read(file)?, file),
+    }
+}
+
+fn read(file: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file).map_err(|e| ConfigError::io(file, "file", &e))
+}
+
+/// Parses TOML and deserializes it, turning syntax and type errors into [`ConfigError`]s.
+fn deserialize<T: serde::de::DeserializeOwned>(source: &SourceFile<'_>) -> Result<T, ConfigError> {
+    // Parse first, separately, so that syntax errors and type errors get their own wording.
+    let tree = toml::de::DeTable::parse(source.text)
+        .map_err(|e| source.toml_error(&e, true))?;
+    T::deserialize(toml::de::Deserializer::from(tree)).map_err(|e| source.toml_error(&e, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_pipeline_defaults() {
+        let text = "name = \"relay\"\n[source]\nsubject = \"in.>\"\n[sink]\nsubject = \"out.{subject}\"\n";
+        let p = parse_pipeline(text, Path::new("pipelines/relay.toml")).expect("valid");
+        assert_eq!(p.name.as_str(), "relay");
+        assert_eq!(p.batch_size, 64);
+        assert!(!p.ordered);
+        assert!(p.stages.is_empty());
+        assert_eq!(p.source.queue, None);
+        assert_eq!(p.source.jetstream, None);
+        assert_eq!(p.sink.stream, None);
+        assert_eq!(p.dead_letter, None);
+        assert_eq!(p.file, PathBuf::from("pipelines/relay.toml"));
+    }
+
+    #[test]
+    fn limits_defaults() {
+        let limits = Limits::default();
+        assert_eq!(limits.timeout, std::time::Duration::from_millis(100));
+        assert_eq!(limits.memory, 64 * 1024 * 1024);
+    }
+
+    #[test]
+    fn global_relative_paths() {
+        let g = parse_global("cache_dir = \"cache\"\n[nats]\ncreds = \"/abs/x.creds\"\n", Path::new("etc/weir.toml"))
+            .expect("valid");
+        assert_eq!(g.pipelines, PathBuf::from("etc/pipelines"));
+        assert_eq!(g.cache_dir, PathBuf::from("etc/cache"));
+        assert_eq!(g.nats.auth, NatsAuth::Creds(PathBuf::from("/abs/x.creds")));
+        assert_eq!(g.file.as_deref(), Some(Path::new("etc/weir.toml")));
+    }
+
+    #[test]
+    fn empty_global_is_defaults() {
+        let g = parse_global("", Path::new("weir.toml")).expect("valid");
+        let d = Global::default();
+        assert_eq!(g.instance, d.instance);
+        assert_eq!(g.workers, d.workers);
+        assert_eq!(g.pipelines, PathBuf::from("pipelines"));
+        assert!(load_global(None).is_ok());
+    }
+
+    #[test]
+    fn missing_file() {
+        let err = load_pipeline(Path::new("does/not/exist.toml")).expect_err("no file");
+        assert_eq!(
+            err.to_string(),
+            "does/not/exist.toml: cannot read file: No such file or directory"
+        );
+    }
+}

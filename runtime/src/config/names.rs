@@ -50,6 +50,11 @@ impl Name {
         &self.0
     }
 
+    /// The fallback name, "weir".
+    pub(crate) fn weir() -> Self {
+        Self("weir".to_owned())
+    }
+
     /// Turns any text (a hostname, say) into a valid name, or `None` if nothing is left.
     pub(crate) fn sanitize(text: &str) -> Option<Self> {
         let cleaned: String = text

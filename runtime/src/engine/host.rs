@@ -211,7 +211,8 @@ impl Tail {
         let mut buf = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let bytes = &bytes[bytes.len().saturating_sub(Self::KEEP)..];
         let overflow = (buf.len() + bytes.len()).saturating_sub(Self::KEEP);
-        buf.drain(..overflow.min(buf.len()));
+        let overflow = overflow.min(buf.len());
+        buf.drain(..overflow);
         buf.extend(bytes);
     }
 

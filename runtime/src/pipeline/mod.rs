@@ -11,6 +11,8 @@
 //! to the dead letter, untouched, and none of its outputs are published. That
 //! keeps redelivery simple: an input is either fully processed or not at all.
 
+pub mod workers;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -107,6 +109,11 @@ impl Blueprint {
         }
         let inner = BlueprintInner { name, batch_size: pipeline.batch_size, stages, sink: pipeline.sink.subject.clone() };
         Ok((Blueprint { inner: Arc::new(inner) }, reports))
+    }
+
+    /// Whether `other` is this very build (not merely an equal one).
+    pub fn same(&self, other: &Blueprint) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// The pipeline's name.

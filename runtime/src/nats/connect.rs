@@ -1,0 +1,135 @@
+//! Connecting to NATS: authentication, TLS, and what to tell the operator
+//! when the server cannot be reached.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::{ConnectErrorKind, ConnectOptions};
+use tokio_util::sync::CancellationToken;
+
+use super::{Nats, SUBSCRIPTION_CAPACITY};
+use crate::config::{NatsAuth, NatsConfig};
+
+/// NATS could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The server refused the credentials: retrying cannot help.
+    #[error("NATS at {url} refused the credentials ({message}); check the authentication keys of [nats] in weir.toml (user/password, token, creds or nkey)")]
+    Auth {
+        /// The server.
+        url: String,
+        /// The server's word.
+        message: String,
+    },
+    /// A credentials or TLS file could not be read.
+    #[error("cannot use {what}: {message}")]
+    Setup {
+        /// Which setting.
+        what: String,
+        /// Why.
+        message: String,
+    },
+    /// Shutdown was asked for before a connection was made.
+    #[error("stopped before NATS at {url} could be reached")]
+    Cancelled {
+        /// The server.
+        url: String,
+    },
+}
+
+/// Connects, retrying with backoff (and saying so) until the server answers
+/// or `cancel` fires. Credentials the server refuses end the attempt at once.
+pub async fn connect(config: &NatsConfig, cancel: &CancellationToken) -> Result<Nats, ConnectError> {
+    let url = config.url.clone();
+    let mut delay = Duration::from_millis(250);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let options = options(config).await?;
+        let servers = config
+            .urls()
+            .map(str::parse::<async_nats::ServerAddr>)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConnectError::Setup { what: format!("[nats].url {url:?}"), message: e.to_string() })?;
+        match options.connect(servers.as_slice()).await {
+            Ok(client) => {
+                if attempt > 1 {
+                    tracing::info!(url = %url, "connected to NATS after {attempt} attempts");
+                } else {
+                    tracing::info!(url = %url, "connected to NATS");
+                }
+                let js = async_nats::jetstream::new(client.clone());
+                return Ok(Nats { client, js, url: Arc::from(url.as_str()) });
+            }
+            Err(e) if matches!(e.kind(), ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication) => {
+                return Err(ConnectError::Auth { url, message: e.to_string() });
+            }
+            Err(e) => {
+                let hint = match e.kind() {
+                    ConnectErrorKind::Tls => "check [nats.tls] in weir.toml and the server's TLS settings",
+                    ConnectErrorKind::ServerParse => "check [nats].url (or NATS_URL): expected e.g. nats://127.0.0.1:4222",
+                    _ => "is nats-server running there? start it (`nats-server -js`) or point [nats].url / NATS_URL at it",
+                };
+                tracing::warn!(
+                    url = %url,
+                    "cannot reach NATS at {url}: {e}; {hint}; retrying in {:.1}s (attempt {attempt})",
+                    delay.as_secs_f64()
+                );
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(ConnectError::Cancelled { url }),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn options(config: &NatsConfig) -> Result<ConnectOptions, ConnectError> {
+    let setup = |what: &str, e: &dyn std::fmt::Display| ConnectError::Setup { what: what.to_owned(), message: e.to_string() };
+    let mut options = ConnectOptions::new();
+    match &config.auth {
+        NatsAuth::None => {}
+        NatsAuth::Creds(path) => {
+            options = options
+                .credentials_file(path)
+                .await
+                .map_err(|e| setup(&format!("[nats].creds {}", path.display()), &e))?;
+        }
+        NatsAuth::NKey(path) => {
+            let seed = std::fs::read_to_string(path).map_err(|e| setup(&format!("[nats].nkey {}", path.display()), &e))?;
+            options = options.nkey(seed.trim().to_owned());
+        }
+        NatsAuth::Token(token) => options = options.token(token.clone()),
+        NatsAuth::UserPassword { user, password } => options = options.user_and_password(user.clone(), password.clone()),
+    }
+    if let Some(tls) = &config.tls {
+        if let Some(ca) = &tls.ca {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        options = options.require_tls(tls.required);
+    }
+    let url = config.url.clone();
+    Ok(options
+        .name(config.name.clone())
+        .subscription_capacity(SUBSCRIPTION_CAPACITY)
+        .client_capacity(1 << 16)
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(None)
+        .event_callback(move |event| {
+            let url = url.clone();
+            async move {
+                match event {
+                    async_nats::Event::Disconnected => tracing::warn!(url = %url, "disconnected from NATS; reconnecting"),
+                    async_nats::Event::Connected => tracing::info!(url = %url, "connected to NATS"),
+                    async_nats::Event::SlowConsumer(sid) => {
+                        tracing::warn!(subscription = sid, "NATS dropped messages: weir is a slow consumer (core NATS has no backpressure); add workers or weir processes, or use a JetStream source")
+                    }
+                    other => tracing::info!(url = %url, "NATS: {other}"),
+                }
+            }
+        }))
+}

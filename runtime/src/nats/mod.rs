@@ -1,0 +1,405 @@
+//! NATS: the connection, the sources events come from and the sinks they go
+//! to. async-nats's types stay inside this module; the rest of weir sees
+//! [`Event`]s, [`Delivery`] handles (to acknowledge an input) and
+//! [`Publisher`]s.
+//!
+//! Two kinds of source:
+//! - core NATS (`subject`, optional `queue`): at-most-once, fastest;
+//! - JetStream (`stream` + `durable`): a pull consumer, at-least-once: an
+//!   input is acknowledged only after everything it produced was published.
+
+mod connect;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy, AckKind};
+use async_nats::{HeaderMap, Subscriber};
+use bytes::Bytes;
+use futures::{FutureExt as _, StreamExt as _};
+
+pub use connect::{ConnectError, connect};
+
+use crate::config::{self, Deliver};
+use crate::event::Event;
+
+/// How many messages a core subscription buffers before NATS calls the
+/// subscriber slow and drops messages (the async-nats default of 65,536
+/// drops at full speed: MEASURED.md).
+pub const SUBSCRIPTION_CAPACITY: usize = 1 << 18;
+
+/// Delivery limit of the consumers weir creates when the pipeline sets none:
+/// a `retry` gets this many attempts before it is dead-lettered.
+pub const DEFAULT_MAX_DELIVER: i64 = 5;
+
+/// A connected NATS client and its JetStream context. Cheap to clone.
+#[derive(Clone)]
+pub struct Nats {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    url: Arc<str>,
+}
+
+impl Nats {
+    /// The server URL(s) as configured.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether the client is connected right now.
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Sends everything queued to the server.
+    pub async fn flush(&self) -> Result<(), String> {
+        self.client.flush().await.map_err(|e| e.to_string())
+    }
+}
+
+/// A source could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Subscribing failed.
+    #[error("cannot subscribe to {subject}: {message}")]
+    Subscribe {
+        /// The subject.
+        subject: String,
+        /// Why.
+        message: String,
+    },
+    /// The stream does not exist: weir never creates streams.
+    #[error("JetStream stream \"{stream}\" does not exist on {url}; weir never creates or changes streams: create it first (e.g. `nats stream add {stream} --subjects '{subject}'`) or fix [source].stream")]
+    MissingStream {
+        /// The stream.
+        stream: String,
+        /// The source subject, for the suggested command.
+        subject: String,
+        /// The server.
+        url: String,
+    },
+    /// Any other JetStream failure.
+    #[error("JetStream {what}: {message}")]
+    JetStream {
+        /// What was being done.
+        what: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Where an input came from, and how to settle it once processed.
+pub enum Delivery {
+    /// Core NATS: nothing to acknowledge.
+    Core {
+        /// The input's own `Nats-Msg-Id`, if it had one (to derive output ids).
+        msg_id: Option<Arc<str>>,
+    },
+    /// JetStream: acknowledge, or ask for redelivery.
+    JetStream(Box<JsDelivery>),
+}
+
+/// A JetStream input's handle.
+pub struct JsDelivery {
+    acker: jetstream::message::Acker,
+    stream: Arc<str>,
+    sequence: u64,
+    delivered: i64,
+}
+
+impl Delivery {
+    /// A stable id for this input, the base of its outputs' `Nats-Msg-Id`:
+    /// the stream and sequence for JetStream, the input's own message id for
+    /// core NATS. Redeliveries get the same id, so a JetStream sink drops
+    /// their outputs as duplicates.
+    pub fn id(&self) -> Option<String> {
+        match self {
+            Delivery::Core { msg_id } => msg_id.as_deref().map(str::to_owned),
+            Delivery::JetStream(js) => Some(format!("{}:{}", js.stream, js.sequence)),
+        }
+    }
+
+    /// How many times this input was delivered (1 for core NATS).
+    pub fn delivered(&self) -> u64 {
+        match self {
+            Delivery::Core { .. } => 1,
+            Delivery::JetStream(js) => js.delivered.max(1) as u64,
+        }
+    }
+
+    /// Whether the source can deliver this input again.
+    pub fn can_redeliver(&self) -> bool {
+        matches!(self, Delivery::JetStream(_))
+    }
+
+    /// Marks the input done. A lost ack only means a redelivery, whose
+    /// outputs the message ids de-duplicate.
+    pub async fn ack(self) {
+        if let Delivery::JetStream(js) = self {
+            if let Err(e) = js.acker.ack().await {
+                tracing::warn!(stream = %js.stream, sequence = js.sequence, error = %e, "ack failed; the event will be redelivered");
+            }
+        }
+    }
+
+    /// Asks for a redelivery after `delay`.
+    pub async fn nak(self, delay: Duration) {
+        if let Delivery::JetStream(js) = self {
+            if let Err(e) = js.acker.ack_with(AckKind::Nak(Some(delay))).await {
+                tracing::warn!(stream = %js.stream, sequence = js.sequence, error = %e, "nak failed; the event will be redelivered after ack_wait");
+            }
+        }
+    }
+}
+
+/// An open source of events.
+pub struct Source {
+    kind: SourceKind,
+    max_deliver: Option<u64>,
+}
+
+enum SourceKind {
+    Core(Subscriber),
+    JetStream { stream: Arc<str>, consumer: pull::Stream, handle: jetstream::consumer::PullConsumer },
+    Closed,
+}
+
+impl Source {
+    /// Subscribes (core) or binds to the durable consumer, creating the
+    /// consumer when missing (JetStream).
+    pub async fn open(nats: &Nats, pipeline: &config::Pipeline) -> Result<Source, SourceError> {
+        let source = &pipeline.source;
+        let subject = source.subject.as_str().to_owned();
+        let Some(js) = &source.jetstream else {
+            let subscribed = match &source.queue {
+                Some(queue) => nats.client.queue_subscribe(subject.clone(), queue.clone()).await,
+                None => nats.client.subscribe(subject.clone()).await,
+            };
+            let sub = subscribed.map_err(|e| SourceError::Subscribe { subject, message: e.to_string() })?;
+            return Ok(Source { kind: SourceKind::Core(sub), max_deliver: Some(1) });
+        };
+
+        let stream = nats.js.get_stream(&js.stream).await.map_err(|e| {
+            if e.to_string().contains("not found") {
+                SourceError::MissingStream { stream: js.stream.clone(), subject: subject.clone(), url: nats.url.to_string() }
+            } else {
+                SourceError::JetStream { what: format!("looking up stream \"{}\"", js.stream), message: e.to_string() }
+            }
+        })?;
+        let deliver_policy = match &js.deliver {
+            Deliver::All => DeliverPolicy::All,
+            Deliver::New => DeliverPolicy::New,
+            Deliver::StartSequence(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence: *start_sequence },
+            Deliver::StartTime(text) => {
+                let start_time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .map_err(|e| SourceError::JetStream { what: "reading deliver.start_time".into(), message: e.to_string() })?;
+                DeliverPolicy::ByStartTime { start_time }
+            }
+        };
+        let wanted = pull::Config {
+            durable_name: Some(js.durable.clone()),
+            description: Some(format!("weir pipeline {}", pipeline.name)),
+            filter_subject: js.filter_subject.as_ref().map_or_else(|| subject.clone(), |s| s.as_str().to_owned()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: js.ack_wait.unwrap_or(Duration::from_secs(30)),
+            max_deliver: js.max_deliver.unwrap_or(DEFAULT_MAX_DELIVER),
+            max_ack_pending: js.max_ack_pending.unwrap_or(10_000),
+            deliver_policy,
+            ..Default::default()
+        };
+        let mut consumer: jetstream::consumer::PullConsumer = stream
+            .get_or_create_consumer(&js.durable, wanted)
+            .await
+            .map_err(|e| SourceError::JetStream { what: format!("binding durable consumer \"{}\"", js.durable), message: e.to_string() })?;
+        // The consumer may have existed with other settings: obey its own.
+        let max_deliver = consumer.info().await.ok().map(|i| i.config.max_deliver).filter(|m| *m > 0).map(|m| m as u64);
+        let messages = open_messages(&consumer).await?;
+        Ok(Source {
+            kind: SourceKind::JetStream { stream: js.stream.as_str().into(), consumer: messages, handle: consumer },
+            max_deliver,
+        })
+    }
+
+    /// The delivery limit, if any: beyond it a `retry` is dead-lettered.
+    pub fn max_deliver(&self) -> Option<u64> {
+        self.max_deliver
+    }
+
+    /// Waits for at least one event, then takes whatever else is already
+    /// waiting, up to `max`. `None` once the source is closed.
+    pub async fn next_batch(&mut self, max: usize) -> Option<Vec<(Event, Delivery)>> {
+        loop {
+            match &mut self.kind {
+                SourceKind::Closed => return None,
+                SourceKind::Core(sub) => {
+                    let first = sub.next().await?;
+                    let mut batch = Vec::with_capacity(max.min(64));
+                    batch.push(core_event(first));
+                    while batch.len() < max {
+                        match sub.next().now_or_never() {
+                            Some(Some(m)) => batch.push(core_event(m)),
+                            _ => break,
+                        }
+                    }
+                    return Some(batch);
+                }
+                SourceKind::JetStream { stream, consumer, handle } => {
+                    let mut batch = Vec::new();
+                    match consumer.next().await {
+                        Some(Ok(m)) => batch.extend(js_event(stream, m)),
+                        Some(Err(e)) => {
+                            // Missed heartbeats and the like: the pull
+                            // stream recovers by itself once NATS is back.
+                            tracing::debug!(error = %e, "JetStream pull");
+                            continue;
+                        }
+                        None => {
+                            tracing::warn!(stream = %stream, "JetStream pull stream ended; reopening");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            match open_messages(handle).await {
+                                Ok(s) => *consumer = s,
+                                Err(e) => tracing::warn!(error = %e, "cannot reopen the JetStream pull; retrying"),
+                            }
+                            continue;
+                        }
+                    }
+                    while batch.len() < max {
+                        match consumer.next().now_or_never() {
+                            Some(Some(Ok(m))) => batch.extend(js_event(stream, m)),
+                            _ => break,
+                        }
+                    }
+                    if batch.is_empty() {
+                        continue;
+                    }
+                    return Some(batch);
+                }
+            }
+        }
+    }
+
+    /// Stops taking new events. A core subscription is unsubscribed after
+    /// what it already buffered; a JetStream pull stops fetching (messages it
+    /// fetched but never handed out are redelivered after `ack_wait`).
+    pub async fn stop(&mut self) {
+        match std::mem::replace(&mut self.kind, SourceKind::Closed) {
+            SourceKind::Core(mut sub) => {
+                let _ = sub.unsubscribe().await;
+            }
+            SourceKind::JetStream { .. } | SourceKind::Closed => {}
+        }
+    }
+}
+
+async fn open_messages(consumer: &jetstream::consumer::PullConsumer) -> Result<pull::Stream, SourceError> {
+    consumer
+        .stream()
+        .max_messages_per_batch(1000)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(|e| SourceError::JetStream { what: "starting the pull".into(), message: e.to_string() })
+}
+
+fn core_event(m: async_nats::Message) -> (Event, Delivery) {
+    let msg_id = m.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| Arc::from(v.as_str()));
+    (to_event(m.subject.as_str(), m.headers.as_ref(), &m.payload), Delivery::Core { msg_id })
+}
+
+fn js_event(stream: &Arc<str>, m: jetstream::Message) -> Option<(Event, Delivery)> {
+    let (sequence, delivered) = match m.info() {
+        Ok(info) => (info.stream_sequence, info.delivered),
+        Err(e) => {
+            tracing::warn!(error = %e, subject = %m.subject, "JetStream message without ack metadata; skipping");
+            return None;
+        }
+    };
+    let (message, acker) = m.split();
+    let event = to_event(message.subject.as_str(), message.headers.as_ref(), &message.payload);
+    Some((event, Delivery::JetStream(Box::new(JsDelivery { acker, stream: stream.clone(), sequence, delivered }))))
+}
+
+fn to_event(subject: &str, headers: Option<&HeaderMap>, payload: &Bytes) -> Event {
+    let headers = headers
+        .map(|h| {
+            h.iter()
+                .flat_map(|(name, values)| values.iter().map(move |v| (name.to_string(), v.as_str().to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Event { subject: subject.to_owned(), headers, payload: payload.to_vec() }
+}
+
+/// Publishes events, to core NATS or to JetStream with acknowledgements.
+#[derive(Clone)]
+pub struct Publisher {
+    nats: Nats,
+}
+
+/// A publish that was sent; await it for the server's acknowledgement
+/// (JetStream) or nothing (core).
+pub enum Published {
+    /// Core NATS: sent (queued on the connection).
+    Sent,
+    /// JetStream: the server's acknowledgement is pending.
+    Pending(jetstream::context::PublishAckFuture),
+}
+
+impl Published {
+    /// Waits for the server's acknowledgement, if there is one to wait for.
+    pub async fn confirmed(self) -> Result<(), String> {
+        match self {
+            Published::Sent => Ok(()),
+            Published::Pending(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+impl Publisher {
+    /// A publisher on `nats`.
+    pub fn new(nats: &Nats) -> Self {
+        Publisher { nats: nats.clone() }
+    }
+
+    /// Publishes `event`; with `jetstream` the server must acknowledge it
+    /// (await [`Published::confirmed`]). `msg_id` becomes `Nats-Msg-Id`.
+    pub async fn publish(&self, event: Event, msg_id: Option<&str>, jetstream: bool) -> Result<Published, String> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in event.headers {
+            headers.append(name, value);
+        }
+        if let Some(id) = msg_id {
+            headers.insert("Nats-Msg-Id", id);
+        }
+        let payload = Bytes::from(event.payload);
+        if jetstream {
+            let ack = self
+                .nats
+                .js
+                .publish_with_headers(event.subject, headers, payload)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Published::Pending(ack))
+        } else {
+            self.nats
+                .client
+                .publish_with_headers(event.subject, headers, payload)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Published::Sent)
+        }
+    }
+
+    /// Checks that `stream` exists, for a sink that publishes with acks:
+    /// weir never creates streams.
+    pub async fn check_stream(&self, stream: &str, subject: &str) -> Result<(), SourceError> {
+        self.nats.js.get_stream(stream).await.map(|_| ()).map_err(|e| {
+            if e.to_string().contains("not found") {
+                SourceError::MissingStream { stream: stream.to_owned(), subject: subject.to_owned(), url: self.nats.url.to_string() }
+            } else {
+                SourceError::JetStream { what: format!("looking up stream \"{stream}\""), message: e.to_string() }
+            }
+        })
+    }
+}

@@ -1,0 +1,134 @@
+//! The worker pool: OS threads that run chains, so that WebAssembly (CPU
+//! work) never blocks the async reactor.
+//!
+//! Each worker owns one [`Chain`] per pipeline, with its own instances: no
+//! locks on the hot path. Each worker has a short bounded queue; when every
+//! queue is full, [`Workers::dispatch`] waits, which slows the source down
+//! instead of growing memory.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::thread::JoinHandle;
+
+use tokio::sync::mpsc;
+
+use super::{Blueprint, Chain, Outcome};
+use crate::event::Event;
+
+/// Batches a worker may have queued: enough to keep it busy while the next
+/// is dispatched, few enough to bound the memory held by slow sinks.
+const QUEUE: usize = 2;
+
+/// A batch for a worker: the events, and `tickets` (one per event, opaque to
+/// the worker: acknowledgement handles) that travel with the outcomes.
+pub struct Job<T> {
+    blueprint: Blueprint,
+    events: Vec<Event>,
+    tickets: Vec<T>,
+    reply: mpsc::Sender<Done<T>>,
+}
+
+/// A processed batch: one outcome per event, with the event's ticket.
+pub struct Done<T> {
+    /// `(outcome, ticket)` in the order the events were dispatched.
+    pub results: Vec<(Outcome, T)>,
+}
+
+/// A pool of worker threads.
+pub struct Workers<T> {
+    queues: Vec<mpsc::Sender<Job<T>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl<T: Send + 'static> Workers<T> {
+    /// Starts `count` worker threads (at least one).
+    pub fn start(count: usize) -> std::io::Result<Self> {
+        let mut queues = Vec::new();
+        let mut threads = Vec::new();
+        for index in 0..count.max(1) {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            queues.push(tx);
+            threads.push(std::thread::Builder::new().name(format!("weir-worker-{index}")).spawn(move || work(rx))?);
+        }
+        Ok(Workers { queues, threads })
+    }
+
+    /// How many workers there are.
+    pub fn len(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Always false: there is at least one worker.
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+
+    /// Hands a batch to the workers; waits while they are all busy.
+    ///
+    /// With `ordered`, events with the same subject always go to the same
+    /// worker, in order, so their outcomes reach `reply` in order. Otherwise
+    /// the whole batch goes to the least busy worker.
+    pub async fn dispatch(&self, blueprint: &Blueprint, batch: Vec<(Event, T)>, ordered: bool, reply: &mpsc::Sender<Done<T>>) {
+        if !ordered || self.queues.len() == 1 {
+            let index = (0..self.queues.len()).max_by_key(|&i| self.queues[i].capacity()).unwrap_or(0);
+            let (events, tickets) = batch.into_iter().unzip();
+            self.send(index, blueprint, events, tickets, reply).await;
+            return;
+        }
+        let mut parts: Vec<(Vec<Event>, Vec<T>)> = (0..self.queues.len()).map(|_| (Vec::new(), Vec::new())).collect();
+        for (event, ticket) in batch {
+            let mut h = DefaultHasher::new();
+            event.subject.hash(&mut h);
+            let part = &mut parts[(h.finish() % self.queues.len() as u64) as usize];
+            part.0.push(event);
+            part.1.push(ticket);
+        }
+        for (index, (events, tickets)) in parts.into_iter().enumerate() {
+            if !events.is_empty() {
+                self.send(index, blueprint, events, tickets, reply).await;
+            }
+        }
+    }
+
+    async fn send(&self, index: usize, blueprint: &Blueprint, events: Vec<Event>, tickets: Vec<T>, reply: &mpsc::Sender<Done<T>>) {
+        let job = Job { blueprint: blueprint.clone(), events, tickets, reply: reply.clone() };
+        if self.queues[index].send(job).await.is_err() {
+            // Only when a worker thread died, which `work` never lets happen.
+            tracing::error!(worker = index, "worker is gone; batch lost");
+        }
+    }
+
+    /// Stops the workers once their queues are empty.
+    pub fn shutdown(self) {
+        drop(self.queues);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn work<T>(mut rx: mpsc::Receiver<Job<T>>) {
+    let mut chains: HashMap<String, Chain> = HashMap::new();
+    while let Some(job) = rx.blocking_recv() {
+        let Job { blueprint, events, tickets, reply } = job;
+        let chain = chains.entry(blueprint.name().to_owned()).or_insert_with(|| blueprint.chain());
+        if !chain.blueprint().same(&blueprint) {
+            // A new version of the pipeline: fresh instances; the old ones
+            // are dropped here, after their last batch.
+            *chain = blueprint.chain();
+        }
+        // A panic in the host would lose the batch and the worker: contain
+        // it and dead-letter nothing silently.
+        let outcomes = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| chain.process(events))) {
+            Ok(outcomes) => outcomes,
+            Err(_) => {
+                tracing::error!(pipeline = blueprint.name(), "internal error while processing a batch; its events will not be acknowledged");
+                chains.remove(blueprint.name());
+                continue;
+            }
+        };
+        let results = outcomes.into_iter().zip(tickets).collect();
+        // The receiver is gone only when its pipeline was stopped abruptly.
+        let _ = reply.blocking_send(Done { results });
+    }
+}

@@ -1,0 +1,319 @@
+//! `weir run`: the long-running process. Loads and builds every pipeline,
+//! connects to NATS, and for each pipeline runs source → workers → sink
+//! until shutdown, then drains.
+//!
+//! Delivery: an input is settled (acknowledged, for JetStream) only after
+//! everything it produced — outputs or its dead letter — was published and,
+//! for a JetStream sink, acknowledged by the server; for a core sink, after a
+//! flush confirmed the server has it. Outputs carry a `Nats-Msg-Id` derived
+//! from the input's identity and the output's index, so a redelivered input
+//! cannot put duplicates into a JetStream sink.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Global, Pipeline};
+use crate::engine::{Engine, EngineOptions};
+use crate::event::{ErrorKind, Event, headers};
+use crate::nats::{self, Delivery, Nats, Published, Publisher, Source};
+use crate::pipeline::{Blueprint, Outcome};
+use crate::pipeline::workers::{Done, Workers};
+
+/// Batches whose publish acknowledgements may be awaited at once per
+/// pipeline; beyond it the sink waits, which slows the workers and the source.
+const CONFIRMS_IN_FLIGHT: usize = 256;
+
+/// Counters of one pipeline, shared by its sink and readers (status, metrics).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Input events settled.
+    pub inputs: AtomicU64,
+    /// Output events published.
+    pub outputs: AtomicU64,
+    /// Inputs that produced no output.
+    pub dropped: AtomicU64,
+    /// Inputs dead-lettered.
+    pub dead_lettered: AtomicU64,
+    /// Inputs handed back for redelivery after a `retry`.
+    pub retried: AtomicU64,
+    /// Publishes that failed.
+    pub publish_errors: AtomicU64,
+}
+
+/// Runs every pipeline of `paths` (or of the configured pipelines directory)
+/// until `shutdown` fires, then drains and returns.
+pub async fn run(global: &Global, paths: &[PathBuf], shutdown: CancellationToken) -> anyhow::Result<()> {
+    let paths = if paths.is_empty() { vec![global.pipelines.clone()] } else { paths.to_vec() };
+    let (pipelines, errors) = config::load_pipelines(&paths);
+    if !errors.is_empty() {
+        let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::bail!("{}\n{} pipeline file(s) are invalid; `weir validate` checks them before a deploy", all.join("\n"), errors.len());
+    }
+    if pipelines.is_empty() {
+        anyhow::bail!(
+            "no pipelines in {}: put pipeline *.toml files there, or name them on the command line",
+            paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
+
+    let engine = Engine::new(&EngineOptions { cache_dir: Some(global.cache_dir.clone()) })?;
+    let mut built = Vec::new();
+    for pipeline in pipelines {
+        let engine = engine.clone();
+        let (pipeline, blueprint) = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let result = Blueprint::build(&engine, &pipeline);
+            if let Ok((_, reports)) = &result {
+                tracing::info!(pipeline = %pipeline.name, stages = reports.len(), "built in {} ms", started.elapsed().as_millis());
+            }
+            (pipeline, result)
+        })
+        .await?;
+        built.push((pipeline, blueprint?.0));
+    }
+
+    let nats = nats::connect(&global.nats, &shutdown).await?;
+    let workers = Arc::new(Workers::start(global.workers)?);
+    let mut runners = JoinSet::new();
+    for (pipeline, blueprint) in built {
+        let source = Source::open(&nats, &pipeline).await.with_context(|| format!("pipeline \"{}\" ({})", pipeline.name, pipeline.file.display()))?;
+        let sink = Sink::new(&nats, &pipeline, source.max_deliver()).await.with_context(|| format!("pipeline \"{}\" ({})", pipeline.name, pipeline.file.display()))?;
+        runners.spawn(run_pipeline(pipeline, blueprint, source, sink, workers.clone(), shutdown.clone()));
+    }
+    tracing::info!(url = %nats.url(), workers = workers.len(), "ready: {} pipelines running", runners.len());
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: finishing in-flight events (at most {:?})", global.shutdown_timeout);
+    let drained = tokio::time::timeout(global.shutdown_timeout, async {
+        while let Some(r) = runners.join_next().await {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "a pipeline task failed");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("shutdown timeout reached; unfinished JetStream events will be redelivered");
+    }
+    if let Err(e) = tokio::time::timeout(Duration::from_secs(5), nats.flush()).await.unwrap_or(Err("timed out".into())) {
+        tracing::warn!(error = %e, "final flush to NATS failed");
+    }
+    if let Ok(workers) = Arc::try_unwrap(workers) {
+        tokio::task::spawn_blocking(move || workers.shutdown()).await?;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Source → workers → sink for one pipeline, until `stop`.
+async fn run_pipeline(
+    pipeline: Pipeline,
+    blueprint: Blueprint,
+    mut source: Source,
+    sink: Sink,
+    workers: Arc<Workers<Delivery>>,
+    stop: CancellationToken,
+) {
+    let (done_tx, done_rx) = mpsc::channel(workers.len() * 2);
+    let sink = tokio::spawn(sink.run(done_rx));
+    loop {
+        let batch = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            batch = source.next_batch(blueprint.batch_size()) => batch,
+        };
+        let Some(batch) = batch else { break };
+        workers.dispatch(&blueprint, batch, pipeline.ordered, &done_tx).await;
+    }
+    source.stop().await;
+    drop(done_tx);
+    if let Err(e) = sink.await {
+        tracing::error!(pipeline = %pipeline.name, error = %e, "sink task failed");
+    }
+    tracing::info!(pipeline = %pipeline.name, "drained");
+}
+
+/// Publishes outcomes and settles their inputs.
+struct Sink {
+    name: Arc<str>,
+    publisher: Publisher,
+    nats: Nats,
+    to_stream: bool,
+    dead_letter: Option<(String, bool)>,
+    max_deliver: Option<u64>,
+    stats: Arc<Stats>,
+}
+
+impl Sink {
+    async fn new(nats: &Nats, pipeline: &Pipeline, max_deliver: Option<u64>) -> anyhow::Result<Sink> {
+        let publisher = Publisher::new(nats);
+        if let Some(stream) = &pipeline.sink.stream {
+            publisher.check_stream(stream, &pipeline.sink.subject.to_string()).await?;
+        }
+        if let Some(d) = &pipeline.dead_letter {
+            if let Some(stream) = &d.stream {
+                publisher.check_stream(stream, d.subject.as_str()).await?;
+            }
+        }
+        Ok(Sink {
+            name: pipeline.name.as_str().into(),
+            publisher,
+            nats: nats.clone(),
+            to_stream: pipeline.sink.stream.is_some(),
+            dead_letter: pipeline.dead_letter.as_ref().map(|d| (d.subject.as_str().to_owned(), d.stream.is_some())),
+            max_deliver,
+            stats: Arc::default(),
+        })
+    }
+
+    async fn run(self, mut done: mpsc::Receiver<Done<Delivery>>) {
+        let mut confirms = JoinSet::new();
+        while let Some(Done { results }) = done.recv().await {
+            let mut pending: Vec<Published> = Vec::new();
+            let mut settle: Vec<Delivery> = Vec::new();
+            let mut failed: Vec<Delivery> = Vec::new();
+            for (outcome, delivery) in results {
+                match self.publish(outcome, &delivery, &mut pending).await {
+                    Ok(Settle::Ack) => settle.push(delivery),
+                    Ok(Settle::Redeliver(delay)) => delivery.nak(delay).await,
+                    Err(()) => failed.push(delivery),
+                }
+            }
+            for delivery in failed {
+                delivery.nak(Duration::from_secs(1)).await;
+            }
+            if settle.iter().all(|d| !d.can_redeliver()) && pending.iter().all(|p| matches!(p, Published::Sent)) {
+                continue;
+            }
+            while confirms.len() >= CONFIRMS_IN_FLIGHT {
+                confirms.join_next().await;
+            }
+            let nats = self.nats.clone();
+            let name = self.name.clone();
+            let stats = self.stats.clone();
+            confirms.spawn(async move {
+                let mut ok = true;
+                let mut core = false;
+                for p in pending {
+                    core |= matches!(p, Published::Sent);
+                    if let Err(e) = p.confirmed().await {
+                        tracing::warn!(pipeline = %name, error = %e, "JetStream did not acknowledge a publish; the input will be redelivered");
+                        stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+                        ok = false;
+                    }
+                }
+                if ok && core && settle.iter().any(Delivery::can_redeliver) {
+                    // Core publishes carry no acknowledgement: a flush (a
+                    // round trip) proves the server received them.
+                    if let Err(e) = nats.flush().await {
+                        tracing::warn!(pipeline = %name, error = %e, "flush failed; inputs will be redelivered");
+                        ok = false;
+                    }
+                }
+                for d in settle {
+                    if ok { d.ack().await } else { d.nak(Duration::from_secs(1)).await }
+                }
+            });
+        }
+        while confirms.join_next().await.is_some() {}
+    }
+
+    /// Publishes what one input became; says how to settle the input.
+    async fn publish(&self, outcome: Outcome, delivery: &Delivery, pending: &mut Vec<Published>) -> Result<Settle, ()> {
+        let id = delivery.id();
+        let stats = &self.stats;
+        match outcome {
+            Outcome::Done(outputs) => {
+                stats.inputs.fetch_add(1, Ordering::Relaxed);
+                if outputs.is_empty() {
+                    stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                for (index, mut event) in outputs.into_iter().enumerate() {
+                    prepare_output(&mut event, &self.name);
+                    let msg_id = id.as_ref().map(|id| format!("{}:{id}:{index}", self.name));
+                    match self.publisher.publish(event, msg_id.as_deref(), self.to_stream).await {
+                        Ok(p) => pending.push(p),
+                        Err(e) => return Err(self.publish_failed("output", &e)),
+                    }
+                    stats.outputs.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Settle::Ack)
+            }
+            Outcome::Dead(letter) => {
+                if letter.kind == ErrorKind::Retry && delivery.can_redeliver() && self.max_deliver.is_none_or(|max| delivery.delivered() < max) {
+                    stats.retried.fetch_add(1, Ordering::Relaxed);
+                    let delay = retry_delay(delivery.delivered());
+                    tracing::debug!(pipeline = %self.name, stage = %letter.stage, subject = %letter.event.subject, attempt = delivery.delivered(), "retry in {delay:?}: {}", letter.message);
+                    return Ok(Settle::Redeliver(delay));
+                }
+                stats.inputs.fetch_add(1, Ordering::Relaxed);
+                stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                let Some((subject, to_stream)) = &self.dead_letter else {
+                    tracing::error!(
+                        pipeline = %self.name, stage = %letter.stage, kind = %letter.kind, subject = %letter.event.subject,
+                        "event failed and the pipeline has no [dead_letter] subject: {}", letter.message
+                    );
+                    return Ok(Settle::Ack);
+                };
+                tracing::debug!(pipeline = %self.name, stage = %letter.stage, kind = %letter.kind, subject = %letter.event.subject, "dead letter: {}", letter.message);
+                let event = letter.to_event(&self.name, subject);
+                let msg_id = id.as_ref().map(|id| format!("{}:{id}:dead", self.name));
+                match self.publisher.publish(event, msg_id.as_deref(), *to_stream).await {
+                    Ok(p) => pending.push(p),
+                    Err(e) => return Err(self.publish_failed("dead letter", &e)),
+                }
+                Ok(Settle::Ack)
+            }
+        }
+    }
+
+    fn publish_failed(&self, what: &str, error: &str) {
+        self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(pipeline = %self.name, error = %error, "cannot publish {what}; the input will be redelivered if its source can");
+    }
+}
+
+enum Settle {
+    Ack,
+    Redeliver(Duration),
+}
+
+/// Backoff for `retry`: 250 ms, 500 ms, 1 s … capped at 30 s.
+fn retry_delay(delivered: u64) -> Duration {
+    Duration::from_millis(250u64.saturating_mul(1 << delivered.saturating_sub(1).min(7))).min(Duration::from_secs(30))
+}
+
+/// Outputs keep their input's headers, but not the server directives among
+/// them (`Nats-Msg-Id`, `Nats-Expected-*` …): those belong to the input's own
+/// publish and would make the output's fail or be dropped as a duplicate.
+fn prepare_output(event: &mut Event, pipeline: &str) {
+    event.headers.retain(|(name, _)| !name.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("nats-")));
+    event.set_header(headers::PIPELINE, pipeline);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_backoff_grows_and_caps() {
+        assert_eq!(retry_delay(1), Duration::from_millis(250));
+        assert_eq!(retry_delay(2), Duration::from_millis(500));
+        assert_eq!(retry_delay(30), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn outputs_lose_server_directives() {
+        let mut e = Event::new("a", Vec::new());
+        e.headers = vec![("Nats-Msg-Id".into(), "1".into()), ("nats-expected-stream".into(), "X".into()), ("trace".into(), "t".into())];
+        prepare_output(&mut e, "p");
+        assert_eq!(e.headers, vec![("trace".to_owned(), "t".to_owned()), ("weir-pipeline".to_owned(), "p".to_owned())]);
+    }
+}
