@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn config_to_json() {
-        #[derive(Deserialize)]
+        #[derive(serde::Deserialize)]
         struct Doc {
             config: JsonObject,
         }

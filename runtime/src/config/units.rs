@@ -55,7 +55,13 @@ pub fn parse_size(text: &str) -> Result<u64, InvalidValue> {
     if digits.is_empty() {
         return Err(invalid(SIZE_HELP.to_owned()));
     }
-    let Some(&(_, factor)) = SIZE_UNITS.iter().find(|(name, _)| *name == unit) else {
+    // No unit: bytes.
+    let found = if unit.is_empty() {
+        Some(&("", 1))
+    } else {
+        SIZE_UNITS.iter().find(|(name, _)| *name == unit)
+    };
+    let Some(&(_, factor)) = found else {
         // Name the unit they most likely meant: units are case-sensitive.
         let help = match SIZE_UNITS
             .iter()

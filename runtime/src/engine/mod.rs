@@ -415,3 +415,87 @@ fn result_from_wit(r: Result<Vec<wit::Event>, wit::StageError>) -> StageResult {
         Err(wit::StageError::Retry(m)) => Err(StageError::Retry(m)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine() -> Engine {
+        Engine::new(&EngineOptions::default()).unwrap()
+    }
+
+    fn load_err(bytes: &[u8]) -> String {
+        match engine().load_bytes(Path::new("plugins/bad.wasm"), bytes) {
+            Ok(_) => panic!("loaded a bad plugin"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_text_file_is_not_wasm() {
+        let e = load_err(b"#!/bin/sh\necho hi\n");
+        assert!(e.starts_with("plugins/bad.wasm is not a WebAssembly file (it starts with \"#!/bin/sh\""), "{e}");
+        assert!(load_err(b"").contains("the file is empty"));
+    }
+
+    #[test]
+    fn a_core_module_is_not_a_component() {
+        let e = load_err(&wat::parse_str("(module)").unwrap());
+        assert!(e.contains("is a core WebAssembly module, not a component"), "{e}");
+        assert!(e.contains("wasm32-wasip2"), "{e}");
+    }
+
+    #[test]
+    fn a_broken_component_is_a_compile_error() {
+        let mut bytes = wat::parse_str("(component)").unwrap();
+        bytes.extend_from_slice(&[1, 2, 3]);
+        let e = load_err(&bytes);
+        assert!(e.starts_with("plugins/bad.wasm is not a valid WebAssembly component"), "{e}");
+    }
+
+    #[test]
+    fn a_component_of_another_world_is_refused() {
+        let e = load_err(&wat::parse_str("(component)").unwrap());
+        assert!(e.contains("does not implement weir:stage/stage@0.1.0"), "{e}");
+        assert!(e.contains("init"), "{e}");
+    }
+
+    /// A component that exports `init` (accepting any config) but no `process`.
+    const INIT_ONLY: &str = r#"
+        (component
+          (core module $m
+            (memory (export "memory") 1)
+            (global $next (mut i32) (i32.const 1024))
+            (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+              (local $p i32)
+              (local.set $p (global.get $next))
+              (global.set $next (i32.add (global.get $next) (local.get 3)))
+              (local.get $p))
+            ;; result<_, string> is returned through memory: zeroes mean ok.
+            (func (export "init") (param i32 i32) (result i32) (i32.const 16)))
+          (core instance $i (instantiate $m))
+          (func (export "init") (param "config" string) (result (result (error string)))
+            (canon lift (core func $i "init") (memory $i "memory") (realloc (func $i "cabi_realloc")))))
+    "#;
+
+    #[test]
+    fn a_missing_process_export_is_named() {
+        let e = load_err(&wat::parse_str(INIT_ONLY).unwrap());
+        assert!(e.contains("does not implement weir:stage/stage@0.1.0"), "{e}");
+        assert!(e.contains("process"), "{e}");
+    }
+
+    #[test]
+    fn a_component_importing_the_unknown_is_refused() {
+        let bytes = wat::parse_str(r#"(component (import "acme:secret/door" (instance)))"#).unwrap();
+        let e = load_err(&bytes);
+        assert!(e.contains("imports something weir does not provide"), "{e}");
+        assert!(e.contains("acme:secret/door"), "{e}");
+    }
+
+    #[test]
+    fn deadlines_round_up_to_whole_ticks() {
+        assert_eq!(ticks(Duration::from_millis(20)), 21);
+        assert_eq!(ticks(Duration::from_micros(1500)), 3);
+    }
+}
