@@ -8,7 +8,7 @@
 //! {"price": 12}                       (with --subject orders.new)
 //! ```
 //!
-//! An envelope's payload is `payload` (any JSON, published as compact JSON),
+//! An envelope's payload is `payload` (any JSON, published as written),
 //! `payload_text` (a string, published as its UTF-8 bytes) or
 //! `payload_base64` (any bytes). Outputs and dead letters are written as
 //! envelopes in the same form, exactly what `weir run` would publish, so the
@@ -194,12 +194,23 @@ pub fn parse_line(line: &[u8], default_subject: Option<&str>) -> Result<Event, S
         return Err(format!("the envelope has both {:?} and {:?}; give one payload", present[0], present[1]));
     }
     let payload = match (present[0], &map[present[0]]) {
-        ("payload", v) => serde_json::to_vec(v).map_err(|e| e.to_string())?,
+        // As written, byte for byte (key order and all), not re-serialised.
+        ("payload", _) => raw_payload(&line)?,
         ("payload_text", Value::String(s)) => s.clone().into_bytes(),
         ("payload_base64", Value::String(s)) => BASE64.decode(s).map_err(|e| format!("\"payload_base64\" is not base64: {e}"))?,
         (key, other) => return Err(format!("{key:?} must be a string, not {other}")),
     };
     Ok(Event { subject, headers, payload })
+}
+
+fn raw_payload(line: &[u8]) -> Result<Vec<u8>, String> {
+    #[derive(serde::Deserialize)]
+    struct Raw<'a> {
+        #[serde(borrow)]
+        payload: &'a serde_json::value::RawValue,
+    }
+    let raw: Raw<'_> = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+    Ok(raw.payload.get().as_bytes().to_vec())
 }
 
 fn read_headers(h: &Map<String, Value>) -> Result<Vec<(String, String)>, String> {

@@ -393,7 +393,7 @@ fn describe_head(bytes: &[u8]) -> String {
     if bytes.is_empty() {
         return "nothing: the file is empty".into();
     }
-    let head = &bytes[..bytes.len().min(8)];
+    let head = &bytes[..bytes.len().min(16)];
     match std::str::from_utf8(head) {
         Ok(text) if text.chars().all(|c| !c.is_control() || c.is_whitespace()) => format!("{text:?}"),
         _ => head.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "),
@@ -434,7 +434,7 @@ mod tests {
     #[test]
     fn a_text_file_is_not_wasm() {
         let e = load_err(b"#!/bin/sh\necho hi\n");
-        assert!(e.starts_with("plugins/bad.wasm is not a WebAssembly file (it starts with \"#!/bin/sh\""), "{e}");
+        assert!(e.starts_with("plugins/bad.wasm is not a WebAssembly file (it starts with \"#!/bin/sh\\necho h\")"), "{e}");
         assert!(load_err(b"").contains("the file is empty"));
     }
 
@@ -475,7 +475,7 @@ mod tests {
             (func (export "init") (param i32 i32) (result i32) (i32.const 16)))
           (core instance $i (instantiate $m))
           (func (export "init") (param "config" string) (result (result (error string)))
-            (canon lift (core func $i "init") (memory $i "memory") (realloc (func $i "cabi_realloc")))))
+            (canon lift (core func $i "init") (memory (core memory $i "memory")) (realloc (core func $i "cabi_realloc")))))
     "#;
 
     #[test]
@@ -487,7 +487,7 @@ mod tests {
 
     #[test]
     fn a_component_importing_the_unknown_is_refused() {
-        let bytes = wat::parse_str(r#"(component (import "acme:secret/door" (instance)))"#).unwrap();
+        let bytes = wat::parse_str(r#"(component (import "acme:secret/door" (instance (export "open" (func)))))"#).unwrap();
         let e = load_err(&bytes);
         assert!(e.contains("imports something weir does not provide"), "{e}");
         assert!(e.contains("acme:secret/door"), "{e}");
