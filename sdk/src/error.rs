@@ -41,7 +41,10 @@ impl Error {
     /// assert!(error.is_invalid());
     /// ```
     pub fn invalid(message: impl Into<String>) -> Error {
-        Error { kind: Kind::Invalid, message: message.into() }
+        Error {
+            kind: Kind::Invalid,
+            message: message.into(),
+        }
     }
 
     /// A transient failure: redeliver the event later if the source can.
@@ -51,7 +54,10 @@ impl Error {
     /// assert!(error.is_retry());
     /// ```
     pub fn retry(message: impl Into<String>) -> Error {
-        Error { kind: Kind::Retry, message: message.into() }
+        Error {
+            kind: Kind::Retry,
+            message: message.into(),
+        }
     }
 
     /// Whether this error was made by [`Error::invalid`].
@@ -93,9 +99,9 @@ impl Error {
     pub(crate) fn from_json_read(error: serde_json::Error) -> Error {
         use serde_json::error::Category;
         match error.classify() {
-            Category::Data => {
-                Error::invalid(format!("payload does not match the expected shape: {error}"))
-            }
+            Category::Data => Error::invalid(format!(
+                "payload does not match the expected shape: {error}"
+            )),
             Category::Syntax | Category::Eof | Category::Io => {
                 Error::invalid(format!("payload is not valid JSON: {error}"))
             }

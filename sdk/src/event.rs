@@ -43,7 +43,11 @@ impl Event {
     /// assert!(event.headers.is_empty());
     /// ```
     pub fn new(subject: impl Into<String>, payload: impl Into<Vec<u8>>) -> Event {
-        Event { subject: subject.into(), headers: Vec::new(), payload: payload.into() }
+        Event {
+            subject: subject.into(),
+            headers: Vec::new(),
+            payload: payload.into(),
+        }
     }
 
     /// An event whose payload is `value` written as JSON.
@@ -123,7 +127,10 @@ impl Event {
     /// assert_eq!(event.header("Tag"), None);
     /// ```
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value of the headers called `name`, in order.
@@ -133,7 +140,10 @@ impl Event {
     /// assert_eq!(event.header_values("tag").collect::<Vec<_>>(), ["x", "y"]);
     /// ```
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The same event with another subject: published there, it is routed.

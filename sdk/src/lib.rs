@@ -233,7 +233,10 @@ pub trait Stage: Sized + 'static {
     /// assert_eq!(out[1].as_ref().unwrap()[0].header("part"), Some("1/2"));
     /// ```
     fn process_batch(&mut self, events: Vec<Event>) -> Vec<Result<Output, Error>> {
-        events.into_iter().map(|event| self.process(event)).collect()
+        events
+            .into_iter()
+            .map(|event| self.process(event))
+            .collect()
     }
 }
 
@@ -268,10 +271,12 @@ macro_rules! export_stage {
             // One instance of the stage per component instance. A component
             // instance is single-threaded, so a thread local is the whole state.
             ::std::thread_local! {
+                #[allow(dead_code)]
                 static __WEIR_INSTANCE: ::core::cell::RefCell<::core::option::Option<$stage>> =
                     const { ::core::cell::RefCell::new(::core::option::Option::None) };
             }
 
+            #[allow(dead_code)]
             struct __WeirExport;
 
             impl $crate::__private::bindings::Guest for __WeirExport {
@@ -288,6 +293,10 @@ macro_rules! export_stage {
                 }
             }
 
+            // The exported functions have fixed symbol names (`init`,
+            // `process`): only a component needs them, and on the host they
+            // would clash when a test links several plugins.
+            #[cfg(target_arch = "wasm32")]
             $crate::__private::bindings::export!(
                 __WeirExport with_types_in $crate::__private::bindings
             );
@@ -355,5 +364,113 @@ pub mod __private {
                 })
                 .collect()
         })
+    }
+}
+
+/// Compiles the Rust examples of `README.md` with the doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use crate::__private::{self, bindings::StageError};
+    use crate::{Config, Error, Event, Output, Stage};
+
+    /// Splits on "split", refuses "bad", drops "drop", counts events.
+    struct Probe {
+        seen: usize,
+    }
+
+    impl Stage for Probe {
+        fn init(config: Config) -> Result<Self, String> {
+            match config.value()["fail"].as_str() {
+                Some(message) => Err(message.to_owned()),
+                None => Ok(Probe { seen: 0 }),
+            }
+        }
+
+        fn process(&mut self, event: Event) -> Result<Output, Error> {
+            self.seen += 1;
+            match event.payload.as_slice() {
+                b"split" => Ok(Output::Many(vec![event.clone(), event])),
+                b"bad" => Err(Error::invalid("bad event")),
+                b"later" => Err(Error::retry("try later")),
+                b"drop" => Ok(Output::Drop),
+                _ => Ok(event.with_header("seen", self.seen.to_string()).into()),
+            }
+        }
+    }
+
+    thread_local! {
+        static SLOT: RefCell<Option<Probe>> = const { RefCell::new(None) };
+    }
+
+    #[test]
+    fn the_export_glue_runs_init_then_batches_on_one_instance() {
+        assert_eq!(
+            __private::init(&SLOT, r#"{"fail": "no"}"#.into()),
+            Err("no".into())
+        );
+        assert!(
+            __private::init(&SLOT, "not json".into())
+                .unwrap_err()
+                .starts_with("config is not valid JSON")
+        );
+        __private::init(&SLOT, "{}".into()).unwrap();
+
+        let batch = ["split", "bad", "later", "drop", "x"]
+            .map(|p| Event::new("s", p))
+            .to_vec();
+        let out = __private::process(&SLOT, batch);
+        assert_eq!(out.len(), 5);
+        assert_eq!(out[0].as_ref().unwrap().len(), 2);
+        assert!(matches!(&out[1], Err(StageError::Invalid(m)) if m == "bad event"));
+        assert!(matches!(&out[2], Err(StageError::Retry(m)) if m == "try later"));
+        assert!(out[3].as_ref().unwrap().is_empty());
+        assert_eq!(out[4].as_ref().unwrap()[0].header("seen"), Some("5"));
+
+        // State lives on between batches of one instance.
+        let out = __private::process(&SLOT, vec![Event::new("s", "x")]);
+        assert_eq!(out[0].as_ref().unwrap()[0].header("seen"), Some("6"));
+    }
+
+    #[test]
+    #[should_panic(expected = "`process` was called before a successful `init`")]
+    fn process_before_init_traps() {
+        thread_local! {
+            static EMPTY: RefCell<Option<Probe>> = const { RefCell::new(None) };
+        }
+        __private::process(&EMPTY, vec![Event::new("s", "x")]);
+    }
+
+    #[test]
+    fn paths_set_and_remove_through_arrays() {
+        use serde_json::json;
+        let path = |p: &str| crate::Path::parse(p).unwrap();
+        let mut doc = json!({ "items": [{ "sku": "A" }, { "sku": "B" }], "n": null });
+        path("items.1.sku").set(&mut doc, json!("C")).unwrap();
+        path("n.deep").set(&mut doc, json!(1)).unwrap();
+        assert_eq!(
+            doc,
+            json!({ "items": [{ "sku": "A" }, { "sku": "C" }], "n": { "deep": 1 } })
+        );
+        assert_eq!(
+            path("items.2.sku").set(&mut doc, json!(1)).unwrap_err(),
+            r#"cannot set "items.2.sku": "items" has no element "2""#
+        );
+        assert_eq!(
+            path("items.0").remove(&mut doc),
+            Some(json!({ "sku": "A" }))
+        );
+        assert_eq!(path("items.5").remove(&mut doc), None);
+        assert_eq!(path("x.y").remove(&mut doc), None);
+        let mut scalar = json!(3);
+        assert_eq!(
+            path("a").set(&mut scalar, json!(1)).unwrap_err(),
+            r#"cannot set "a": "the payload" is a number, not an object"#
+        );
     }
 }

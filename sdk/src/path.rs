@@ -52,10 +52,16 @@ impl Path {
                     true => key.parse().ok(),
                     false => None,
                 };
-                Ok(Segment { key: key.to_owned(), index })
+                Ok(Segment {
+                    key: key.to_owned(),
+                    index,
+                })
             })
             .collect::<Result<_, _>>()?;
-        Ok(Path { text: text.to_owned(), segments })
+        Ok(Path {
+            text: text.to_owned(),
+            segments,
+        })
     }
 
     /// The path as written.
@@ -79,7 +85,9 @@ impl Path {
     /// assert_eq!(Path::parse("tags.5").unwrap().get(&doc), None);
     /// ```
     pub fn get<'v>(&self, value: &'v Value) -> Option<&'v Value> {
-        self.segments.iter().try_fold(value, |value, segment| segment.get(value))
+        self.segments
+            .iter()
+            .try_fold(value, |value, segment| segment.get(value))
     }
 
     /// The value at this path, to change in place.
@@ -92,7 +100,9 @@ impl Path {
     /// assert_eq!(doc, json!({ "price": 12 }));
     /// ```
     pub fn get_mut<'v>(&self, value: &'v mut Value) -> Option<&'v mut Value> {
-        self.segments.iter().try_fold(value, |value, segment| segment.get_mut(value))
+        self.segments
+            .iter()
+            .try_fold(value, |value, segment| segment.get_mut(value))
     }
 
     /// Removes the value at this path and returns it; `None` when there was
@@ -108,7 +118,9 @@ impl Path {
     /// ```
     pub fn remove(&self, value: &mut Value) -> Option<Value> {
         let (last, parents) = self.segments.split_last()?;
-        let parent = parents.iter().try_fold(value, |value, segment| segment.get_mut(value))?;
+        let parent = parents
+            .iter()
+            .try_fold(value, |value, segment| segment.get_mut(value))?;
         match parent {
             Value::Object(map) => map.remove(&last.key),
             Value::Array(items) => match last.index {
@@ -174,7 +186,11 @@ impl Path {
     fn prefix(&self, len: usize) -> String {
         match len {
             0 => "the payload".to_owned(),
-            _ => self.segments[..len].iter().map(|s| s.key.as_str()).collect::<Vec<_>>().join("."),
+            _ => self.segments[..len]
+                .iter()
+                .map(|s| s.key.as_str())
+                .collect::<Vec<_>>()
+                .join("."),
         }
     }
 }

@@ -72,7 +72,10 @@ pub fn process<T: Stage>(stage: &mut T, events: Vec<Event>) -> Result<Vec<Outcom
             results.len()
         ));
     }
-    Ok(results.into_iter().map(|result| result.map(|output| output.into_events())).collect())
+    Ok(results
+        .into_iter()
+        .map(|result| result.map(|output| output.into_events()))
+        .collect())
 }
 
 /// Creates a stage from a JSON configuration and runs one batch through it.
@@ -126,5 +129,7 @@ pub fn run<T: Stage>(config_json: &str, events: Vec<Event>) -> Vec<Outcome> {
 /// ```
 #[track_caller]
 pub fn run_one<T: Stage>(config_json: &str, event: Event) -> Outcome {
-    run::<T>(config_json, vec![event]).pop().expect("one result for one event")
+    run::<T>(config_json, vec![event])
+        .pop()
+        .expect("one result for one event")
 }

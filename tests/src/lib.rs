@@ -1,5 +1,7 @@
 //! Shared pieces of weir's end-to-end tests.
 
+pub mod harness;
+
 /// Paths of the plugins and test fixtures, built for `wasm32-wasip2` by this
 /// crate's `build.rs` before any test runs.
 ///

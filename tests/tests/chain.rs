@@ -190,8 +190,8 @@ fn bad_payloads_get_clear_dead_letters() {
 #[test]
 fn a_ten_mebibyte_payload_passes_through_or_is_refused_cleanly() {
     let big = format!("{{\"blob\":\"{}\"}}", "x".repeat(10 << 20)).into_bytes();
-    let mut chain = chain("[[stages]]\nname = \"noop\"\nplugin = \"{NOOP}\"\n");
-    let out = chain.process(vec![Event::new("in.big", big.clone()), json("in.small", serde_json::json!({}))]);
+    let mut roomy = chain("[[stages]]\nname = \"noop\"\nplugin = \"{NOOP}\"\n");
+    let out = roomy.process(vec![Event::new("in.big", big.clone()), json("in.small", serde_json::json!({}))]);
     assert_eq!(done(&out[0])[0].payload.len(), big.len(), "the default 64 MiB limit fits a 10 MiB event");
     assert_eq!(done(&out[1]).len(), 1);
 

@@ -3,7 +3,7 @@
 //! ```toml
 //! [[stages]]
 //! name = "big-eu-orders"
-//! plugin = "../plugins/weir_filter.wasm"
+//! plugin = "../plugins/filter.wasm"
 //! config = { all = [
 //!     { field = "price", gt = 10 },
 //!     { field = "country", in = ["DE", "FR"] },
@@ -76,12 +76,18 @@ pub enum Test {
 
 impl Stage for Filter {
     fn init(config: Config) -> Result<Self, String> {
-        Ok(Filter { condition: Condition::parse(config.value(), "")? })
+        Ok(Filter {
+            condition: Condition::parse(config.value(), "")?,
+        })
     }
 
     fn process(&mut self, event: Event) -> Result<Output, Error> {
         let payload = event.json_value()?;
-        Ok(if self.condition.holds(&payload) { Output::One(event) } else { Output::Drop })
+        Ok(if self.condition.holds(&payload) {
+            Output::One(event)
+        } else {
+            Output::Drop
+        })
     }
 }
 
@@ -92,23 +98,30 @@ impl Condition {
     pub fn parse(value: &Value, at: &str) -> Result<Condition, String> {
         let place = if at.is_empty() { "config" } else { at };
         let Value::Object(table) = value else {
-            return Err(format!("{place}: expected a condition table, found {value}"));
+            return Err(format!(
+                "{place}: expected a condition table, found {value}"
+            ));
         };
         let nested = |key: &'static str| table.get(key).map(|v| (key, v));
         match nested("all").or(nested("any")).or(nested("not")) {
-            Some((key, _)) if table.len() > 1 => {
-                Err(format!("{place}: `{key}` must be the only key of its condition"))
-            }
-            Some(("not", inner)) => {
-                Ok(Condition::Not(Box::new(Condition::parse(inner, &join(at, "not"))?)))
-            }
+            Some((key, _)) if table.len() > 1 => Err(format!(
+                "{place}: `{key}` must be the only key of its condition"
+            )),
+            Some(("not", inner)) => Ok(Condition::Not(Box::new(Condition::parse(
+                inner,
+                &join(at, "not"),
+            )?))),
             Some((key, Value::Array(items))) => {
                 let parsed = items
                     .iter()
                     .enumerate()
                     .map(|(i, item)| Condition::parse(item, &format!("{}[{i}]", join(at, key))))
                     .collect::<Result<_, _>>()?;
-                Ok(if key == "all" { Condition::All(parsed) } else { Condition::Any(parsed) })
+                Ok(if key == "all" {
+                    Condition::All(parsed)
+                } else {
+                    Condition::Any(parsed)
+                })
             }
             Some((key, other)) => Err(format!("{place}: `{key}` must be a list, found {other}")),
             None => Condition::parse_test(table, place),
@@ -117,7 +130,9 @@ impl Condition {
 
     fn parse_test(table: &Map<String, Value>, place: &str) -> Result<Condition, String> {
         let field = match table.get("field") {
-            Some(Value::String(field)) => Path::parse(field).map_err(|e| format!("{place}: {e}"))?,
+            Some(Value::String(field)) => {
+                Path::parse(field).map_err(|e| format!("{place}: {e}"))?
+            }
             Some(other) => return Err(format!("{place}: `field` must be a string, found {other}")),
             None if table.is_empty() => {
                 return Err(format!(
@@ -129,7 +144,9 @@ impl Condition {
         let known = |op: &str| OPERATORS.split(", ").any(|known| known == op);
         let mut tests = table.iter().filter(|(key, _)| *key != "field");
         if let Some((unknown, _)) = tests.clone().find(|(key, _)| !known(key)) {
-            return Err(format!("{place}: unknown operator {unknown:?}; valid: {OPERATORS}"));
+            return Err(format!(
+                "{place}: unknown operator {unknown:?}; valid: {OPERATORS}"
+            ));
         }
         let Some((op, operand)) = tests.next() else {
             return Err(format!(
@@ -163,7 +180,9 @@ impl Condition {
             ("exists", Value::Bool(b)) => Test::Exists(*b),
             ("exists", _) => return Err(expect("true or false")),
             (unknown, _) => {
-                return Err(format!("{place}: unknown operator {unknown:?}; valid: {OPERATORS}"));
+                return Err(format!(
+                    "{place}: unknown operator {unknown:?}; valid: {OPERATORS}"
+                ));
             }
         };
         Ok(Condition::Test(field, test))
@@ -222,13 +241,17 @@ fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
 }
 
 fn join(at: &str, key: &str) -> String {
-    if at.is_empty() { key.to_owned() } else { format!("{at}.{key}") }
+    if at.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{at}.{key}")
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use weir_sdk::serde_json::json;
-    use weir_sdk::{testing, Event};
+    use weir_sdk::{Event, testing};
 
     use super::Filter;
 
@@ -242,12 +265,15 @@ mod tests {
     }
 
     fn init_error(config: &str) -> String {
-        testing::init::<Filter>(config).err().expect("init should fail")
+        testing::init::<Filter>(config)
+            .err()
+            .expect("init should fail")
     }
 
     #[test]
     fn all_of_a_comparison_and_a_list() {
-        let config = r#"{"all": [{"field": "price", "gt": 10}, {"field": "country", "in": ["DE", "FR"]}]}"#;
+        let config =
+            r#"{"all": [{"field": "price", "gt": 10}, {"field": "country", "in": ["DE", "FR"]}]}"#;
         let payloads = [
             r#"{"price": 12.5, "country": "DE"}"#,
             r#"{"price": 10, "country": "DE"}"#,
@@ -285,7 +311,8 @@ mod tests {
 
     #[test]
     fn paths_reach_into_objects_and_arrays() {
-        let config = r#"{"all": [{"field": "user.id", "eq": 7}, {"field": "items.1.sku", "eq": "B"}]}"#;
+        let config =
+            r#"{"all": [{"field": "user.id", "eq": 7}, {"field": "items.1.sku", "eq": "B"}]}"#;
         let payloads = [
             r#"{"user": {"id": 7}, "items": [{"sku": "A"}, {"sku": "B"}]}"#,
             r#"{"user": {"id": 7}, "items": [{"sku": "A"}]}"#,
@@ -295,25 +322,54 @@ mod tests {
 
     #[test]
     fn numbers_compare_by_value_and_strings_lexically() {
-        assert_eq!(kept(r#"{"field": "n", "eq": 1}"#, &[r#"{"n": 1.0}"#, r#"{"n": "1"}"#]), [true, false]);
-        assert_eq!(kept(r#"{"field": "n", "lte": 2.5}"#, &[r#"{"n": 2}"#, r#"{"n": 3}"#]), [true, false]);
+        assert_eq!(
+            kept(
+                r#"{"field": "n", "eq": 1}"#,
+                &[r#"{"n": 1.0}"#, r#"{"n": "1"}"#]
+            ),
+            [true, false]
+        );
+        assert_eq!(
+            kept(
+                r#"{"field": "n", "lte": 2.5}"#,
+                &[r#"{"n": 2}"#, r#"{"n": 3}"#]
+            ),
+            [true, false]
+        );
         let config = r#"{"field": "day", "gte": "2024-01-01"}"#;
-        assert_eq!(kept(config, &[r#"{"day": "2024-03-01"}"#, r#"{"day": "2023-12-31"}"#]), [true, false]);
+        assert_eq!(
+            kept(
+                config,
+                &[r#"{"day": "2024-03-01"}"#, r#"{"day": "2023-12-31"}"#]
+            ),
+            [true, false]
+        );
         // A string never orders against a number.
-        assert_eq!(kept(r#"{"field": "n", "gt": 1}"#, &[r#"{"n": "5"}"#]), [false]);
+        assert_eq!(
+            kept(r#"{"field": "n", "gt": 1}"#, &[r#"{"n": "5"}"#]),
+            [false]
+        );
     }
 
     #[test]
     fn a_non_json_payload_is_invalid() {
-        let out = testing::run_one::<Filter>(r#"{"field": "a", "exists": true}"#, Event::new("in", "nope"));
+        let out = testing::run_one::<Filter>(
+            r#"{"field": "a", "exists": true}"#,
+            Event::new("in", "nope"),
+        );
         let error = out.unwrap_err();
         assert!(error.is_invalid());
-        assert!(error.message().starts_with("payload is not valid JSON: "), "{error}");
+        assert!(
+            error.message().starts_with("payload is not valid JSON: "),
+            "{error}"
+        );
     }
 
     #[test]
     fn a_kept_event_is_passed_through_unchanged() {
-        let event = Event::new_json("orders", &json!({"price": 20})).unwrap().with_header("h", "v");
+        let event = Event::new_json("orders", &json!({"price": 20}))
+            .unwrap()
+            .with_header("h", "v");
         let out = testing::run_one::<Filter>(r#"{"field": "price", "gt": 10}"#, event.clone());
         assert_eq!(out, Ok(vec![event]));
     }
@@ -332,18 +388,42 @@ mod tests {
             init_error(r#"{"field": "price", "gt": 1, "lt": 5}"#),
             r#"config: condition on "price" has two operators (gt, lt); combine them with `all`"#
         );
-        assert_eq!(init_error(r#"{"not": {"field": "x", "in": 3}}"#), "not: `in` needs a list, found 3");
+        assert_eq!(
+            init_error(r#"{"not": {"field": "x", "in": 3}}"#),
+            "not: `in` needs a list, found 3"
+        );
         assert_eq!(
             init_error(r#"{"field": "x", "gt": [1]}"#),
             "config: `gt` needs a number or a string, found [1]"
         );
-        assert_eq!(init_error(r#"{"field": "x", "exists": "yes"}"#), r#"config: `exists` needs true or false, found "yes""#);
-        assert_eq!(init_error(r#"{"any": {"field": "x"}}"#), r#"config: `any` must be a list, found {"field":"x"}"#);
-        assert_eq!(init_error(r#"{"all": [], "field": "x"}"#), "config: `all` must be the only key of its condition");
-        assert_eq!(init_error(r#"{"eq": 1}"#), "config: condition has no `field`");
-        assert_eq!(init_error(r#"{"field": 3, "eq": 1}"#), "config: `field` must be a string, found 3");
-        assert_eq!(init_error(r#"{"all": ["x"]}"#), r#"all[0]: expected a condition table, found "x""#);
-        assert_eq!(init_error(r#"{"field": "a..b", "eq": 1}"#), r#"config: path "a..b" has an empty segment"#);
+        assert_eq!(
+            init_error(r#"{"field": "x", "exists": "yes"}"#),
+            r#"config: `exists` needs true or false, found "yes""#
+        );
+        assert_eq!(
+            init_error(r#"{"any": {"field": "x"}}"#),
+            r#"config: `any` must be a list, found {"field":"x"}"#
+        );
+        assert_eq!(
+            init_error(r#"{"all": [], "field": "x"}"#),
+            "config: `all` must be the only key of its condition"
+        );
+        assert_eq!(
+            init_error(r#"{"eq": 1}"#),
+            "config: condition has no `field`"
+        );
+        assert_eq!(
+            init_error(r#"{"field": 3, "eq": 1}"#),
+            "config: `field` must be a string, found 3"
+        );
+        assert_eq!(
+            init_error(r#"{"all": ["x"]}"#),
+            r#"all[0]: expected a condition table, found "x""#
+        );
+        assert_eq!(
+            init_error(r#"{"field": "a..b", "eq": 1}"#),
+            r#"config: path "a..b" has an empty segment"#
+        );
         assert!(init_error("{}").starts_with("config: empty condition"));
     }
 }

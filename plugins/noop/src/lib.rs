@@ -6,7 +6,7 @@
 //! ```toml
 //! [[stages]]
 //! name = "noop"
-//! plugin = "../plugins/weir_noop.wasm"
+//! plugin = "../plugins/noop.wasm"
 //! ```
 
 use weir_sdk::{Config, Error, Event, Output, Stage};
@@ -25,7 +25,10 @@ impl Stage for Noop {
 
     fn process_batch(&mut self, events: Vec<Event>) -> Vec<Result<Output, Error>> {
         // The same as the default, without a call through `process` per event.
-        events.into_iter().map(|event| Ok(Output::One(event))).collect()
+        events
+            .into_iter()
+            .map(|event| Ok(Output::One(event)))
+            .collect()
     }
 }
 
@@ -33,7 +36,7 @@ weir_sdk::export_stage!(Noop);
 
 #[cfg(test)]
 mod tests {
-    use weir_sdk::{testing, Event};
+    use weir_sdk::{Event, testing};
 
     use super::Noop;
 
@@ -44,7 +47,10 @@ mod tests {
             Event::new("b", vec![0xff, 0x00]),
         ];
         let out = testing::run::<Noop>("{}", events.clone());
-        assert_eq!(out, [Ok(vec![events[0].clone()]), Ok(vec![events[1].clone()])]);
+        assert_eq!(
+            out,
+            [Ok(vec![events[0].clone()]), Ok(vec![events[1].clone()])]
+        );
     }
 
     #[test]

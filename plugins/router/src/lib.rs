@@ -3,7 +3,7 @@
 //! ```toml
 //! [[stages]]
 //! name = "route"
-//! plugin = "../plugins/weir_router.wasm"
+//! plugin = "../plugins/router.wasm"
 //! config = { subject = "orders.{country}.{type}", default = "unknown" }
 //! ```
 //!
@@ -45,16 +45,20 @@ enum Part {
 impl Stage for Router {
     fn init(config: Config) -> Result<Self, String> {
         let settings: Settings = config.parse()?;
-        if let Some(default) = &settings.default {
-            if default.is_empty() || default.chars().any(not_in_token) {
-                return Err(format!(
-                    "config.default: {default:?} is not a single subject token \
-                     (it must be non-empty, without '.', whitespace, '*' or '>')"
-                ));
-            }
+        if let Some(default) = &settings.default
+            && (default.is_empty() || default.chars().any(not_in_token))
+        {
+            return Err(format!(
+                "config.default: {default:?} is not a single subject token \
+                 (it must be non-empty, without '.', whitespace, '*' or '>')"
+            ));
         }
-        let parts = parse_template(&settings.subject).map_err(|e| format!("config.subject: {e}"))?;
-        Ok(Router { parts, default: settings.default })
+        let parts =
+            parse_template(&settings.subject).map_err(|e| format!("config.subject: {e}"))?;
+        Ok(Router {
+            parts,
+            default: settings.default,
+        })
     }
 
     fn process(&mut self, event: Event) -> Result<Output, Error> {
@@ -78,11 +82,25 @@ impl Router {
         Ok(subject)
     }
 
-    fn push_token(&self, subject: &mut String, path: &Path, value: Option<&Value>) -> Result<(), Error> {
+    fn push_token(
+        &self,
+        subject: &mut String,
+        path: &Path,
+        value: Option<&Value>,
+    ) -> Result<(), Error> {
         let problem = match value {
-            Some(Value::String(s)) if !s.is_empty() => return Ok(push_sanitised(subject, s)),
-            Some(Value::Number(n)) => return Ok(push_sanitised(subject, &n.to_string())),
-            Some(Value::Bool(b)) => return Ok(subject.push_str(if *b { "true" } else { "false" })),
+            Some(Value::String(s)) if !s.is_empty() => {
+                push_sanitised(subject, s);
+                return Ok(());
+            }
+            Some(Value::Number(n)) => {
+                push_sanitised(subject, &n.to_string());
+                return Ok(());
+            }
+            Some(Value::Bool(b)) => {
+                subject.push_str(if *b { "true" } else { "false" });
+                return Ok(());
+            }
             Some(Value::Array(_) | Value::Object(_)) => {
                 return Err(Error::invalid(format!(
                     "field {:?} is an object or a list, not a string, number or bool",
@@ -93,13 +111,14 @@ impl Router {
             Some(Value::Null) => "is null",
             None => "is missing",
         };
-        match &self.default {
-            Some(default) => Ok(subject.push_str(default)),
-            None => Err(Error::invalid(format!(
+        let Some(default) = &self.default else {
+            return Err(Error::invalid(format!(
                 "field {:?} {problem} and no default is configured",
                 path.as_str()
-            ))),
-        }
+            )));
+        };
+        subject.push_str(default);
+        Ok(())
     }
 }
 
@@ -115,7 +134,9 @@ fn parse_template(template: &str) -> Result<Vec<Part>, String> {
             return Err(format!("unbalanced '}}' in {template:?}"));
         }
         let after = &rest[open + 1..];
-        let close = after.find(['{', '}']).filter(|&i| after[i..].starts_with('}'));
+        let close = after
+            .find(['{', '}'])
+            .filter(|&i| after[i..].starts_with('}'));
         let Some(close) = close else {
             return Err(format!("unbalanced '{{' in {template:?}"));
         };
@@ -146,14 +167,15 @@ fn push_sanitised(subject: &mut String, value: &str) {
 
 #[cfg(test)]
 mod tests {
-    use weir_sdk::{testing, Event};
+    use weir_sdk::{Event, testing};
 
     use super::Router;
 
     const CONFIG: &str = r#"{"subject": "orders.{country}.{type}", "default": "unknown"}"#;
 
     fn route(config: &str, payload: &str) -> Result<String, weir_sdk::Error> {
-        let out = testing::run_one::<Router>(config, Event::new("in", payload).with_header("h", "v"))?;
+        let out =
+            testing::run_one::<Router>(config, Event::new("in", payload).with_header("h", "v"))?;
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].header("h"), Some("v"), "headers are kept");
         assert_eq!(out[0].payload, payload.as_bytes(), "the payload is kept");
@@ -161,12 +183,17 @@ mod tests {
     }
 
     fn init_error(config: &str) -> String {
-        testing::init::<Router>(config).err().expect("init should fail")
+        testing::init::<Router>(config)
+            .err()
+            .expect("init should fail")
     }
 
     #[test]
     fn fills_the_template_from_fields() {
-        assert_eq!(route(CONFIG, r#"{"country": "DE", "type": "created"}"#).unwrap(), "orders.DE.created");
+        assert_eq!(
+            route(CONFIG, r#"{"country": "DE", "type": "created"}"#).unwrap(),
+            "orders.DE.created"
+        );
         let config = r#"{"subject": "users.{user.tier}.{items.0.qty}.{vip}"}"#;
         let payload = r#"{"user": {"tier": "gold"}, "items": [{"qty": 3}], "vip": false}"#;
         assert_eq!(route(config, payload).unwrap(), "users.gold.3.false");
@@ -174,8 +201,14 @@ mod tests {
 
     #[test]
     fn missing_null_or_empty_fields_take_the_default() {
-        assert_eq!(route(CONFIG, r#"{"type": "created"}"#).unwrap(), "orders.unknown.created");
-        assert_eq!(route(CONFIG, r#"{"country": null, "type": ""}"#).unwrap(), "orders.unknown.unknown");
+        assert_eq!(
+            route(CONFIG, r#"{"type": "created"}"#).unwrap(),
+            "orders.unknown.created"
+        );
+        assert_eq!(
+            route(CONFIG, r#"{"country": null, "type": ""}"#).unwrap(),
+            "orders.unknown.unknown"
+        );
     }
 
     #[test]
@@ -183,15 +216,24 @@ mod tests {
         let config = r#"{"subject": "orders.{country}"}"#;
         let error = route(config, "{}").unwrap_err();
         assert!(error.is_invalid());
-        assert_eq!(error.message(), r#"field "country" is missing and no default is configured"#);
+        assert_eq!(
+            error.message(),
+            r#"field "country" is missing and no default is configured"#
+        );
         let error = route(config, r#"{"country": null}"#).unwrap_err();
-        assert_eq!(error.message(), r#"field "country" is null and no default is configured"#);
+        assert_eq!(
+            error.message(),
+            r#"field "country" is null and no default is configured"#
+        );
     }
 
     #[test]
     fn values_cannot_add_tokens_or_wildcards() {
         let config = r#"{"subject": "x.{v}"}"#;
-        assert_eq!(route(config, r#"{"v": "a.b c*>\u0001"}"#).unwrap(), "x.a_b_c___");
+        assert_eq!(
+            route(config, r#"{"v": "a.b c*>\u0001"}"#).unwrap(),
+            "x.a_b_c___"
+        );
         assert_eq!(route(config, r#"{"v": 1.5}"#).unwrap(), "x.1_5");
         assert_eq!(route(config, r#"{"v": "Zürich"}"#).unwrap(), "x.Zürich");
     }
@@ -199,21 +241,51 @@ mod tests {
     #[test]
     fn bad_payloads_are_invalid() {
         let error = route(CONFIG, r#"{"country": {"code": "DE"}}"#).unwrap_err();
-        assert_eq!(error.message(), r#"field "country" is an object or a list, not a string, number or bool"#);
+        assert_eq!(
+            error.message(),
+            r#"field "country" is an object or a list, not a string, number or bool"#
+        );
         let error = route(CONFIG, "not json").unwrap_err();
-        assert!(error.message().starts_with("payload is not valid JSON: "), "{error}");
+        assert!(
+            error.message().starts_with("payload is not valid JSON: "),
+            "{error}"
+        );
     }
 
     #[test]
     fn bad_config_fails_init() {
-        assert_eq!(init_error(r#"{"subject": "orders.{country"}"#), r#"config.subject: unbalanced '{' in "orders.{country""#);
-        assert_eq!(init_error(r#"{"subject": "orders.{a{b}}"}"#), r#"config.subject: unbalanced '{' in "orders.{a{b}}""#);
-        assert_eq!(init_error(r#"{"subject": "orders.country}"}"#), r#"config.subject: unbalanced '}' in "orders.country}""#);
-        assert_eq!(init_error(r#"{"subject": "orders.{}"}"#), r#"config.subject: empty placeholder '{}' in "orders.{}""#);
-        assert_eq!(init_error(r#"{"subject": "a.{b..c}"}"#), r#"config.subject: path "b..c" has an empty segment"#);
-        assert_eq!(init_error(r#"{"subject": ""}"#), "config.subject: the template is empty");
+        assert_eq!(
+            init_error(r#"{"subject": "orders.{country"}"#),
+            r#"config.subject: unbalanced '{' in "orders.{country""#
+        );
+        assert_eq!(
+            init_error(r#"{"subject": "orders.{a{b}}"}"#),
+            r#"config.subject: unbalanced '{' in "orders.{a{b}}""#
+        );
+        assert_eq!(
+            init_error(r#"{"subject": "orders.country}"}"#),
+            r#"config.subject: unbalanced '}' in "orders.country}""#
+        );
+        assert_eq!(
+            init_error(r#"{"subject": "orders.{}"}"#),
+            r#"config.subject: empty placeholder '{}' in "orders.{}""#
+        );
+        assert_eq!(
+            init_error(r#"{"subject": "a.{b..c}"}"#),
+            r#"config.subject: path "b..c" has an empty segment"#
+        );
+        assert_eq!(
+            init_error(r#"{"subject": ""}"#),
+            "config.subject: the template is empty"
+        );
         assert_eq!(init_error("{}"), "config: missing field `subject`");
-        assert!(init_error(r#"{"subject": "a", "defualt": "x"}"#).starts_with("config.defualt: unknown field `defualt`"));
-        assert!(init_error(r#"{"subject": "a.{b}", "default": "a.b"}"#).starts_with(r#"config.default: "a.b" is not a single subject token"#));
+        assert!(
+            init_error(r#"{"subject": "a", "defualt": "x"}"#)
+                .starts_with("config.defualt: unknown field `defualt`")
+        );
+        assert!(
+            init_error(r#"{"subject": "a.{b}", "default": "a.b"}"#)
+                .starts_with(r#"config.default: "a.b" is not a single subject token"#)
+        );
     }
 }

@@ -202,11 +202,26 @@ impl ConfigError {
 pub(crate) struct SourceFile<'a> {
     pub(crate) path: &'a Path,
     pub(crate) text: &'a str,
+    /// Mask passwords and tokens in messages and snippets: errors end up in logs.
+    secrets: bool,
 }
 
 impl<'a> SourceFile<'a> {
     pub(crate) fn new(path: &'a Path, text: &'a str) -> Self {
-        Self { path, text }
+        Self {
+            path,
+            text,
+            secrets: false,
+        }
+    }
+
+    /// A file that may hold secrets (`weir.toml`).
+    pub(crate) fn with_secrets(path: &'a Path, text: &'a str) -> Self {
+        Self {
+            path,
+            text,
+            secrets: true,
+        }
     }
 
     /// 1-based line and character column of a byte offset.
@@ -238,6 +253,10 @@ impl<'a> SourceFile<'a> {
         message: impl Into<String>,
         help: Option<String>,
     ) -> ConfigError {
+        let mut message = message.into();
+        if self.secrets {
+            message = mask_urls(&message);
+        }
         let mut error = ConfigError::file(self.path, message);
         error.key = key;
         error.help = help;
@@ -248,6 +267,13 @@ impl<'a> SourceFile<'a> {
                 .next()
                 .unwrap_or_default()
                 .trim_end_matches('\r');
+            let masked;
+            let line_text = if self.secrets {
+                masked = mask_line(line_text);
+                masked.as_str()
+            } else {
+                line_text
+            };
             let line_chars = line_text.chars().count();
             let span_end = span.end.clamp(span.start, self.text.len());
             let span_chars = self
@@ -287,14 +313,25 @@ impl<'a> SourceFile<'a> {
         if !syntax && span.as_ref().is_some_and(|s| s.start == 0 && s.end == 0) {
             span = None;
         }
+        // After a syntax error the recovered tree is only a guess; trust it when the error
+        // points at a token (a bad value, a duplicate key), not at a gap between tokens.
+        // `[[sink]]` has the same span as the array and as its first table: when serde
+        // complains about a sequence, the array is meant.
+        let prefer = if error.message().starts_with("invalid type: sequence") {
+            Some("array")
+        } else {
+            None
+        };
         let found = span
             .as_ref()
-            .and_then(|s| find_key(tree.get_ref(), s))
+            .filter(|s| !syntax || !s.is_empty())
+            .and_then(|s| find_key(tree.get_ref(), s, prefer))
             .unwrap_or_default();
+        let text = span.as_ref().map(|s| self.slice(s));
         let (message, help) = if syntax {
-            rewrite_syntax(error.message(), &found)
+            rewrite_syntax(error.message(), &found, text)
         } else {
-            rewrite_serde(error.message(), &found, span.as_ref().map(|s| self.slice(s)))
+            rewrite_serde(error.message(), &found, text)
         };
         // Missing keys are reported at the table that lacks them, so the key is the table.
         self.error(span, found.path, message, help)
@@ -303,6 +340,45 @@ impl<'a> SourceFile<'a> {
     fn slice(&self, span: &Range<usize>) -> &str {
         self.text.get(span.clone()).unwrap_or_default()
     }
+}
+
+/// Masks the value of a line that sets a secret (or a likely typo of one: `tokn = "…"`),
+/// and the credentials in URLs.
+fn mask_line(line: &str) -> String {
+    let line = mask_urls(line);
+    if let Some((key, value)) = line.split_once('=') {
+        let name = key.trim().trim_matches(['"', '\'']).to_ascii_lowercase();
+        let secret = ["token", "password", "secret"]
+            .iter()
+            .any(|s| name.contains(s) || edit_distance(&name, s) <= 2);
+        if secret && !value.trim().is_empty() {
+            let indent = &value[..value.len() - value.trim_start().len()];
+            return format!("{key}={indent}\"***\"");
+        }
+    }
+    line
+}
+
+/// Replaces the user and password of every `scheme://user:pass@host` with `***`.
+pub(crate) fn mask_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(|c: char| matches!(c, '/' | '"' | '\'' | ',') || c.is_whitespace())
+            .unwrap_or(tail.len());
+        match tail[..authority_end].rfind('@') {
+            Some(userinfo_end) => {
+                out.push_str("***");
+                rest = &tail[userinfo_end..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// What [`find_key`] found at a span.
@@ -314,11 +390,13 @@ struct Found {
     value_type: Option<&'static str>,
 }
 
-/// Finds the innermost key or value whose span contains `span`.
+/// Finds the innermost key or value whose span contains `span`. Between equal spans, one
+/// whose type is `prefer` wins, else the deepest (an array of tables shares its span with
+/// its first table).
 ///
 /// Every table is searched, not only those whose span contains the target: a `[table]`
 /// header's span covers the header only, and its keys follow it.
-fn find_key(root: &DeTable<'_>, span: &Range<usize>) -> Option<Found> {
+fn find_key(root: &DeTable<'_>, span: &Range<usize>, prefer: Option<&str>) -> Option<Found> {
     struct Best {
         path: String,
         len: usize,
@@ -332,21 +410,28 @@ fn find_key(root: &DeTable<'_>, span: &Range<usize>) -> Option<Found> {
             outer.start <= inner.start && inner.end <= outer.end
         }
     }
+    struct Search<'a> {
+        target: &'a Range<usize>,
+        prefer: Option<&'a str>,
+    }
     fn consider(
         best: &mut Option<Best>,
-        target: &Range<usize>,
+        search: &Search<'_>,
         candidate: Range<usize>,
         path: &str,
         depth: usize,
         value_type: Option<&'static str>,
     ) {
-        if !contains(&candidate, target) {
+        if !contains(&candidate, search.target) {
             return;
         }
         let len = candidate.len();
+        let preferred = |t: Option<&str>| search.prefer.is_some() && t == search.prefer;
         let better = match best {
             None => true,
-            Some(b) => len < b.len || (len == b.len && depth > b.depth),
+            Some(b) if len != b.len => len < b.len,
+            Some(b) if preferred(value_type) != preferred(b.value_type) => preferred(value_type),
+            Some(b) => depth > b.depth,
         };
         if better {
             *best = Some(Best {
@@ -361,23 +446,23 @@ fn find_key(root: &DeTable<'_>, span: &Range<usize>) -> Option<Found> {
         value: &toml::Spanned<DeValue<'_>>,
         path: &str,
         depth: usize,
-        target: &Range<usize>,
+        search: &Search<'_>,
         best: &mut Option<Best>,
     ) {
         match value.get_ref() {
-            DeValue::Table(table) => walk_table(table, path, depth + 1, target, best),
+            DeValue::Table(table) => walk_table(table, path, depth + 1, search, best),
             DeValue::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     let item_path = format!("{path}[{i}]");
                     consider(
                         best,
-                        target,
+                        search,
                         item.span(),
                         &item_path,
                         depth + 1,
                         Some(item.get_ref().type_str()),
                     );
-                    walk_value(item, &item_path, depth + 1, target, best);
+                    walk_value(item, &item_path, depth + 1, search, best);
                 }
             }
             _ => {}
@@ -387,25 +472,29 @@ fn find_key(root: &DeTable<'_>, span: &Range<usize>) -> Option<Found> {
         table: &DeTable<'_>,
         prefix: &str,
         depth: usize,
-        target: &Range<usize>,
+        search: &Search<'_>,
         best: &mut Option<Best>,
     ) {
         for (key, value) in table.iter() {
             let path = join_key(prefix, key.get_ref());
-            consider(best, target, key.span(), &path, depth, None);
+            consider(best, search, key.span(), &path, depth, None);
             consider(
                 best,
-                target,
+                search,
                 value.span(),
                 &path,
                 depth,
                 Some(value.get_ref().type_str()),
             );
-            walk_value(value, &path, depth, target, best);
+            walk_value(value, &path, depth, search, best);
         }
     }
     let mut best = None;
-    walk_table(root, "", 0, span, &mut best);
+    let search = Search {
+        target: span,
+        prefer,
+    };
+    walk_table(root, "", 0, &search, &mut best);
     best.map(|b| Found {
         path: Some(b.path),
         value_type: b.value_type,
@@ -472,7 +561,7 @@ fn missing_key_help(table: &str, key: &str) -> Option<&'static str> {
     })
 }
 
-/// Keys whose value is a table, for "missing table [x]" rather than "missing key".
+/// Keys whose value is a table, for "missing table `[sink]`" rather than "missing key".
 const TABLE_KEYS: &[&str] = &["source", "sink"];
 
 /// Rewrites serde's stock messages; custom messages (from weir's visitors) pass through.
@@ -506,22 +595,25 @@ fn rewrite_serde(raw: &str, found: &Found, text: Option<&str>) -> (String, Optio
         };
         return (message, missing_key_help(&generic, key).map(str::to_owned));
     }
-    if let Some(rest) = raw.strip_prefix("invalid type: ") {
-        if let Some((unexpected, expected)) = rest.split_once(", expected ") {
-            let found_text = describe_found(unexpected, found, text);
-            let expected = expected_phrase(expected);
-            let help = type_help(&expected, found.value_type, text);
-            return (format!("expected {expected}, found {found_text}"), help);
-        }
+    if let Some(rest) = raw.strip_prefix("invalid type: ")
+        && let Some((unexpected, expected)) = rest.split_once(", expected ")
+    {
+        let found_text = describe_found(unexpected, found, text);
+        let expected = expected_phrase(expected);
+        let help = type_help(&expected, found, text);
+        return (format!("expected {expected}, found {found_text}"), help);
     }
-    if let Some(rest) = raw.strip_prefix("invalid value: ") {
-        if let Some((_, expected)) = rest.split_once(", expected ") {
-            let value = text.map_or_else(|| "value".to_owned(), |t| t.trim().to_owned());
-            return (
-                format!("invalid value {value}: expected {}", expected_phrase(expected)),
-                None,
-            );
-        }
+    if let Some(rest) = raw.strip_prefix("invalid value: ")
+        && let Some((_, expected)) = rest.split_once(", expected ")
+    {
+        let value = text.map_or_else(|| "value".to_owned(), |t| t.trim().to_owned());
+        return (
+            format!(
+                "invalid value {value}: expected {}",
+                expected_phrase(expected)
+            ),
+            None,
+        );
     }
     if raw == "integer number overflowed" {
         return (
@@ -552,7 +644,9 @@ fn strip_indices(path: &str) -> String {
 /// Describes what was found for an "invalid type" message, preferring the TOML type from
 /// the tree: serde sees a TOML datetime as a map, which would read "found a table".
 fn describe_found(unexpected: &str, found: &Found, text: Option<&str>) -> String {
-    let text = text.map(str::trim).filter(|t| !t.is_empty() && t.len() <= 60 && !t.contains('\n'));
+    let text = text
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 60 && !t.contains('\n'));
     match (found.value_type, text) {
         (Some("table"), _) => "a table".to_owned(),
         (Some("array"), _) => "an array".to_owned(),
@@ -581,56 +675,118 @@ fn expected_phrase(expected: &str) -> String {
     }
 }
 
-/// A hint for the commonest type mistakes: quoting a number, or not quoting a string.
-fn type_help(expected: &str, found_type: Option<&str>, text: Option<&str>) -> Option<String> {
+/// A hint for the commonest type mistakes: quoting a number, not quoting a string, or
+/// confusing `[table]` and `[[array of tables]]`.
+fn type_help(expected: &str, found: &Found, text: Option<&str>) -> Option<String> {
     let text = text?.trim();
-    match found_type? {
+    let path = found.path.as_deref().unwrap_or_default();
+    let key = path.rsplit('.').next().unwrap_or(path);
+    let key = key.split('[').next().unwrap_or(key);
+    match found.value_type? {
         "string" if expected.contains("integer") => {
             let inner = text.trim_matches(['"', '\'']);
             inner
                 .parse::<i64>()
                 .is_ok()
-                .then(|| format!("write the number without quotes: {inner}"))
+                .then(|| format!("write the number without quotes: {key} = {inner}"))
         }
         "string" if expected.contains("boolean") => {
             let inner = text.trim_matches(['"', '\'']);
             matches!(inner, "true" | "false")
-                .then(|| format!("write true or false without quotes: {inner}"))
+                .then(|| format!("write true or false without quotes: {key} = {inner}"))
         }
         "integer" | "float" | "boolean" | "datetime" if expected.contains("string") => {
-            Some(format!("put the value in quotes: \"{text}\""))
+            Some(format!("put the value in quotes: {key} = \"{text}\""))
         }
-        "array" if expected == "a table" => {
-            Some("use [name] for a table; [[name]] makes an array of tables".to_owned())
-        }
+        "array" if expected == "a table" => Some(format!(
+            "write [{key}] for a table; [[{key}]] makes an array of tables"
+        )),
+        "table" if expected == "an array" => Some(format!(
+            "write [[{key}]] (double brackets) for each entry of an array of tables"
+        )),
+        _ if key == "config" && expected == "a table" => Some(
+            "write the stage's settings as a table, like config = { model = \"fashion.onnx\" }"
+                .to_owned(),
+        ),
         _ => None,
     }
 }
 
-/// Rewrites parser messages: they are terse ("invalid basic string, expected `\"`").
-fn rewrite_syntax(raw: &str, found: &Found) -> (String, Option<String>) {
+/// Rewrites parser messages: they are terse ("unclosed table, expected `]`"), and an
+/// unquoted string is reported as whatever its first character suggested ("invalid
+/// boolean" for `subject = tracking.x`).
+fn rewrite_syntax(raw: &str, found: &Found, text: Option<&str>) -> (String, Option<String>) {
     let (description, expected) = match raw.split_once(", expected ") {
         Some((d, e)) => (d, Some(e)),
         None => (raw, None),
     };
+    let key = found
+        .path
+        .as_deref()
+        .and_then(|p| p.rsplit('.').next())
+        .unwrap_or("key");
+    let token = text.map(str::trim).unwrap_or_default();
+    if looks_unquoted(description, token) {
+        return (
+            "invalid TOML: string values must be quoted".to_owned(),
+            Some(format!("put the value in quotes: {key} = \"{token}\"")),
+        );
+    }
     let help = match description {
         "duplicate key" => {
             Some("a key can be set only once in a table, and a table defined only once".to_owned())
         }
-        "string values must be quoted" => Some("put the value in quotes: key = \"value\"".to_owned()),
-        "invalid basic string" | "invalid literal string" => {
-            Some("close the string with a quote on the same line".to_owned())
+        "unclosed table" => Some("close the table header with \"]\", like [source]".to_owned()),
+        "unclosed array table" => Some("close the header with \"]]\", like [[stages]]".to_owned()),
+        "unclosed inline table" => Some("close the inline table with \"}\"".to_owned()),
+        "unclosed array" => Some("close the array with \"]\"".to_owned()),
+        "missing comma between array elements" => {
+            Some("separate array elements with commas".to_owned())
         }
+        "missing comma between key-value pairs" => {
+            Some("separate the keys of an inline table with commas".to_owned())
+        }
+        "invalid basic string" | "invalid literal string" => Some(
+            "close the string with a quote on the same line (use \"\"\" for a multi-line string)"
+                .to_owned(),
+        ),
         _ => expected.map(|e| format!("expected {e}")),
     };
-    let description = match (description, &found.path) {
-        ("duplicate key", Some(path)) => {
-            let key = path.rsplit('.').next().unwrap_or(path);
-            format!("duplicate key {key}")
-        }
-        (d, _) => d.to_owned(),
+    let description = match description {
+        // The recovered tree holds the first definition, not this one: name the key from
+        // the text under the span.
+        "duplicate key" if token.starts_with(['"', '\'']) => format!("duplicate key {token}"),
+        "duplicate key" if !token.is_empty() => format!("duplicate key \"{token}\""),
+        d => d.to_owned(),
     };
     (format!("invalid TOML: {description}"), help)
+}
+
+/// Whether a scalar the parser could not read is most likely a string without quotes:
+/// `20ms`, `tracking.viewed`, `fast`.
+fn looks_unquoted(description: &str, token: &str) -> bool {
+    let scalar_error = matches!(
+        description,
+        "string values must be quoted"
+            | "invalid boolean"
+            | "invalid integer number"
+            | "invalid float"
+            | "invalid date-time"
+            | "invalid hexadecimal number"
+            | "invalid octal number"
+            | "invalid binary number"
+            | "invalid exponent"
+            | "invalid fraction"
+            | "invalid mantissa"
+            | "unexpected leading zero"
+    );
+    scalar_error
+        && !token.is_empty()
+        && token.len() <= 80
+        && token.chars().all(|c| {
+            c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '*' | '>' | '/' | '+')
+        })
+        && token.chars().any(char::is_alphabetic)
 }
 
 /// The closest candidate to `word`, if it is close enough to be a likely typo.
@@ -696,16 +852,29 @@ mod tests {
         let tree = DeTable::parse(text).expect("valid TOML");
         let at = |needle: &str| {
             let start = text.rfind(needle).expect("needle in text");
-            find_key(tree.get_ref(), &(start..start + needle.len())).and_then(|f| f.path)
+            find_key(tree.get_ref(), &(start..start + needle.len()), None).and_then(|f| f.path)
         };
         assert_eq!(at("\"fast\"").as_deref(), Some("stages[1].limits.timeout"));
         assert_eq!(at("[sink]").as_deref(), Some("sink"));
         assert_eq!(at("\"b\"").as_deref(), Some("stages[1].name"));
         let subject = text.find("= \"a\"").map_or(0, |i| i + 2);
-        let found = find_key(tree.get_ref(), &(subject..subject + 3)).and_then(|f| f.path);
+        let found = find_key(tree.get_ref(), &(subject..subject + 3), None).and_then(|f| f.path);
         assert_eq!(found.as_deref(), Some("sink.subject"));
         assert_eq!(join_key("config", "my key"), "config.\"my key\"");
         assert_eq!(strip_indices("stages[12].limits"), "stages[].limits");
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        assert_eq!(mask_line("token = \"s3cret\""), "token = \"***\"");
+        assert_eq!(mask_line("tokn = \"s3cret\""), "tokn = \"***\"");
+        assert_eq!(mask_line("  password=\"x\""), "  password=\"***\"");
+        assert_eq!(mask_line("user = \"weir\""), "user = \"weir\"");
+        assert_eq!(
+            mask_line("url = \"nats://u:p@a:4222, tls://b:4222\""),
+            "url = \"nats://***@a:4222, tls://b:4222\""
+        );
+        assert_eq!(mask_urls("nats://a:4222"), "nats://a:4222");
     }
 
     #[test]

@@ -13,8 +13,9 @@ use serde::Deserialize;
 use serde::de::Deserializer;
 use toml::Spanned;
 
-use super::error::{ConfigError, InvalidValue, SourceFile};
+use super::error::{ConfigError, InvalidValue, SourceFile, mask_urls};
 use super::names::{Name, StrVisitor};
+use super::table::Table;
 use super::units::{ShutdownTimeout, Workers};
 
 /// The global configuration.
@@ -39,7 +40,7 @@ pub struct Global {
 }
 
 /// `[nats]`: how to reach the NATS server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct NatsConfig {
     /// One URL, or several separated by commas (see [`NatsConfig::urls`]).
     pub url: String,
@@ -48,6 +49,18 @@ pub struct NatsConfig {
     pub auth: NatsAuth,
     /// `[nats.tls]`, if present.
     pub tls: Option<TlsConfig>,
+}
+
+// A URL may carry a password (nats://user:pass@host); keep it out of logs.
+impl fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("url", &mask_urls(&self.url))
+            .field("name", &self.name)
+            .field("auth", &self.auth)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl NatsConfig {
@@ -67,7 +80,10 @@ pub enum NatsAuth {
     /// A file holding an NKey seed.
     NKey(PathBuf),
     Token(String),
-    UserPassword { user: String, password: String },
+    UserPassword {
+        user: String,
+        password: String,
+    },
 }
 
 // Secrets stay out of logs and panic messages.
@@ -189,10 +205,8 @@ pub(crate) struct RawGlobal {
     workers: Option<Workers>,
     shutdown_timeout: Option<ShutdownTimeout>,
     cache_dir: Option<RelPath>,
-    #[serde(default)]
-    nats: RawNats,
-    #[serde(default)]
-    metrics: RawMetrics,
+    nats: Option<Table<RawNats>>,
+    metrics: Option<Table<RawMetrics>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -205,7 +219,7 @@ struct RawNats {
     token: Option<Spanned<NonEmpty>>,
     user: Option<Spanned<NonEmpty>>,
     password: Option<Spanned<NonEmpty>>,
-    tls: Option<RawTls>,
+    tls: Option<Table<RawTls>>,
 }
 
 #[derive(Deserialize)]
@@ -281,7 +295,8 @@ impl<'de> Deserialize<'de> for NatsUrl {
 }
 
 fn check_nats_url(text: String) -> Result<String, InvalidValue> {
-    let help = "write nats://host:port (or tls://, ws://, wss://); separate several servers with commas";
+    let help =
+        "write nats://host:port (or tls://, ws://, wss://); separate several servers with commas";
     for url in text.split(',').map(str::trim) {
         let host = match url.split_once("://") {
             Some((scheme, rest)) => {
@@ -333,9 +348,16 @@ impl RawGlobal {
         let resolve = |p: RelPath| base.join(p.0);
         let defaults = Global::default();
         let instance = self.instance.unwrap_or(defaults.instance);
-        let nats = self.nats.validate(source, &instance, &resolve)?;
+        let nats = self
+            .nats
+            .map(|n| n.0)
+            .unwrap_or_default()
+            .validate(source, &instance, &resolve)?;
+        let metrics = self.metrics.map(|m| m.0).unwrap_or_default();
         Ok(Global {
-            pipelines: self.pipelines.map_or_else(|| base.join("pipelines"), resolve),
+            pipelines: self
+                .pipelines
+                .map_or_else(|| base.join("pipelines"), resolve),
             workers: self.workers.map_or(defaults.workers, |w| w.0),
             shutdown_timeout: self
                 .shutdown_timeout
@@ -343,11 +365,8 @@ impl RawGlobal {
             cache_dir: self.cache_dir.map_or(defaults.cache_dir, resolve),
             nats,
             metrics: MetricsConfig {
-                enabled: self.metrics.enabled.unwrap_or(true),
-                address: self
-                    .metrics
-                    .address
-                    .map_or(defaults.metrics.address, |a| a.0),
+                enabled: metrics.enabled.unwrap_or(defaults.metrics.enabled),
+                address: metrics.address.map_or(defaults.metrics.address, |a| a.0),
             },
             instance,
             file: Some(source.path.to_owned()),
@@ -395,15 +414,10 @@ impl RawNats {
         // Blame the one written second, so the message reads in file order.
         methods.sort_by_key(|(_, span)| span.start);
         if let [(first, _), (second, span), ..] = methods.as_slice() {
-            let second_name = if *second == "user" {
-                "user and password"
-            } else {
-                second
-            };
             return Err(source.error_at(
                 span.clone(),
                 format!("nats.{second}"),
-                format!("\"{first}\" and {second_name:?} are both set; NATS takes one way to authenticate"),
+                format!("\"{first}\" and \"{second}\" are both set, but NATS takes one way to authenticate"),
                 Some(auth_help.to_owned()),
             ));
         }
@@ -421,7 +435,7 @@ impl RawNats {
         } else {
             NatsAuth::None
         };
-        let tls = match self.tls {
+        let tls = match self.tls.map(|t| t.0) {
             None => None,
             Some(tls) => {
                 let (cert, key) = match (tls.cert, tls.key) {

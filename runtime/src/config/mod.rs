@@ -13,6 +13,12 @@
 //! - `subject`, `names`, `units`: validated value types
 //! - `json`: a stage's `config` table as JSON
 //! - `error`: [`ConfigError`] and turning `toml` errors into it
+//! - `table`: a struct that must be written as a table
+
+// `ConfigError` is large (file, position, key, message, help, snippet) by design: it is
+// what an operator reads, it is built only when a file is wrong, and callers report it
+// rather than pass it around.
+#![allow(clippy::result_large_err)]
 
 mod error;
 mod global;
@@ -20,6 +26,7 @@ mod json;
 mod names;
 mod pipeline;
 mod subject;
+mod table;
 mod units;
 
 use std::collections::HashMap;
@@ -119,8 +126,7 @@ fn expand(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     if !meta.is_dir() {
         return Ok(vec![path.to_owned()]);
     }
-    let entries =
-        std::fs::read_dir(path).map_err(|e| ConfigError::io(path, "directory", &e))?;
+    let entries = std::fs::read_dir(path).map_err(|e| ConfigError::io(path, "directory", &e))?;
     let mut files = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| ConfigError::io(path, "directory", &e))?;
@@ -137,7 +143,7 @@ fn expand(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
 
 /// Parses the global `weir.toml`. Relative paths in it are joined to `file`'s directory.
 pub fn parse_global(text: &str, file: &Path) -> Result<Global, ConfigError> {
-    let source = SourceFile::new(file, text);
+    let source = SourceFile::with_secrets(file, text);
     let raw: global::RawGlobal = deserialize(&source)?;
     raw.validate(&source)
 }
@@ -157,8 +163,7 @@ fn read(file: &Path) -> Result<String, ConfigError> {
 /// Parses TOML and deserializes it, turning syntax and type errors into [`ConfigError`]s.
 fn deserialize<T: serde::de::DeserializeOwned>(source: &SourceFile<'_>) -> Result<T, ConfigError> {
     // Parse first, separately, so that syntax errors and type errors get their own wording.
-    let tree = toml::de::DeTable::parse(source.text)
-        .map_err(|e| source.toml_error(&e, true))?;
+    let tree = toml::de::DeTable::parse(source.text).map_err(|e| source.toml_error(&e, true))?;
     T::deserialize(toml::de::Deserializer::from(tree)).map_err(|e| source.toml_error(&e, false))
 }
 
@@ -168,7 +173,8 @@ mod tests {
 
     #[test]
     fn minimal_pipeline_defaults() {
-        let text = "name = \"relay\"\n[source]\nsubject = \"in.>\"\n[sink]\nsubject = \"out.{subject}\"\n";
+        let text =
+            "name = \"relay\"\n[source]\nsubject = \"in.>\"\n[sink]\nsubject = \"out.{subject}\"\n";
         let p = parse_pipeline(text, Path::new("pipelines/relay.toml")).expect("valid");
         assert_eq!(p.name.as_str(), "relay");
         assert_eq!(p.batch_size, 64);
@@ -190,8 +196,11 @@ mod tests {
 
     #[test]
     fn global_relative_paths() {
-        let g = parse_global("cache_dir = \"cache\"\n[nats]\ncreds = \"/abs/x.creds\"\n", Path::new("etc/weir.toml"))
-            .expect("valid");
+        let g = parse_global(
+            "cache_dir = \"cache\"\n[nats]\ncreds = \"/abs/x.creds\"\n",
+            Path::new("etc/weir.toml"),
+        )
+        .expect("valid");
         assert_eq!(g.pipelines, PathBuf::from("etc/pipelines"));
         assert_eq!(g.cache_dir, PathBuf::from("etc/cache"));
         assert_eq!(g.nats.auth, NatsAuth::Creds(PathBuf::from("/abs/x.creds")));

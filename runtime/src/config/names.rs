@@ -30,10 +30,10 @@ impl Name {
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
         {
-            return Err(InvalidValue::new(format!(
-                "invalid character {bad:?} in name {name:?}"
-            ))
-            .with_help(NAME_HELP));
+            return Err(
+                InvalidValue::new(format!("invalid character {bad:?} in name {name:?}"))
+                    .with_help(NAME_HELP),
+            );
         }
         if name.len() > NAME_MAX {
             return Err(InvalidValue::new(format!(
@@ -139,7 +139,8 @@ pub(crate) fn nats_name(name: String) -> Result<String, InvalidValue> {
         .find(|c| c.is_whitespace() || c.is_control() || NATS_NAME_FORBIDDEN.contains(c))
     {
         return Err(
-            InvalidValue::new(format!("invalid character {bad:?} in name {name:?}")).with_help(help),
+            InvalidValue::new(format!("invalid character {bad:?} in name {name:?}"))
+                .with_help(help),
         );
     }
     Ok(name)
@@ -192,18 +193,27 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(Name::new("product-views_2").map(|n| n.to_string()).ok(), Some("product-views_2".to_owned()));
+        assert_eq!(
+            Name::new("product-views_2").map(|n| n.to_string()).ok(),
+            Some("product-views_2".to_owned())
+        );
         assert!(Name::new("a".repeat(64)).is_ok());
         assert!(Name::new("a".repeat(65)).is_err());
         assert!(Name::new("").is_err());
         let err = Name::new("my pipeline").expect_err("space");
-        assert_eq!(err.message, r#"invalid character ' ' in name "my pipeline""#);
+        assert_eq!(
+            err.message,
+            r#"invalid character ' ' in name "my pipeline""#
+        );
         assert!(Name::new("é").is_err());
     }
 
     #[test]
     fn sanitize() {
-        assert_eq!(Name::sanitize("host.example.com").map(|n| n.0), Some("host-example-com".to_owned()));
+        assert_eq!(
+            Name::sanitize("host.example.com").map(|n| n.0),
+            Some("host-example-com".to_owned())
+        );
         assert_eq!(Name::sanitize("..."), None);
     }
 

@@ -19,6 +19,7 @@ use super::error::{ConfigError, InvalidValue, Location, SourceFile};
 use super::json::{JsonObject, TOML_DATETIME_KEY, instant};
 use super::names::{Name, NatsName, QueueGroup};
 use super::subject::{PublishSubject, Subject, SubjectTemplate};
+use super::table::Table;
 use super::units::{AckWait, BatchSize, MemoryLimit, PositiveCount, Sequence, StageTimeout};
 
 /// One pipeline: a source, a chain of stages, a sink and an optional dead-letter subject.
@@ -146,11 +147,11 @@ pub(crate) struct Raw {
     name: Spanned<Name>,
     batch_size: Option<BatchSize>,
     ordered: Option<bool>,
-    source: RawSource,
+    source: Table<RawSource>,
     #[serde(default)]
-    stages: Vec<Spanned<RawStage>>,
-    sink: RawSink,
-    dead_letter: Option<RawDeadLetter>,
+    stages: Vec<Spanned<Table<RawStage>>>,
+    sink: Table<RawSink>,
+    dead_letter: Option<Table<RawDeadLetter>>,
 }
 
 #[derive(Deserialize)]
@@ -172,7 +173,7 @@ struct RawSource {
 struct RawStage {
     name: Spanned<Name>,
     plugin: Spanned<String>,
-    limits: Option<RawLimits>,
+    limits: Option<Table<RawLimits>>,
     config: Option<JsonObject>,
 }
 
@@ -238,7 +239,12 @@ impl<'de> Visitor<'de> for DeliverVisitor {
                     .with_help("write deliver = { start_time = 2024-05-01T00:00:00Z }")
                     .into_de());
             }
-            _ => return Err(de::Error::unknown_field(&key, &["start_sequence", "start_time"])),
+            _ => {
+                return Err(de::Error::unknown_field(
+                    &key,
+                    &["start_sequence", "start_time"],
+                ));
+            }
         };
         if map.next_key::<String>()?.is_some() {
             return Err(InvalidValue::new(
@@ -298,68 +304,34 @@ impl Raw {
             sink,
             dead_letter,
         } = self;
-        let pipeline_source = validate_source(raw_source, source)?;
+        let pipeline_source = validate_source(raw_source.0, source)?;
 
         let base = source.path.parent().unwrap_or(Path::new(""));
         let mut stages = Vec::with_capacity(raw_stages.len());
         let mut seen: HashMap<Name, usize> = HashMap::new();
         for (index, raw) in raw_stages.into_iter().enumerate() {
             let table_span = raw.span();
-            let raw = raw.into_inner();
+            let raw = raw.into_inner().0;
             let name_span = raw.name.span();
             let stage_name = raw.name.into_inner();
             if let Some(first_line) = seen.get(&stage_name) {
                 return Err(source.error_at(
                     name_span,
                     format!("stages[{index}].name"),
-                    format!("duplicate stage name \"{stage_name}\", already used on line {first_line}"),
-                    Some("stage names must be unique within a pipeline: rename one of the stages".to_owned()),
+                    format!(
+                        "duplicate stage name \"{stage_name}\", already used on line {first_line}"
+                    ),
+                    Some(
+                        "stage names must be unique within a pipeline: rename one of the stages"
+                            .to_owned(),
+                    ),
                 ));
             }
             seen.insert(stage_name.clone(), source.location(&name_span).line);
 
-            let plugin_span = raw.plugin.span();
-            let written = raw.plugin.into_inner();
-            let key = format!("stages[{index}].plugin");
-            if written.is_empty() {
-                return Err(source.error_at(
-                    plugin_span,
-                    key,
-                    "plugin path is empty",
-                    Some("write the path of the stage's .wasm component, like plugin = \"plugins/enrich.wasm\"".to_owned()),
-                ));
-            }
-            // Relative to the pipeline file, so that a pipelines directory can be moved
-            // together with its plugins whatever the working directory.
-            let plugin = base.join(&written);
-            match std::fs::metadata(&plugin) {
-                Ok(meta) if meta.is_file() => {}
-                Ok(_) => {
-                    return Err(source.error_at(
-                        plugin_span,
-                        key,
-                        format!(
-                            "plugin {written:?} is not a file (resolved to {})",
-                            plugin.display()
-                        ),
-                        Some("point plugin at a .wasm component file".to_owned()),
-                    ));
-                }
-                Err(_) => {
-                    return Err(source.error_at(
-                        plugin_span,
-                        key,
-                        format!(
-                            "plugin file {written:?} not found (resolved to {})",
-                            plugin.display()
-                        ),
-                        Some("relative plugin paths are resolved from the directory of the pipeline file".to_owned()),
-                    ));
-                }
-            }
-
+            let plugin = resolve_plugin(raw.plugin, index, base, source)?;
             let defaults = Limits::default();
-            let limits = raw.limits.map_or(defaults, |l| Limits {
+            let limits = raw.limits.map(|l| l.0).map_or(defaults, |l| Limits {
                 timeout: l.timeout.map_or(defaults.timeout, |t| t.0),
                 memory: l.memory.map_or(defaults.memory, |m| m.0),
             });
@@ -380,14 +352,62 @@ impl Raw {
             source: pipeline_source,
             stages,
             sink: Sink {
-                subject: sink.subject,
-                stream: sink.stream.map(|s| s.0),
+                subject: sink.0.subject,
+                stream: sink.0.stream.map(|s| s.0),
             },
-            dead_letter: dead_letter.map(|d| DeadLetter {
+            dead_letter: dead_letter.map(|d| d.0).map(|d| DeadLetter {
                 subject: d.subject.0,
                 stream: d.stream.map(|s| s.0),
             }),
         })
+    }
+}
+
+/// Joins a stage's plugin path to the pipeline file's directory and checks that the file
+/// exists, so that `weir validate` catches a wrong path before a deploy. Relative to the
+/// file rather than the working directory, so that a pipelines directory can be moved
+/// together with its plugins.
+fn resolve_plugin(
+    written: Spanned<String>,
+    index: usize,
+    base: &Path,
+    source: &SourceFile<'_>,
+) -> Result<PathBuf, ConfigError> {
+    let span = written.span();
+    let written = written.into_inner();
+    let key = format!("stages[{index}].plugin");
+    if written.is_empty() {
+        return Err(source.error_at(
+            span,
+            key,
+            "plugin path is empty",
+            Some("write the path of the stage's .wasm component, like plugin = \"plugins/enrich.wasm\"".to_owned()),
+        ));
+    }
+    let plugin = base.join(&written);
+    match std::fs::metadata(&plugin) {
+        Ok(meta) if meta.is_file() => Ok(plugin),
+        Ok(_) => Err(source.error_at(
+            span,
+            key,
+            format!(
+                "plugin {written:?} is not a file (resolved to {})",
+                plugin.display()
+            ),
+            Some("point plugin at a .wasm component file".to_owned()),
+        )),
+        Err(_) => Err(source.error_at(
+            span,
+            key,
+            format!(
+                "plugin file {written:?} not found (resolved to {})",
+                plugin.display()
+            ),
+            Some(
+                "relative plugin paths are resolved from the directory of the pipeline file"
+                    .to_owned(),
+            ),
+        )),
     }
 }
 
@@ -424,10 +444,14 @@ fn validate_source(raw: RawSource, file: &SourceFile<'_>) -> Result<Source, Conf
         (None, None) => {
             // JetStream-only keys on a core NATS source would be silently ignored.
             let stray = [
-                filter_subject.as_ref().map(|s| ("filter_subject", s.span())),
+                filter_subject
+                    .as_ref()
+                    .map(|s| ("filter_subject", s.span())),
                 ack_wait.as_ref().map(|s| ("ack_wait", s.span())),
                 max_deliver.as_ref().map(|s| ("max_deliver", s.span())),
-                max_ack_pending.as_ref().map(|s| ("max_ack_pending", s.span())),
+                max_ack_pending
+                    .as_ref()
+                    .map(|s| ("max_ack_pending", s.span())),
                 deliver.as_ref().map(|s| ("deliver", s.span())),
             ];
             if let Some((key, span)) = stray.into_iter().flatten().min_by_key(|(_, s)| s.start) {

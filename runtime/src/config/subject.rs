@@ -12,8 +12,7 @@ use serde::de::{Deserialize, Deserializer};
 use super::error::{InvalidValue, suggest};
 use super::names::StrVisitor;
 
-const SUBJECT_HELP: &str =
-    r#"a subject is tokens separated by single dots, like "orders.created""#;
+const SUBJECT_HELP: &str = r#"a subject is tokens separated by single dots, like "orders.created""#;
 
 /// Checks one subject. `wildcards` says whether `*` and `>` are allowed (subscriptions) or
 /// not (publishing). Returns whether the subject has a wildcard.
@@ -21,7 +20,10 @@ fn check_subject(subject: &str, wildcards: bool) -> Result<bool, InvalidValue> {
     if subject.is_empty() {
         return Err(InvalidValue::new("subject is empty").with_help(SUBJECT_HELP));
     }
-    if let Some(bad) = subject.chars().find(|c| c.is_whitespace() || c.is_control()) {
+    if let Some(bad) = subject
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(InvalidValue::new(format!(
             "invalid subject {subject:?}: {bad:?} is not allowed in a subject"
         ))
@@ -263,7 +265,9 @@ impl SubjectTemplate {
         check_subject(&skeleton, false).map_err(|e| {
             // Report the template as written, not the skeleton.
             InvalidValue {
-                message: e.message.replace(&format!("{skeleton:?}"), &format!("{text:?}")),
+                message: e
+                    .message
+                    .replace(&format!("{skeleton:?}"), &format!("{text:?}")),
                 help: e.help,
             }
         })?;
@@ -374,29 +378,71 @@ mod tests {
 
     #[test]
     fn valid_subjects() {
-        for s in ["a", "orders.created", "a.*.c", "a.>", ">", "*", "*.*", "tracking.product.viewed"] {
+        for s in [
+            "a",
+            "orders.created",
+            "a.*.c",
+            "a.>",
+            ">",
+            "*",
+            "*.*",
+            "tracking.product.viewed",
+        ] {
             assert!(Subject::new(s).is_ok(), "{s}");
         }
-        assert!(!Subject::new("a.b").map(|s| s.has_wildcards()).unwrap_or(true));
-        assert!(Subject::new("a.*").map(|s| s.has_wildcards()).unwrap_or(false));
+        assert!(
+            !Subject::new("a.b")
+                .map(|s| s.has_wildcards())
+                .unwrap_or(true)
+        );
+        assert!(
+            Subject::new("a.*")
+                .map(|s| s.has_wildcards())
+                .unwrap_or(false)
+        );
     }
 
     #[test]
     fn invalid_subjects() {
-        assert_eq!(message(Subject::new("a..b")), r#"invalid subject "a..b": it has an empty token (two dots in a row)"#);
-        assert_eq!(message(Subject::new(".a")), r#"invalid subject ".a": it starts with a dot"#);
-        assert_eq!(message(Subject::new("a.")), r#"invalid subject "a.": it ends with a dot"#);
-        assert_eq!(message(Subject::new("a.>.b")), r#"invalid subject "a.>.b": ">" must be the last token"#);
-        assert_eq!(message(Subject::new("a b")), r#"invalid subject "a b": ' ' is not allowed in a subject"#);
-        assert_eq!(message(Subject::new("a.b*")), r#"invalid subject "a.b*": wildcards must be whole tokens, found "b*""#);
+        assert_eq!(
+            message(Subject::new("a..b")),
+            r#"invalid subject "a..b": it has an empty token (two dots in a row)"#
+        );
+        assert_eq!(
+            message(Subject::new(".a")),
+            r#"invalid subject ".a": it starts with a dot"#
+        );
+        assert_eq!(
+            message(Subject::new("a.")),
+            r#"invalid subject "a.": it ends with a dot"#
+        );
+        assert_eq!(
+            message(Subject::new("a.>.b")),
+            r#"invalid subject "a.>.b": ">" must be the last token"#
+        );
+        assert_eq!(
+            message(Subject::new("a b")),
+            r#"invalid subject "a b": ' ' is not allowed in a subject"#
+        );
+        assert_eq!(
+            message(Subject::new("a.b*")),
+            r#"invalid subject "a.b*": wildcards must be whole tokens, found "b*""#
+        );
         assert_eq!(message(Subject::new("")), "subject is empty");
-        assert_eq!(message(Subject::publish("a.*")), r#"subject "a.*" contains the wildcard "*""#);
+        assert_eq!(
+            message(Subject::publish("a.*")),
+            r#"subject "a.*" contains the wildcard "*""#
+        );
         assert!(Subject::publish("weir.dlq.views").is_ok());
     }
 
     #[test]
     fn matching() {
-        let m = |pattern: &str, subject: &str| Subject::new(pattern).map(|p| p.matches(subject)).unwrap_or(false);
+        let m = |pattern: &str, subject: &str| {
+            Subject::new(pattern)
+                .map(|p| p.matches(subject))
+                .unwrap_or(false)
+        };
         assert!(m("a.b", "a.b"));
         assert!(!m("a.b", "a.c"));
         assert!(m("a.*", "a.b"));
@@ -416,11 +462,23 @@ mod tests {
     #[test]
     fn template_render() {
         let t = |s: &str| SubjectTemplate::new(s).expect("valid template");
-        assert_eq!(t("processed.{subject}").render("x.y", "in.z"), Ok("processed.x.y".to_owned()));
-        assert_eq!(t("out.{input}").render("x", "in.z"), Ok("out.in.z".to_owned()));
-        assert_eq!(t("out.{2}.{1}").render("x", "in.z"), Ok("out.z.in".to_owned()));
+        assert_eq!(
+            t("processed.{subject}").render("x.y", "in.z"),
+            Ok("processed.x.y".to_owned())
+        );
+        assert_eq!(
+            t("out.{input}").render("x", "in.z"),
+            Ok("out.in.z".to_owned())
+        );
+        assert_eq!(
+            t("out.{2}.{1}").render("x", "in.z"),
+            Ok("out.z.in".to_owned())
+        );
         assert_eq!(t("p-{1}-q").render("x", "in.z"), Ok("p-in-q".to_owned()));
-        assert_eq!(t("static.subject").render("x", "y"), Ok("static.subject".to_owned()));
+        assert_eq!(
+            t("static.subject").render("x", "y"),
+            Ok("static.subject".to_owned())
+        );
         assert!(t("static.subject").is_static());
         assert!(!t("a.{1}").is_static());
         assert_eq!(
@@ -441,16 +499,40 @@ mod tests {
             r#"unknown placeholder "{sujbect}" in subject template "processed.{sujbect}""#
         );
         assert_eq!(
-            SubjectTemplate::new("a.{sujbect}").expect_err("typo").help.map(|h| h.starts_with("did you mean {subject}?")),
+            SubjectTemplate::new("a.{sujbect}")
+                .expect_err("typo")
+                .help
+                .map(|h| h.starts_with("did you mean {subject}?")),
             Some(true)
         );
-        assert_eq!(message(SubjectTemplate::new("a.{0}")), r#"unknown placeholder "{0}" in subject template "a.{0}""#);
-        assert_eq!(message(SubjectTemplate::new("a.{}")), r#"unknown placeholder "{}" in subject template "a.{}""#);
-        assert_eq!(message(SubjectTemplate::new("a.{subject")), r#"unclosed "{" in subject template "a.{subject""#);
-        assert_eq!(message(SubjectTemplate::new("a.{{subject}")), r#"unclosed "{" in subject template "a.{{subject}""#);
-        assert_eq!(message(SubjectTemplate::new("a.subject}")), r#"unmatched "}" in subject template "a.subject}""#);
-        assert_eq!(message(SubjectTemplate::new("a..{subject}")), r#"invalid subject "a..{subject}": it has an empty token (two dots in a row)"#);
-        assert_eq!(message(SubjectTemplate::new("a.*")), r#"subject "a.*" contains the wildcard "*""#);
+        assert_eq!(
+            message(SubjectTemplate::new("a.{0}")),
+            r#"unknown placeholder "{0}" in subject template "a.{0}""#
+        );
+        assert_eq!(
+            message(SubjectTemplate::new("a.{}")),
+            r#"unknown placeholder "{}" in subject template "a.{}""#
+        );
+        assert_eq!(
+            message(SubjectTemplate::new("a.{subject")),
+            r#"unclosed "{" in subject template "a.{subject""#
+        );
+        assert_eq!(
+            message(SubjectTemplate::new("a.{{subject}")),
+            r#"unclosed "{" in subject template "a.{{subject}""#
+        );
+        assert_eq!(
+            message(SubjectTemplate::new("a.subject}")),
+            r#"unmatched "}" in subject template "a.subject}""#
+        );
+        assert_eq!(
+            message(SubjectTemplate::new("a..{subject}")),
+            r#"invalid subject "a..{subject}": it has an empty token (two dots in a row)"#
+        );
+        assert_eq!(
+            message(SubjectTemplate::new("a.*")),
+            r#"subject "a.*" contains the wildcard "*""#
+        );
         assert_eq!(message(SubjectTemplate::new("")), "subject is empty");
     }
 }

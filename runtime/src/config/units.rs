@@ -34,7 +34,8 @@ const SIZE_HELP: &str = r#"write a whole number and a unit (B, KB, MB, GB, KiB, 
 /// Parses a duration written like `20ms`, `1s`, `2m`, `1h` or `1h 30m`.
 pub fn parse_duration(text: &str) -> Result<Duration, InvalidValue> {
     let trimmed = text.trim();
-    let invalid = || InvalidValue::new(format!("invalid duration {text:?}")).with_help(DURATION_HELP);
+    let invalid =
+        || InvalidValue::new(format!("invalid duration {text:?}")).with_help(DURATION_HELP);
     // humantime accepts a bare "0"; any other bare number is ambiguous (seconds? ms?),
     // so it goes through humantime too and fails for want of a unit.
     if trimmed.is_empty() {
@@ -51,7 +52,8 @@ pub fn parse_size(text: &str) -> Result<u64, InvalidValue> {
         .unwrap_or(trimmed.len());
     let (digits, unit) = trimmed.split_at(digits_end);
     let unit = unit.trim_start();
-    let invalid = |help: String| InvalidValue::new(format!("invalid size {text:?}")).with_help(help);
+    let invalid =
+        |help: String| InvalidValue::new(format!("invalid size {text:?}")).with_help(help);
     if digits.is_empty() {
         return Err(invalid(SIZE_HELP.to_owned()));
     }
@@ -89,7 +91,7 @@ pub fn parse_size(text: &str) -> Result<u64, InvalidValue> {
 /// Formats a byte count for messages, in the largest binary unit that divides it exactly.
 pub fn format_size(bytes: u64) -> String {
     for (name, factor) in [("GiB", GIB), ("MiB", MIB), ("KiB", KIB)] {
-        if bytes >= factor && bytes % factor == 0 {
+        if bytes >= factor && bytes.is_multiple_of(factor) {
             return format!("{}{name}", bytes / factor);
         }
     }
@@ -153,8 +155,10 @@ impl Visitor<'_> for DurationVisitor {
     }
 
     fn visit_i64<E: de::Error>(self, n: i64) -> Result<Duration, E> {
-        Err(InvalidValue::new(format!("{} {n} has no unit", self.what))
-            .with_help(format!(r#"write a string with a unit, like "{n}ms" or "{n}s""#))
+        Err(InvalidValue::new(format!("duration {n} has no unit"))
+            .with_help(format!(
+                r#"write a string with a unit, like "{n}ms" or "{n}s""#
+            ))
             .into_de())
     }
 
@@ -247,8 +251,8 @@ impl<'de> Deserialize<'de> for MemoryLimit {
                 MemoryLimit::check(&format!("{text:?}"), bytes).map_err(InvalidValue::into_de)
             }
             fn visit_i64<E: de::Error>(self, n: i64) -> Result<MemoryLimit, E> {
-                let bytes = u64::try_from(n)
-                    .map_err(|_| E::invalid_value(Unexpected::Signed(n), &self))?;
+                let bytes =
+                    u64::try_from(n).map_err(|_| E::invalid_value(Unexpected::Signed(n), &self))?;
                 MemoryLimit::check(&n.to_string(), bytes).map_err(InvalidValue::into_de)
             }
             fn visit_u64<E: de::Error>(self, n: u64) -> Result<MemoryLimit, E> {
@@ -348,7 +352,10 @@ mod tests {
         assert_eq!(parse_duration("1s").ok(), Some(Duration::from_secs(1)));
         assert_eq!(parse_duration("2m").ok(), Some(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h").ok(), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("1h 30m").ok(), Some(Duration::from_secs(5400)));
+        assert_eq!(
+            parse_duration("1h 30m").ok(),
+            Some(Duration::from_secs(5400))
+        );
         assert_eq!(parse_duration(" 5s ").ok(), Some(Duration::from_secs(5)));
         assert_eq!(parse_duration("0").ok(), Some(Duration::ZERO));
     }

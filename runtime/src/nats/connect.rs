@@ -54,9 +54,7 @@ pub async fn connect(config: &NatsConfig, cancel: &CancellationToken) -> Result<
         match options.connect(servers.as_slice()).await {
             Ok(client) => {
                 if attempt > 1 {
-                    tracing::info!(url = %url, "connected to NATS after {attempt} attempts");
-                } else {
-                    tracing::info!(url = %url, "connected to NATS");
+                    tracing::info!(url = %url, "reached NATS after {attempt} attempts");
                 }
                 let js = async_nats::jetstream::new(client.clone());
                 return Ok(Nats { client, js, url: Arc::from(url.as_str()) });

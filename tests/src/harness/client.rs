@@ -46,6 +46,8 @@ pub fn order(id: u64) -> Value {
         "country": COUNTRIES[(id % 3) as usize],
         "customer": format!("customer-{:06}", id % 997),
         "currency": "EUR",
+        "channel": "web",
+        "created": "2026-01-01T12:00:00Z",
         "items": [
             { "sku": format!("sku-{:05}", id % 101), "qty": 1 + id % 4 },
             { "sku": format!("sku-{:05}", (id * 7) % 101), "qty": 1 },
@@ -116,7 +118,7 @@ pub async fn js_publish_orders(js: &jetstream::Context, subject: &str, ids: std:
     let mut in_flight = VecDeque::new();
     for id in ids {
         let event = order(id);
-        let publish = jetstream::context::Publish::build()
+        let publish = jetstream::message::PublishMessage::build()
             .headers(test_headers(id))
             .message_id(format!("in-{id}"))
             .payload(serde_json::to_vec(&event).unwrap().into());

@@ -37,7 +37,7 @@ mod tempdir;
 mod weir;
 
 pub use client::*;
-pub use server::{Auth, NatsServer, NatsServerBuilder};
+pub use server::{Auth, NatsServer, NatsServerBuilder, free_port};
 pub use tempdir::TempDir;
 pub use weir::{Weir, WeirBuilder, weir_binary};
 

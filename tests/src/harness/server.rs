@@ -248,3 +248,10 @@ impl Drop for NatsServer {
         self.stop();
     }
 }
+
+/// A loopback port nothing listens on right now (for "unreachable server"
+/// tests, and to start a [`NatsServer`] there later).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local address").port()
+}
