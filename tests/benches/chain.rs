@@ -25,7 +25,7 @@ const ROUNDS: usize = 7;
 
 fn event(i: usize) -> Event {
     let payload = format!(
-        r#"{{"id":{i},"type":"product.viewed","user":{{"id":"u-{:05}","segment":"returning","country":"DE"}},"product":{{"sku":"SKU-{:06}","title":"Slim fit organic cotton shirt","brand":"Northwind","price":49.95,"currency":"EUR"}},"ts":"2026-11-26T10:15:{:02}Z","ua":"Mozilla/5.0 (X11; Linux x86_64)"}}"#,
+        r#"{{"id":{i},"type":"product.viewed","user":{{"id":"u-{:05}","segment":"returning","country":"DE"}},"product":{{"sku":"SKU-{:06}","title":"Slim fit organic cotton shirt","brand":"Northwind","price":49.95,"currency":"EUR"}},"ts":"2026-11-26T10:15:{:02}Z","ua":"Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"}}"#,
         i % 100_000,
         i % 1_000_000,
         i % 60

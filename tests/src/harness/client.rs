@@ -153,7 +153,7 @@ pub async fn subscribe(client: &Client, subject: &str) -> Subscriber {
 /// returns what arrived (possibly fewer than `n`; never hangs).
 pub async fn collect(sub: &mut Subscriber, n: usize, timeout: Duration) -> Vec<Message> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut seen = Vec::with_capacity(n);
+    let mut seen = Vec::with_capacity(n.min(1 << 16));
     while seen.len() < n {
         match tokio::time::timeout_at(deadline, sub.next()).await {
             Ok(Some(message)) => seen.push(message),
