@@ -94,6 +94,8 @@ fn main() {
     println!();
     println!("| case | batch 1 (ns/event) | batch 64 (ns/event) |");
     println!("|---|---:|---:|");
+    let zero = [wasm(&engine, 1, ""), wasm(&engine, 64, "")];
+    println!("| (0) no stage: weir's own bookkeeping | {:.0} | {:.0} |", zero[0], zero[1]);
     let a = [wasm(&engine, 1, NOOP), wasm(&engine, 64, NOOP)];
     println!("| (a) noop stage (wasm) | {:.0} | {:.0} |", a[0], a[1]);
     let b = [wasm(&engine, 1, JSON_MAP), wasm(&engine, 64, JSON_MAP)];

@@ -324,3 +324,37 @@ pub async fn wait_consumer_done(js: &jetstream::Context, stream: &str, durable: 
     })
     .await
 }
+
+/// Panics unless `ids` holds every id of `expected` exactly once and nothing
+/// else; the message lists (the first) missing, duplicated and unexpected ids.
+pub fn assert_exactly_once(what: &str, ids: impl IntoIterator<Item = u64>, expected: impl IntoIterator<Item = u64>) {
+    let mut counts = std::collections::BTreeMap::<u64, usize>::new();
+    for id in ids {
+        *counts.entry(id).or_default() += 1;
+    }
+    let expected: std::collections::BTreeSet<u64> = expected.into_iter().collect();
+    let missing: Vec<u64> = expected.iter().copied().filter(|id| !counts.contains_key(id)).collect();
+    let duplicated: Vec<(u64, usize)> = counts.iter().filter(|&(_, &n)| n > 1).map(|(&id, &n)| (id, n)).collect();
+    let unexpected: Vec<u64> = counts.keys().copied().filter(|id| !expected.contains(id)).collect();
+    assert!(
+        missing.is_empty() && duplicated.is_empty() && unexpected.is_empty(),
+        "{what}: {} missing (first: {:?}), {} duplicated (first (id, times): {:?}), {} unexpected (first: {:?})",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        duplicated.len(),
+        &duplicated[..duplicated.len().min(10)],
+        unexpected.len(),
+        &unexpected[..unexpected.len().min(10)],
+    );
+}
+
+/// Panics unless every message has a `Nats-Msg-Id` header and no two share one.
+pub fn assert_unique_msg_ids(what: &str, messages: &[Message]) {
+    let mut seen = std::collections::HashMap::new();
+    for message in messages {
+        let id = header(message, "Nats-Msg-Id").unwrap_or_else(|| panic!("{what}: no Nats-Msg-Id on {}", describe(message)));
+        if let Some(previous) = seen.insert(id.clone(), message) {
+            panic!("{what}: Nats-Msg-Id {id} twice:\n  {}\n  {}", describe(previous), describe(message));
+        }
+    }
+}

@@ -375,6 +375,18 @@ impl Weir {
     /// Waits up to `timeout` for the process to exit and returns its status.
     /// Panics (after killing it) if it is still running then.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        match self.try_wait_exit(timeout) {
+            Some(status) => status,
+            None => {
+                self.kill();
+                panic!("[{}] weir did not exit within {timeout:?}; its stderr:\n{}", self.label, self.stderr());
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit: its status, or `None`
+    /// if it is still running.
+    pub fn try_wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let child = self.child.as_mut().expect("weir was started");
         let deadline = Instant::now() + timeout;
         loop {
@@ -383,12 +395,10 @@ impl Weir {
                 for output in [&self.stderr, &self.stdout].into_iter().flatten() {
                     output.wait_closed(Duration::from_secs(1));
                 }
-                return status;
+                return Some(status);
             }
             if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("[{}] weir did not exit within {timeout:?}; its stderr:\n{}", self.label, self.stderr());
+                return None;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
