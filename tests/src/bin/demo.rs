@@ -1,0 +1,111 @@
+//! The demo behind `./dev demo`: weir's main job, end to end, on this machine.
+//!
+//! Starts a `nats-server -js` on a free loopback port, runs `weir run` on the
+//! example pipelines in `pipelines/`, publishes the sample events of
+//! `pipelines/samples/*.jsonl`, and prints what arrives on the processed and
+//! dead-letter subjects. Everything it starts is stopped when it ends.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use futures::StreamExt as _;
+use weir_tests::harness::{NatsServer, Weir, connect};
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_path_buf();
+    let server = NatsServer::new();
+    println!("nats-server -js listening on {}", server.url());
+
+    let mut builder = Weir::builder(&server).label("weir");
+    for (name, text) in example_pipelines(&root) {
+        builder = builder.pipeline(&name, &text);
+    }
+    let mut weir = builder.start();
+    println!("weir run {}: ready\n", weir.dir().join("weir.toml").display());
+
+    let client = connect(&server.url(), server.auth()).await;
+    let mut processed = client.subscribe("processed.>").await.expect("subscribe processed.>");
+    let mut dead = client.subscribe("weir.dlq.>").await.expect("subscribe weir.dlq.>");
+    client.flush().await.expect("flush");
+
+    let samples = std::fs::read_to_string(root.join("pipelines/samples/orders.jsonl")).expect("pipelines/samples/orders.jsonl");
+    let mut sent = 0;
+    for line in samples.lines().filter(|l| !l.trim().is_empty()) {
+        let (subject, headers, payload) = envelope(line);
+        println!("→ {subject:<28} {}", String::from_utf8_lossy(&payload));
+        client.publish_with_headers(subject, headers, payload.into()).await.expect("publish");
+        sent += 1;
+    }
+    client.flush().await.expect("flush");
+    println!("\npublished {sent} sample events; what came out:\n");
+
+    let (mut outputs, mut letters) = (0, 0);
+    let quiet = Duration::from_millis(1500);
+    loop {
+        tokio::select! {
+            Some(m) = processed.next() => {
+                outputs += 1;
+                println!("✓ {:<40} {}", m.subject, String::from_utf8_lossy(&m.payload));
+            }
+            Some(m) = dead.next() => {
+                letters += 1;
+                let h = |name: &str| m.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned()).unwrap_or_default();
+                println!("✗ {:<40} [{} in stage {}] {}", m.subject, h("weir-error-kind"), h("weir-error-stage"), h("weir-error"));
+                println!("  {:<40} payload: {}", "", String::from_utf8_lossy(&m.payload));
+            }
+            _ = tokio::time::sleep(quiet) => break,
+        }
+    }
+    println!("\n{sent} in: {outputs} processed, {letters} dead-lettered, the rest filtered out.");
+    weir.interrupt();
+    let status = weir.wait_exit(Duration::from_secs(15));
+    if !status.success() {
+        eprintln!("weir did not stop cleanly: {status}\n{}", weir.stderr());
+        std::process::exit(1);
+    }
+    println!("weir stopped cleanly on SIGINT.");
+}
+
+/// The example pipelines, with their plugin paths made absolute (the harness
+/// runs weir from a temporary directory).
+fn example_pipelines(root: &Path) -> Vec<(String, String)> {
+    let dir = root.join("pipelines");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("pipelines/")
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).expect("pipeline file");
+            let plugins = root.join("plugins");
+            let text = text.replace("\"../plugins/", &format!("\"{}/", plugins.display()));
+            (path.file_name().expect("file name").to_string_lossy().into_owned(), text)
+        })
+        .collect()
+}
+
+/// A `weir exec` envelope line as what to publish; a malformed line is sent
+/// as it is, to show weir dead-lettering it.
+fn envelope(line: &str) -> (String, HeaderMap, Vec<u8>) {
+    let mut headers = HeaderMap::new();
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(line) else {
+        return ("shop.orders.created".into(), headers, line.as_bytes().to_vec());
+    };
+    let subject = map.get("subject").and_then(|s| s.as_str()).unwrap_or("shop.orders.created").to_owned();
+    if let Some(serde_json::Value::Object(h)) = map.get("headers") {
+        for (k, v) in h {
+            headers.insert(k.as_str(), v.as_str().unwrap_or_default());
+        }
+    }
+    let payload = match (map.get("payload"), map.get("payload_text")) {
+        (Some(p), _) => serde_json::to_vec(p).expect("JSON serialises"),
+        (None, Some(serde_json::Value::String(t))) => t.clone().into_bytes(),
+        _ => Vec::new(),
+    };
+    (subject, headers, payload)
+}
