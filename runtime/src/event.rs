@@ -29,6 +29,20 @@ impl Event {
         self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
+    /// Checks that the event can be published as a NATS message: header
+    /// names of printable ASCII without `:` or spaces, values on one line.
+    pub fn check_publishable(&self) -> Result<(), String> {
+        for (name, value) in &self.headers {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+                return Err(format!("header name {name:?} is not allowed: use printable ASCII without ':' or spaces"));
+            }
+            if value.contains(['\r', '\n']) {
+                return Err(format!("header {name:?} has a line break in its value"));
+            }
+        }
+        Ok(())
+    }
+
     /// Replaces every value of header `name` by `value`.
     pub fn set_header(&mut self, name: &str, value: impl Into<String>) {
         self.headers.retain(|(k, _)| k != name);
@@ -186,6 +200,18 @@ mod tests {
         assert_eq!(out.header("weir-error-kind"), Some("trap"));
         assert_eq!(out.header("weir-error"), Some("panicked at src/lib.rs:3:5: boom"));
         assert_eq!(out.header("weir-subject"), Some("orders.new"));
+    }
+
+    #[test]
+    fn unpublishable_headers_are_named() {
+        let mut e = Event::new("a", Vec::new());
+        e.headers.push(("ok-name".into(), "fine".into()));
+        assert!(e.check_publishable().is_ok());
+        e.headers.push(("bad name".into(), "v".into()));
+        assert!(e.check_publishable().unwrap_err().contains("\"bad name\""));
+        e.headers.pop();
+        e.headers.push(("x".into(), "two\nlines".into()));
+        assert!(e.check_publishable().unwrap_err().contains("line break"));
     }
 
     #[test]

@@ -222,21 +222,24 @@ impl Chain {
         }
         let originals = originals.unwrap_or_else(|| current.clone());
 
-        // Render the sink subject of every output; a subject that cannot be
-        // published fails its input like any stage would.
+        // Render the sink subject of every output; an output that cannot be
+        // published (bad subject or headers) fails its input like any stage would.
         let sink = &self.blueprint.inner.sink;
         let mut outputs: Vec<Vec<Event>> = (0..n).map(|_| Vec::new()).collect();
         for (mut event, owner) in current.into_iter().zip(owners) {
             if failed[owner].is_some() {
                 continue;
             }
-            match sink.render(&event.subject, &originals[owner].subject) {
+            let rendered = sink
+                .render(&event.subject, &originals[owner].subject)
+                .map_err(|message| format!("output subject {:?}: {message}", event.subject))
+                .and_then(|subject| event.check_publishable().map(|()| subject));
+            match rendered {
                 Ok(subject) => {
                     event.subject = subject;
                     outputs[owner].push(event);
                 }
                 Err(message) => {
-                    let message = format!("output subject {:?}: {message}", event.subject);
                     failed[owner] = Some((usize::MAX, Failure { kind: ErrorKind::BadOutput, message }));
                     outputs[owner].clear();
                 }
