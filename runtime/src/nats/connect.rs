@@ -10,6 +10,9 @@ use tokio_util::sync::CancellationToken;
 use super::{Nats, SUBSCRIPTION_CAPACITY};
 use crate::config::{NatsAuth, NatsConfig};
 
+/// The longest wait between two connection attempts.
+const MAX_DELAY: Duration = Duration::from_secs(10);
+
 /// NATS could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -68,18 +71,24 @@ pub async fn connect(config: &NatsConfig, cancel: &CancellationToken) -> Result<
                     ConnectErrorKind::ServerParse => "check [nats].url (or NATS_URL): expected e.g. nats://127.0.0.1:4222",
                     _ => "is nats-server running there? start it (`nats-server -js`) or point [nats].url / NATS_URL at it",
                 };
-                tracing::warn!(
-                    url = %url,
-                    "cannot reach NATS at {url}: {e}; {hint}; retrying in {:.1}s (attempt {attempt})",
-                    delay.as_secs_f64()
-                );
+                // Said once, then every tenth attempt: a retry loop must not
+                // flood the log while an operator fixes the server.
+                if attempt == 1 || attempt % 10 == 0 {
+                    tracing::warn!(
+                        url = %url,
+                        "cannot reach NATS at {url}: {e}; {hint}; retrying with backoff (every {}s at most), attempt {attempt}",
+                        MAX_DELAY.as_secs()
+                    );
+                } else {
+                    tracing::debug!(url = %url, attempt, "still cannot reach NATS: {e}");
+                }
             }
         }
         tokio::select! {
             _ = cancel.cancelled() => return Err(ConnectError::Cancelled { url }),
             _ = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(10));
+        delay = (delay * 2).min(MAX_DELAY);
     }
 }
 
