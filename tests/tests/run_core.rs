@@ -210,7 +210,12 @@ async fn sigint_and_sigterm_exit_zero_promptly() {
     for signal in ["SIGINT", "SIGTERM"] {
         publish_orders(&client, "in.orders.new", 0..100).await;
         let got = collect(&mut out, 45, Duration::from_secs(20)).await;
-        assert_eq!(got.len(), 45, "weir processes events before {signal}");
+        assert_eq!(
+            got.len(),
+            45,
+            "weir processes events published right after it printed `ready:` (before {signal}); \
+             if none arrived, weir said ready before the server had its subscription (flush after subscribing)"
+        );
 
         let started = Instant::now();
         match signal {

@@ -167,9 +167,7 @@ async fn graceful_shutdown_loses_nothing() {
     create_streams(&js).await;
     js_publish_orders(&js, "in.orders", 0..N).await;
 
-    // A long ack_wait: anything weir took but neither acked nor gave back
-    // would stay pending long after the shutdown.
-    let pipeline = js_pipeline("drain", "weir-drain", "ack_wait = \"60s\"", &stage("noop", plugins::NOOP, "{}"));
+    let pipeline = js_pipeline("drain", "weir-drain", "ack_wait = \"2s\"", &stage("noop", plugins::NOOP, "{}"));
     let mut weir = Weir::builder(&server).workers(2).shutdown_timeout("10s").pipeline("drain.toml", &pipeline).start();
 
     let at_signal = wait_stream_len(&js, "OUT", 500, Duration::from_secs(30)).await;
@@ -180,19 +178,15 @@ async fn graceful_shutdown_loses_nothing() {
     assert!(status.success(), "weir exits 0 after SIGTERM, got {status}");
     assert!(signalled.elapsed() < Duration::from_secs(11), "weir exits within shutdown_timeout");
 
-    // Everything weir took was finished and acked (or handed back).
-    let info = eventually("weir's in-flight events to be acked after shutdown", Duration::from_secs(3), || async {
-        let info = consumer_info(&js, "IN", "weir-drain").await?;
-        if info.num_ack_pending == 0 { Ok(info) } else { Err(format!("num_ack_pending={}", info.num_ack_pending)) }
-    })
-    .await;
     // Acked inputs (stream sequence s holds id s - 1) have their output stored.
+    let info = consumer_info(&js, "IN", "weir-drain").await.unwrap();
     let acked = info.ack_floor.stream_sequence;
     let out = read_stream(&js, "OUT").await;
     let stored: std::collections::BTreeSet<u64> = out.iter().map(id_of).collect();
     let lost: Vec<u64> = (0..acked).filter(|id| !stored.contains(id)).take(10).collect();
     assert!(lost.is_empty(), "inputs acked without their output in OUT (first: {lost:?})");
 
+    // A new weir finishes the rest; nothing is lost or doubled.
     weir.restart();
     wait_stream_len(&js, "OUT", N, Duration::from_secs(30)).await;
     wait_consumer_done(&js, "IN", "weir-drain", Duration::from_secs(30)).await;
@@ -200,6 +194,45 @@ async fn graceful_shutdown_loses_nothing() {
     assert_exactly_once("orders in OUT after a shutdown and a restart", out.iter().map(id_of), 0..N);
     assert_unique_msg_ids("OUT", &out);
     assert_eq!(stream_len(&js, "DLQ").await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_hands_back_what_it_did_not_finish() {
+    const N: u64 = 5000;
+    let server = NatsServer::new();
+    let (_client, js) = server.jetstream().await;
+    create_streams(&js).await;
+    js_publish_orders(&js, "in.orders", 0..N).await;
+
+    // With a long ack_wait, events weir fetched but neither acked nor handed
+    // back (nak) would sit pending: another weir gets them only a minute later.
+    let pipeline = js_pipeline("drain", "weir-drain", "ack_wait = \"60s\"", &stage("noop", plugins::NOOP, "{}"));
+    let mut weir = Weir::builder(&server).workers(2).shutdown_timeout("10s").pipeline("drain.toml", &pipeline).start();
+    wait_stream_len(&js, "OUT", 500, Duration::from_secs(30)).await;
+    weir.terminate();
+    assert!(weir.wait_exit(Duration::from_secs(15)).success(), "weir exits 0 after SIGTERM");
+
+    let pending = eventually("no event left pending after a graceful shutdown", Duration::from_secs(3), || async {
+        let info = consumer_info(&js, "IN", "weir-drain").await?;
+        if info.num_ack_pending == 0 {
+            Ok(0)
+        } else {
+            Err(format!(
+                "{} events weir fetched were neither acked nor handed back (nak) when it exited; \
+                 they wait for ack_wait (60s) before anyone gets them",
+                info.num_ack_pending
+            ))
+        }
+    })
+    .await;
+    assert_eq!(pending, 0);
+
+    // So a new weir finishes the rest at once.
+    weir.restart();
+    wait_stream_len(&js, "OUT", N, Duration::from_secs(20)).await;
+    wait_consumer_done(&js, "IN", "weir-drain", Duration::from_secs(20)).await;
+    let out = read_stream(&js, "OUT").await;
+    assert_exactly_once("orders in OUT", out.iter().map(id_of), 0..N);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,6 +28,10 @@ use crate::event::Event;
 /// drops at full speed: MEASURED.md).
 pub const SUBSCRIPTION_CAPACITY: usize = 1 << 18;
 
+/// Messages a JetStream pull asks for at a time: enough to keep the workers
+/// busy, few enough that little is fetched ahead and left pending on a stop.
+const PULL_BATCH: usize = 256;
+
 /// Delivery limit of the consumers weir creates when the pipeline sets none:
 /// a `retry` gets this many attempts before it is dead-lettered.
 pub const DEFAULT_MAX_DELIVER: i64 = 5;
@@ -286,7 +290,28 @@ impl Source {
             SourceKind::Core(mut sub) => {
                 let _ = sub.unsubscribe().await;
             }
-            SourceKind::JetStream { .. } | SourceKind::Closed => {}
+            SourceKind::JetStream { mut consumer, stream, .. } => {
+                // Messages the pull fetched ahead but weir never started are
+                // handed back at once, not left pending until `ack_wait`.
+                // Stop once nothing arrives for 50 ms (what was in flight
+                // has landed), and within a second in any case.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+                let mut handed_back = 0;
+                while handed_back < 2 * PULL_BATCH && tokio::time::Instant::now() < deadline {
+                    match tokio::time::timeout(Duration::from_millis(50), consumer.next()).await {
+                        Ok(Some(Ok(m))) => {
+                            if let Err(e) = m.ack_with(AckKind::Nak(None)).await {
+                                tracing::debug!(error = %e, "nak on shutdown failed; redelivered after ack_wait");
+                            }
+                            handed_back += 1;
+                        }
+                        Ok(Some(Err(_))) => {}
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                tracing::debug!(stream = %stream, handed_back, "JetStream pull stopped");
+            }
+            SourceKind::Closed => {}
         }
     }
 }
@@ -294,7 +319,7 @@ impl Source {
 async fn open_messages(consumer: &jetstream::consumer::PullConsumer) -> Result<pull::Stream, SourceError> {
     consumer
         .stream()
-        .max_messages_per_batch(1000)
+        .max_messages_per_batch(PULL_BATCH)
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(30))
         .messages()
