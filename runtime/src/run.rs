@@ -123,13 +123,7 @@ async fn run_pipeline(
 ) {
     let (done_tx, done_rx) = mpsc::channel(workers.len() * 2);
     let sink = tokio::spawn(sink.run(done_rx));
-    loop {
-        let batch = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            batch = source.next_batch(blueprint.batch_size()) => batch,
-        };
-        let Some(batch) = batch else { break };
+    while let Some(batch) = source.next_batch(blueprint.batch_size(), &stop).await {
         workers.dispatch(&blueprint, batch, pipeline.ordered, &done_tx).await;
     }
     source.stop().await;

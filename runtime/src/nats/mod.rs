@@ -17,6 +17,7 @@ use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer:
 use async_nats::{HeaderMap, Subscriber};
 use bytes::Bytes;
 use futures::{FutureExt as _, StreamExt as _};
+use tokio_util::sync::CancellationToken;
 
 pub use connect::{ConnectError, connect};
 
@@ -31,6 +32,9 @@ pub const SUBSCRIPTION_CAPACITY: usize = 1 << 18;
 /// Messages a JetStream pull asks for at a time: enough to keep the workers
 /// busy, few enough that little is fetched ahead and left pending on a stop.
 const PULL_BATCH: usize = 256;
+
+/// How long one pull request waits for messages before weir asks again.
+const PULL_EXPIRES: Duration = Duration::from_millis(500);
 
 /// Delivery limit of the consumers weir creates when the pipeline sets none:
 /// a `retry` gets this many attempts before it is dead-lettered.
@@ -164,7 +168,7 @@ pub struct Source {
 
 enum SourceKind {
     Core(Subscriber),
-    JetStream { stream: Arc<str>, consumer: pull::Stream, handle: jetstream::consumer::PullConsumer },
+    JetStream { stream: Arc<str>, consumer: jetstream::consumer::PullConsumer, batch: Option<pull::Batch> },
     Closed,
 }
 
@@ -217,9 +221,8 @@ impl Source {
             .map_err(|e| SourceError::JetStream { what: format!("binding durable consumer \"{}\"", js.durable), message: e.to_string() })?;
         // The consumer may have existed with other settings: obey its own.
         let max_deliver = consumer.info().await.ok().map(|i| i.config.max_deliver).filter(|m| *m > 0).map(|m| m as u64);
-        let messages = open_messages(&consumer).await?;
         Ok(Source {
-            kind: SourceKind::JetStream { stream: js.stream.as_str().into(), consumer: messages, handle: consumer },
+            kind: SourceKind::JetStream { stream: js.stream.as_str().into(), consumer, batch: None },
             max_deliver,
         })
     }
@@ -231,12 +234,17 @@ impl Source {
 
     /// Waits for at least one event, then takes whatever else is already
     /// waiting, up to `max`. `None` once the source is closed.
-    pub async fn next_batch(&mut self, max: usize) -> Option<Vec<(Event, Delivery)>> {
+    /// Returns `None` too once `stop` fires: only the waiting is cut short,
+    /// never a pull request in the making, so nothing fetched is orphaned.
+    pub async fn next_batch(&mut self, max: usize, stop: &CancellationToken) -> Option<Vec<(Event, Delivery)>> {
         loop {
             match &mut self.kind {
                 SourceKind::Closed => return None,
                 SourceKind::Core(sub) => {
-                    let first = sub.next().await?;
+                    let first = tokio::select! {
+                        _ = stop.cancelled() => return None,
+                        first = sub.next() => first?,
+                    };
                     let mut batch = Vec::with_capacity(max.min(64));
                     batch.push(core_event(first));
                     while batch.len() < max {
@@ -247,36 +255,56 @@ impl Source {
                     }
                     return Some(batch);
                 }
-                SourceKind::JetStream { stream, consumer, handle } => {
-                    let mut batch = Vec::new();
-                    match consumer.next().await {
-                        Some(Ok(m)) => batch.extend(js_event(stream, m)),
+                SourceKind::JetStream { stream, consumer, batch } => {
+                    // One pull request at a time: weir asks for more only
+                    // when it has taken what it asked for, so a stop knows
+                    // exactly what is still on its way.
+                    if stop.is_cancelled() {
+                        return None;
+                    }
+                    let pull = match batch {
+                        Some(pull) => pull,
+                        None => match consumer.batch().max_messages(PULL_BATCH).expires(PULL_EXPIRES).messages().await {
+                            Ok(pull) => batch.insert(pull),
+                            Err(e) => {
+                                tracing::warn!(stream = %stream, error = %e, "JetStream pull failed; retrying");
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                                continue;
+                            }
+                        },
+                    };
+                    let mut taken = Vec::new();
+                    let next = tokio::select! {
+                        _ = stop.cancelled() => return None,
+                        next = pull.next() => next,
+                    };
+                    match next {
+                        Some(Ok(m)) => taken.extend(js_event(stream, m)),
                         Some(Err(e)) => {
-                            // Missed heartbeats and the like: the pull
-                            // stream recovers by itself once NATS is back.
-                            tracing::debug!(error = %e, "JetStream pull");
+                            // Missed heartbeats and the like: ask again.
+                            tracing::debug!(stream = %stream, error = %e, "JetStream pull ended");
+                            *batch = None;
                             continue;
                         }
                         None => {
-                            tracing::warn!(stream = %stream, "JetStream pull stream ended; reopening");
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                            match open_messages(handle).await {
-                                Ok(s) => *consumer = s,
-                                Err(e) => tracing::warn!(error = %e, "cannot reopen the JetStream pull; retrying"),
-                            }
+                            *batch = None;
                             continue;
                         }
                     }
-                    while batch.len() < max {
-                        match consumer.next().now_or_never() {
-                            Some(Some(Ok(m))) => batch.extend(js_event(stream, m)),
+                    while taken.len() < max {
+                        match pull.next().now_or_never() {
+                            Some(Some(Ok(m))) => taken.extend(js_event(stream, m)),
+                            Some(None) => {
+                                *batch = None;
+                                break;
+                            }
                             _ => break,
                         }
                     }
-                    if batch.is_empty() {
+                    if taken.is_empty() {
                         continue;
                     }
-                    return Some(batch);
+                    return Some(taken);
                 }
             }
         }
@@ -290,23 +318,21 @@ impl Source {
             SourceKind::Core(mut sub) => {
                 let _ = sub.unsubscribe().await;
             }
-            SourceKind::JetStream { mut consumer, stream, .. } => {
-                // Messages the pull fetched ahead but weir never started are
-                // handed back at once, not left pending until `ack_wait`.
-                // Stop once nothing arrives for 50 ms (what was in flight
-                // has landed), and within a second in any case.
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+            SourceKind::JetStream { batch, stream, .. } => {
+                // What the open pull request still brings was never started:
+                // hand it back at once rather than leave it pending until
+                // `ack_wait`. The request ends after PULL_BATCH messages or
+                // PULL_EXPIRES, so this ends too.
                 let mut handed_back = 0;
-                while handed_back < 2 * PULL_BATCH && tokio::time::Instant::now() < deadline {
-                    match tokio::time::timeout(Duration::from_millis(50), consumer.next()).await {
-                        Ok(Some(Ok(m))) => {
+                if let Some(mut pull) = batch {
+                    let deadline = tokio::time::Instant::now() + PULL_EXPIRES + Duration::from_millis(500);
+                    while let Ok(Some(next)) = tokio::time::timeout_at(deadline, pull.next()).await {
+                        if let Ok(m) = next {
                             if let Err(e) = m.ack_with(AckKind::Nak(None)).await {
                                 tracing::debug!(error = %e, "nak on shutdown failed; redelivered after ack_wait");
                             }
                             handed_back += 1;
                         }
-                        Ok(Some(Err(_))) => {}
-                        Ok(None) | Err(_) => break,
                     }
                 }
                 tracing::debug!(stream = %stream, handed_back, "JetStream pull stopped");
@@ -314,17 +340,6 @@ impl Source {
             SourceKind::Closed => {}
         }
     }
-}
-
-async fn open_messages(consumer: &jetstream::consumer::PullConsumer) -> Result<pull::Stream, SourceError> {
-    consumer
-        .stream()
-        .max_messages_per_batch(PULL_BATCH)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
-        .await
-        .map_err(|e| SourceError::JetStream { what: "starting the pull".into(), message: e.to_string() })
 }
 
 fn core_event(m: async_nats::Message) -> (Event, Delivery) {
