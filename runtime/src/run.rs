@@ -87,6 +87,9 @@ pub async fn run(global: &Global, paths: &[PathBuf], shutdown: CancellationToken
         let sink = Sink::new(&nats, &pipeline, source.max_deliver()).await.with_context(|| format!("pipeline \"{}\" ({})", pipeline.name, pipeline.file.display()))?;
         runners.spawn(run_pipeline(pipeline, blueprint, source, sink, workers.clone(), shutdown.clone()));
     }
+    // A subscription is only queued until the server has it: a round trip
+    // makes "ready" true for events published right after it.
+    nats.flush().await.map_err(|e| anyhow::anyhow!("NATS at {}: {e}", nats.url()))?;
     tracing::info!(url = %nats.url(), workers = workers.len(), "ready: {} pipelines running", runners.len());
 
     shutdown.cancelled().await;

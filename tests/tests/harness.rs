@@ -79,7 +79,7 @@ async fn server_with_authentication_refuses_wrong_credentials() {
 
     let wrong = Auth::UserPassword { user: "weir".into(), password: "wrong".into() };
     let refused = wrong.connect_options().connect(server.url()).await;
-    let error = refused.err().expect("a wrong password is refused").to_string();
+    let error = refused.expect_err("a wrong password is refused").to_string();
     assert!(error.to_lowercase().contains("auth"), "refusal mentions authorization: {error}");
 
     let token_server = NatsServer::builder().token("t0ken").start();

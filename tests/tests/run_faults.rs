@@ -101,7 +101,7 @@ async fn failing_stages_and_malformed_payloads_are_dead_lettered() {
         if header(letter, "weir-error").is_none_or(|e| e.trim().is_empty()) {
             problems.push(format!("event {id}: no weir-error message: {}", describe(letter)));
         }
-        if &letter.payload != payload {
+        if letter.payload != *payload {
             problems.push(format!("event {id}: payload changed: {}", describe(letter)));
         }
     }

@@ -197,6 +197,34 @@ async fn graceful_shutdown_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_hands_back_what_it_did_not_finish() {
+    const N: u64 = 5000;
+    let server = NatsServer::new();
+    let (_client, js) = server.jetstream().await;
+    create_streams(&js).await;
+    js_publish_orders(&js, "in.orders", 0..N).await;
+
+    // With a long ack_wait, events weir fetched but neither acked nor handed
+    // back (nak) would sit pending: another weir gets them only a minute later.
+    let pipeline = js_pipeline("drain", "weir-drain", "ack_wait = \"60s\"", &stage("noop", plugins::NOOP, "{}"));
+    let mut weir = Weir::builder(&server).workers(2).shutdown_timeout("10s").pipeline("drain.toml", &pipeline).start();
+    wait_stream_len(&js, "OUT", 500, Duration::from_secs(30)).await;
+    weir.terminate();
+    assert!(weir.wait_exit(Duration::from_secs(15)).success(), "weir exits 0 after SIGTERM");
+
+    // The server keeps nak'ed messages in the consumer's ack-pending set
+    // until someone pulls again (nats-server 2.9), so the proof is that a new
+    // weir gets them at once: well within the 60 s ack_wait.
+    let restarted = Instant::now();
+    weir.restart();
+    wait_stream_len(&js, "OUT", N, Duration::from_secs(20)).await;
+    wait_consumer_done(&js, "IN", "weir-drain", Duration::from_secs(20)).await;
+    assert!(restarted.elapsed() < Duration::from_secs(30), "handed-back events came at once, not after ack_wait");
+    let out = read_stream(&js, "OUT").await;
+    assert_exactly_once("orders in OUT", out.iter().map(id_of), 0..N);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_server_killed_and_restarted_mid_run_loses_and_duplicates_nothing() {
     const N: u64 = 5000;
     let mut server = NatsServer::new();

@@ -68,12 +68,15 @@ fn build_weir(cargo: &OsString, target_dir: &Path, profile: &str) {
             command.args(["--profile", other]);
         }
     }
-    // Variables cargo set for this test, not meant for another build.
+    // Variables cargo set for this test, not meant for another build. OUT_DIR
+    // above all: build scripts (ring's) rerun when it changes, so leaving it
+    // would rebuild weir here and again in every plain `cargo build`.
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
         if key.starts_with("CARGO_PKG_")
             || key.starts_with("CARGO_MANIFEST_")
-            || ["CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "CARGO_BIN_NAME"]
+            || key.starts_with("CARGO_BIN_EXE_")
+            || ["OUT_DIR", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "CARGO_BIN_NAME"]
                 .contains(&key.as_ref())
         {
             command.env_remove(key.as_ref());
