@@ -97,6 +97,12 @@ extern crate self as weir_sdk;
 
 mod config;
 mod error;
+
+/// The plugin's allocator: see the `fast-alloc` feature in Cargo.toml.
+#[cfg(all(feature = "fast-alloc", target_family = "wasm", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
 mod event;
 pub mod log;
 mod output;
