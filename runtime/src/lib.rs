@@ -13,7 +13,8 @@
 //! - [`pipeline`]: a chain of stages applied to batches of events, with fault
 //!   isolation and dead letters.
 //! - [`exec`]: `weir exec`, a pipeline over JSON lines without NATS.
-//! - [`nats`]: the NATS connection, sources and publishers.
+//! - [`metrics`]: counters and histograms, `/metrics`, `/healthz`, `/readyz`.
+//! - [`nats`]: the NATS connection, sources, publishers and the service face.
 //! - [`run`]: `weir run`, the long-running process: source → workers → sink.
 //! - [`cli`]: the command line.
 
@@ -22,6 +23,7 @@ pub mod config;
 pub mod engine;
 pub mod event;
 pub mod exec;
+pub mod metrics;
 pub mod nats;
 pub mod pipeline;
 pub mod run;

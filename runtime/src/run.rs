@@ -11,7 +11,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -22,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Global, Pipeline};
 use crate::engine::{Engine, EngineOptions};
 use crate::event::{ErrorKind, Event, headers};
+use crate::metrics::{self, Metrics, PipelineMetrics};
 use crate::nats::{self, Delivery, Nats, Published, Publisher, Source};
 use crate::pipeline::{Blueprint, Outcome};
 use crate::pipeline::workers::{Done, Workers};
@@ -29,23 +29,6 @@ use crate::pipeline::workers::{Done, Workers};
 /// Batches whose publish acknowledgements may be awaited at once per
 /// pipeline; beyond it the sink waits, which slows the workers and the source.
 const CONFIRMS_IN_FLIGHT: usize = 256;
-
-/// Counters of one pipeline, shared by its sink and readers (status, metrics).
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Input events settled.
-    pub inputs: AtomicU64,
-    /// Output events published.
-    pub outputs: AtomicU64,
-    /// Inputs that produced no output.
-    pub dropped: AtomicU64,
-    /// Inputs dead-lettered.
-    pub dead_lettered: AtomicU64,
-    /// Inputs handed back for redelivery after a `retry`.
-    pub retried: AtomicU64,
-    /// Publishes that failed.
-    pub publish_errors: AtomicU64,
-}
 
 /// Runs every pipeline of `paths` (or of the configured pipelines directory)
 /// until `shutdown` fires, then drains and returns.
@@ -79,20 +62,45 @@ pub async fn run(global: &Global, paths: &[PathBuf], shutdown: CancellationToken
         built.push((pipeline, blueprint?.0));
     }
 
-    let nats = nats::connect(&global.nats, &shutdown).await?;
+    // Health and metrics come up first: /healthz answers while weir waits
+    // for NATS, and /readyz says why it is not ready yet.
+    let metrics = Metrics::new(global.metrics.enabled);
+    let endpoint_stop = CancellationToken::new();
+    if global.metrics.enabled {
+        let address = global.metrics.address;
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot serve metrics on {address}; change [metrics].address in weir.toml or set [metrics] enabled = false"))?;
+        tracing::info!("metrics on http://{address}/metrics, health on /healthz and /readyz");
+        tokio::spawn(metrics::serve(metrics.clone(), listener, endpoint_stop.clone()));
+    }
+
+    let nats = nats::connect(&global.nats, &shutdown, Some(metrics.clone())).await?;
     let workers = Arc::new(Workers::start(global.workers)?);
     let mut runners = JoinSet::new();
+    let mut running = Vec::new();
     for (pipeline, blueprint) in built {
-        let source = Source::open(&nats, &pipeline).await.with_context(|| format!("pipeline \"{}\" ({})", pipeline.name, pipeline.file.display()))?;
-        let sink = Sink::new(&nats, &pipeline, source.max_deliver()).await.with_context(|| format!("pipeline \"{}\" ({})", pipeline.name, pipeline.file.display()))?;
+        let context = || format!("pipeline \"{}\" ({})", pipeline.name, pipeline.file.display());
+        let counters = metrics.pipeline(pipeline.name.as_str());
+        let source = Source::open(&nats, &pipeline).await.with_context(context)?;
+        source.watch_lag(counters.pending.clone(), shutdown.clone());
+        let sink = Sink::new(&nats, &pipeline, source.max_deliver(), counters.clone()).await.with_context(context)?;
+        running.push(nats::PipelineStatus { name: pipeline.name.to_string(), file: pipeline.file.clone(), metrics: counters });
+        let blueprint = blueprint.instrument(&metrics);
         runners.spawn(run_pipeline(pipeline, blueprint, source, sink, workers.clone(), shutdown.clone()));
+    }
+    let service = nats::start_service(&nats, global.instance.as_str(), running).await;
+    if let Err(e) = &service {
+        tracing::warn!(error = %e, "cannot register the NATS service (weir runs without $SRV answers)");
     }
     // A subscription is only queued until the server has it: a round trip
     // makes "ready" true for events published right after it.
     nats.flush().await.map_err(|e| anyhow::anyhow!("NATS at {}: {e}", nats.url()))?;
+    metrics.set_running(runners.len(), true);
     tracing::info!(url = %nats.url(), workers = workers.len(), "ready: {} pipelines running", runners.len());
 
     shutdown.cancelled().await;
+    metrics.set_running(runners.len(), false);
     tracing::info!("shutting down: finishing in-flight events (at most {:?})", global.shutdown_timeout);
     let drained = tokio::time::timeout(global.shutdown_timeout, async {
         while let Some(r) = runners.join_next().await {
@@ -111,6 +119,10 @@ pub async fn run(global: &Global, paths: &[PathBuf], shutdown: CancellationToken
     if let Ok(workers) = Arc::try_unwrap(workers) {
         tokio::task::spawn_blocking(move || workers.shutdown()).await?;
     }
+    if let Ok(service) = service {
+        let _ = service.stop().await;
+    }
+    endpoint_stop.cancel();
     tracing::info!("stopped");
     Ok(())
 }
@@ -145,11 +157,11 @@ struct Sink {
     to_stream: bool,
     dead_letter: Option<(String, bool)>,
     max_deliver: Option<u64>,
-    stats: Arc<Stats>,
+    metrics: PipelineMetrics,
 }
 
 impl Sink {
-    async fn new(nats: &Nats, pipeline: &Pipeline, max_deliver: Option<u64>) -> anyhow::Result<Sink> {
+    async fn new(nats: &Nats, pipeline: &Pipeline, max_deliver: Option<u64>, metrics: PipelineMetrics) -> anyhow::Result<Sink> {
         let publisher = Publisher::new(nats);
         if let Some(stream) = &pipeline.sink.stream {
             publisher.check_stream(stream, &pipeline.sink.subject.to_string()).await?;
@@ -166,7 +178,7 @@ impl Sink {
             to_stream: pipeline.sink.stream.is_some(),
             dead_letter: pipeline.dead_letter.as_ref().map(|d| (d.subject.as_str().to_owned(), d.stream.is_some())),
             max_deliver,
-            stats: Arc::default(),
+            metrics,
         })
     }
 
@@ -194,7 +206,7 @@ impl Sink {
             }
             let nats = self.nats.clone();
             let name = self.name.clone();
-            let stats = self.stats.clone();
+            let stats = self.metrics.clone();
             confirms.spawn(async move {
                 let mut ok = true;
                 let mut core = false;
@@ -202,7 +214,7 @@ impl Sink {
                     core |= matches!(p, Published::Sent);
                     if let Err(e) = p.confirmed().await {
                         tracing::warn!(pipeline = %name, error = %e, "JetStream did not acknowledge a publish; the input will be redelivered");
-                        stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+                        stats.publish_errors.inc();
                         ok = false;
                     }
                 }
@@ -225,12 +237,15 @@ impl Sink {
     /// Publishes what one input became; says how to settle the input.
     async fn publish(&self, outcome: Outcome, delivery: &Delivery, pending: &mut Vec<Published>) -> Result<Settle, ()> {
         let id = delivery.id();
-        let stats = &self.stats;
+        let stats = &self.metrics;
+        if delivery.delivered() > 1 {
+            stats.redeliveries.inc();
+        }
         match outcome {
             Outcome::Done(outputs) => {
-                stats.inputs.fetch_add(1, Ordering::Relaxed);
+                stats.events_in.inc();
                 if outputs.is_empty() {
-                    stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    stats.dropped.inc();
                 }
                 for (index, mut event) in outputs.into_iter().enumerate() {
                     prepare_output(&mut event, &self.name);
@@ -239,19 +254,19 @@ impl Sink {
                         Ok(p) => pending.push(p),
                         Err(e) => return Err(self.publish_failed("output", &e)),
                     }
-                    stats.outputs.fetch_add(1, Ordering::Relaxed);
+                    stats.events_out.inc();
                 }
                 Ok(Settle::Ack)
             }
             Outcome::Dead(letter) => {
                 if letter.kind == ErrorKind::Retry && delivery.can_redeliver() && self.max_deliver.is_none_or(|max| delivery.delivered() < max) {
-                    stats.retried.fetch_add(1, Ordering::Relaxed);
+                    stats.retried.inc();
                     let delay = retry_delay(delivery.delivered());
                     tracing::debug!(pipeline = %self.name, stage = %letter.stage, subject = %letter.event.subject, attempt = delivery.delivered(), "retry in {delay:?}: {}", letter.message);
                     return Ok(Settle::Redeliver(delay));
                 }
-                stats.inputs.fetch_add(1, Ordering::Relaxed);
-                stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                stats.events_in.inc();
+                stats.dead_lettered(&letter.stage, letter.kind);
                 let Some((subject, to_stream)) = &self.dead_letter else {
                     tracing::error!(
                         pipeline = %self.name, stage = %letter.stage, kind = %letter.kind, subject = %letter.event.subject,
@@ -272,7 +287,7 @@ impl Sink {
     }
 
     fn publish_failed(&self, what: &str, error: &str) {
-        self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+        self.metrics.publish_errors.inc();
         tracing::warn!(pipeline = %self.name, error = %error, "cannot publish {what}; the input will be redelivered if its source can");
     }
 }

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Nats, SUBSCRIPTION_CAPACITY};
 use crate::config::{NatsAuth, NatsConfig};
+use crate::metrics::Metrics;
 
 /// The longest wait between two connection attempts.
 const MAX_DELAY: Duration = Duration::from_secs(10);
@@ -42,13 +43,13 @@ pub enum ConnectError {
 
 /// Connects, retrying with backoff (and saying so) until the server answers
 /// or `cancel` fires. Credentials the server refuses end the attempt at once.
-pub async fn connect(config: &NatsConfig, cancel: &CancellationToken) -> Result<Nats, ConnectError> {
+pub async fn connect(config: &NatsConfig, cancel: &CancellationToken, metrics: Option<Metrics>) -> Result<Nats, ConnectError> {
     let url = config.url.clone();
     let mut delay = Duration::from_millis(250);
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        let options = options(config).await?;
+        let options = options(config, metrics.clone()).await?;
         let servers = config
             .urls()
             .map(str::parse::<async_nats::ServerAddr>)
@@ -58,6 +59,9 @@ pub async fn connect(config: &NatsConfig, cancel: &CancellationToken) -> Result<
             Ok(client) => {
                 if attempt > 1 {
                     tracing::info!(url = %url, "reached NATS after {attempt} attempts");
+                }
+                if let Some(m) = &metrics {
+                    m.nats_connected(true);
                 }
                 let js = async_nats::jetstream::new(client.clone());
                 return Ok(Nats { client, js, url: Arc::from(url.as_str()) });
@@ -92,7 +96,7 @@ pub async fn connect(config: &NatsConfig, cancel: &CancellationToken) -> Result<
     }
 }
 
-async fn options(config: &NatsConfig) -> Result<ConnectOptions, ConnectError> {
+async fn options(config: &NatsConfig, metrics: Option<Metrics>) -> Result<ConnectOptions, ConnectError> {
     let setup = |what: &str, e: &dyn std::fmt::Display| ConnectError::Setup { what: what.to_owned(), message: e.to_string() };
     let mut options = ConnectOptions::new();
     match &config.auth {
@@ -128,10 +132,21 @@ async fn options(config: &NatsConfig) -> Result<ConnectOptions, ConnectError> {
         .max_reconnects(None)
         .event_callback(move |event| {
             let url = url.clone();
+            let metrics = metrics.clone();
             async move {
                 match event {
-                    async_nats::Event::Disconnected => tracing::warn!(url = %url, "disconnected from NATS; reconnecting"),
-                    async_nats::Event::Connected => tracing::info!(url = %url, "connected to NATS"),
+                    async_nats::Event::Disconnected => {
+                        if let Some(m) = &metrics {
+                            m.nats_connected(false);
+                        }
+                        tracing::warn!(url = %url, "disconnected from NATS; reconnecting")
+                    }
+                    async_nats::Event::Connected => {
+                        if let Some(m) = &metrics {
+                            m.nats_connected(true);
+                        }
+                        tracing::info!(url = %url, "connected to NATS")
+                    }
                     async_nats::Event::SlowConsumer(sid) => {
                         tracing::warn!(subscription = sid, "NATS dropped messages: weir is a slow consumer (core NATS has no backpressure); add workers or weir processes, or use a JetStream source")
                     }

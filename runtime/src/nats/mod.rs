@@ -9,6 +9,7 @@
 //!   input is acknowledged only after everything it produced was published.
 
 mod connect;
+mod service;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use futures::{FutureExt as _, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 
 pub use connect::{ConnectError, connect};
+pub use service::{PipelineStatus, start_service};
 
 use crate::config::{self, Deliver};
 use crate::event::Event;
@@ -225,6 +227,24 @@ impl Source {
             kind: SourceKind::JetStream { stream: js.stream.as_str().into(), consumer, batch: None },
             max_deliver,
         })
+    }
+
+    /// For a JetStream source, keeps `gauge` at the consumer's count of
+    /// messages not yet delivered (its lag), every five seconds, until `stop`.
+    pub fn watch_lag(&self, gauge: prometheus_client::metrics::gauge::Gauge, stop: CancellationToken) {
+        let SourceKind::JetStream { consumer, .. } = &self.kind else { return };
+        let mut consumer = consumer.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(info) = consumer.info().await {
+                    gauge.set(i64::try_from(info.num_pending).unwrap_or(i64::MAX));
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+        });
     }
 
     /// The delivery limit, if any: beyond it a `retry` is dead-lettered.

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use crate::config::{self, SubjectTemplate};
 use crate::engine::{ContentHash, Engine, InitError, Instance, LoadError, Origin, Plugin, StageSpec};
 use crate::event::{DeadLetter, ErrorKind, Event, StageError};
+use crate::metrics::{Metrics, StageMetrics};
 
 /// A pipeline ready to run: plugins compiled and linked, configuration
 /// accepted by every stage's `init`. Cheap to clone.
@@ -32,6 +33,8 @@ struct BlueprintInner {
     batch_size: usize,
     stages: Vec<(StageSpec, Plugin)>,
     sink: SubjectTemplate,
+    /// Per-stage metrics, once [`Blueprint::instrument`]ed.
+    metrics: Option<Vec<StageMetrics>>,
 }
 
 /// A pipeline could not be built.
@@ -107,8 +110,23 @@ impl Blueprint {
             });
             stages.push((spec, plugin));
         }
-        let inner = BlueprintInner { name, batch_size: pipeline.batch_size, stages, sink: pipeline.sink.subject.clone() };
+        let inner =
+            BlueprintInner { name, batch_size: pipeline.batch_size, stages, sink: pipeline.sink.subject.clone(), metrics: None };
         Ok((Blueprint { inner: Arc::new(inner) }, reports))
+    }
+
+    /// The same blueprint, with its stages counted and timed in `metrics`.
+    pub fn instrument(&self, metrics: &Metrics) -> Blueprint {
+        let i = &self.inner;
+        let stages = i.stages.iter().map(|(spec, _)| metrics.stage(&i.name, &spec.stage)).collect();
+        let inner = BlueprintInner {
+            name: i.name.clone(),
+            batch_size: i.batch_size,
+            stages: i.stages.clone(),
+            sink: i.sink.clone(),
+            metrics: Some(stages),
+        };
+        Blueprint { inner: Arc::new(inner) }
     }
 
     /// Whether `other` is this very build (not merely an equal one).
@@ -133,7 +151,14 @@ impl Blueprint {
             .inner
             .stages
             .iter()
-            .map(|(spec, plugin)| Slot { spec: spec.clone(), plugin: plugin.clone(), instance: None, restarts: 0 })
+            .enumerate()
+            .map(|(index, (spec, plugin))| Slot {
+                spec: spec.clone(),
+                plugin: plugin.clone(),
+                instance: None,
+                restarts: 0,
+                metrics: self.inner.metrics.as_ref().map(|m| m[index].clone()),
+            })
             .collect();
         Chain { blueprint: self.clone(), stages }
     }
@@ -160,6 +185,7 @@ struct Slot {
     plugin: Plugin,
     instance: Option<Instance>,
     restarts: u64,
+    metrics: Option<StageMetrics>,
 }
 
 /// Why one event failed in one stage.
@@ -291,6 +317,7 @@ impl Slot {
         if events.is_empty() {
             return (events, Vec::new());
         }
+        let timed = self.metrics.as_ref().is_some_and(|m| m.calls.is_some());
         let instance = match self.instance() {
             Ok(i) => i,
             Err(failure) => {
@@ -298,7 +325,14 @@ impl Slot {
                 return (events, results);
             }
         };
+        let started = timed.then(std::time::Instant::now);
         let (events, called) = instance.process(events);
+        if let Some(m) = &self.metrics {
+            m.events.inc_by(events.len() as u64);
+            if let (Some(calls), Some(started)) = (&m.calls, started) {
+                calls.observe(started.elapsed().as_secs_f64());
+            }
+        }
         match called {
             Ok(results) => (events, results.into_iter().map(|r| r.map_err(Failure::from)).collect()),
             Err(fault) => {
@@ -332,6 +366,9 @@ impl Slot {
     fn lose_instance(&mut self, fault: &str, batch: usize) {
         self.instance = None;
         self.restarts += 1;
+        if let Some(m) = &self.metrics {
+            m.restarts.inc();
+        }
         tracing::warn!(
             pipeline = %self.spec.pipeline,
             stage = %self.spec.stage,

@@ -1,0 +1,95 @@
+//! weir's face as a NATS service (the "micro" protocol): `$SRV.PING`,
+//! `$SRV.INFO` and `$SRV.STATS` list every running weir with its pipelines
+//! and counters, and `weir.control.<instance>.status` answers with the same
+//! status as JSON.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_nats::service::ServiceExt as _;
+use futures::StreamExt as _;
+use serde_json::{Value, json};
+
+use super::Nats;
+use crate::metrics::PipelineMetrics;
+
+/// What the service reports of one running pipeline.
+pub struct PipelineStatus {
+    /// The pipeline's name.
+    pub name: String,
+    /// Its file.
+    pub file: PathBuf,
+    /// Its counters.
+    pub metrics: PipelineMetrics,
+}
+
+/// A registered service; stop it on shutdown.
+pub struct Service {
+    service: async_nats::service::Service,
+}
+
+impl Service {
+    /// Unregisters.
+    pub async fn stop(self) -> Result<(), String> {
+        self.service.stop().await.map_err(|e| e.to_string())
+    }
+}
+
+fn status(instance: &str, started: Instant, pipelines: &[PipelineStatus]) -> Value {
+    let pipelines: Vec<Value> = pipelines
+        .iter()
+        .map(|p| {
+            let m = &p.metrics;
+            json!({
+                "name": p.name,
+                "file": p.file.display().to_string(),
+                "events_in": m.events_in.get(),
+                "events_out": m.events_out.get(),
+                "dropped": m.dropped.get(),
+                "dead_lettered": m.dead_lettered_total(),
+                "retried": m.retried.get(),
+                "publish_errors": m.publish_errors.get(),
+            })
+        })
+        .collect();
+    json!({
+        "instance": instance,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": started.elapsed().as_secs(),
+        "pipelines": pipelines,
+    })
+}
+
+/// Registers this weir as service `weir` with a `status` endpoint on
+/// `weir.control.<instance>.status`.
+pub async fn start_service(nats: &Nats, instance: &str, pipelines: Vec<PipelineStatus>) -> Result<Service, String> {
+    let started = Instant::now();
+    let pipelines = Arc::new(pipelines);
+    let instance: Arc<str> = instance.into();
+    let for_stats = (pipelines.clone(), instance.clone());
+    let service = nats
+        .client
+        .service_builder()
+        .description("weir: a WebAssembly stream processor")
+        .metadata([("instance".to_owned(), instance.to_string())].into())
+        .stats_handler(move |_endpoint, _stats| status(&for_stats.1, started, &for_stats.0))
+        .start("weir", env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut endpoint = service
+        .endpoint_builder()
+        .name("status")
+        .add(format!("weir.control.{instance}.status"))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        while let Some(request) = endpoint.next().await {
+            let body = status(&instance, started, &pipelines).to_string();
+            if let Err(e) = request.respond(Ok(body.into())).await {
+                tracing::debug!(error = %e, "status reply failed");
+            }
+        }
+    });
+    Ok(Service { service })
+}
