@@ -72,7 +72,10 @@ fn main() {
     let b = weir_noop(&runtime, &payloads);
     let c = weir_chain(&runtime, &payloads);
     let d = native_chain(&runtime, &payloads);
-    print_report(&payloads, &[&a, &b, &c, &d]);
+    // Observability's cost: the same chain with metrics on (Prometheus
+    // endpoint served, stage calls timed); (c) runs with them off.
+    let e = weir_chain_metered(&runtime, &payloads);
+    print_report(&payloads, &[&a, &b, &c, &d, &e]);
 }
 
 // ---------------------------------------------------------------- the cases
@@ -100,8 +103,8 @@ fn weir_noop(runtime: &tokio::runtime::Runtime, payloads: &[Bytes]) -> CaseResul
 
 /// (c) `weir run` with filter (every event passes) + json-map + router to
 /// `out.<country>`.
-fn weir_chain(runtime: &tokio::runtime::Runtime, payloads: &[Bytes]) -> CaseResult {
-    let pipeline = format!(
+fn chain_pipeline() -> String {
+    format!(
         r#"name = "relay"
 
 [source]
@@ -128,8 +131,17 @@ subject = "{{subject}}"
         filter = toml_str(plugins::FILTER),
         json_map = toml_str(plugins::JSON_MAP),
         router = toml_str(plugins::ROUTER),
-    );
-    run_weir(runtime, "(c) weir filter+map+router", &pipeline, "out.>", payloads)
+    )
+}
+
+fn weir_chain(runtime: &tokio::runtime::Runtime, payloads: &[Bytes]) -> CaseResult {
+    run_weir(runtime, "(c) weir filter+map+router", &chain_pipeline(), "out.>", payloads)
+}
+
+/// (e) = (c) with metrics on: the Prometheus endpoint served and every stage
+/// call timed.
+fn weir_chain_metered(runtime: &tokio::runtime::Runtime, payloads: &[Bytes]) -> CaseResult {
+    run_weir_with(runtime, "(e) (c) with metrics on", &chain_pipeline(), "out.>", payloads, true)
 }
 
 /// (d) The work of (c) natively: parse once into a `serde_json::Value`,
@@ -161,9 +173,24 @@ fn native_chain(runtime: &tokio::runtime::Runtime, payloads: &[Bytes]) -> CaseRe
 /// A fresh server and a fresh `weir run` (2 workers) for one pipeline;
 /// measures, then stops weir with SIGINT and a bounded wait.
 fn run_weir(runtime: &tokio::runtime::Runtime, name: &str, pipeline: &str, out: &str, payloads: &[Bytes]) -> CaseResult {
+    run_weir_with(runtime, name, pipeline, out, payloads, false)
+}
+
+fn run_weir_with(
+    runtime: &tokio::runtime::Runtime,
+    name: &str,
+    pipeline: &str,
+    out: &str,
+    payloads: &[Bytes],
+    metrics: bool,
+) -> CaseResult {
     let server = NatsServer::new();
     // Blocking calls (start, wait_exit) stay outside the runtime.
-    let mut weir = Weir::builder(&server).label("bench").workers(2).pipeline("relay.toml", pipeline).start();
+    let mut builder = Weir::builder(&server).label("bench").workers(2).pipeline("relay.toml", pipeline);
+    if metrics {
+        builder = builder.metrics(&format!("127.0.0.1:{}", weir_tests::harness::free_port()));
+    }
+    let mut weir = builder.start();
     let result = runtime.block_on(measure(name, &server, out, payloads));
     weir.interrupt();
     let status = weir.wait_exit(Duration::from_secs(15));
@@ -465,7 +492,7 @@ fn start_watchdog() {
 // ---------------------------------------------------------------- report
 
 fn print_report(payloads: &[Bytes], cases: &[&CaseResult]) {
-    let [a, b, c, d] = cases else { unreachable!("four cases") };
+    let [a, b, c, d, e] = cases else { unreachable!("five cases") };
     println!();
     println!(
         "Core NATS on 127.0.0.1, {}-byte JSON events, 1 publisher, 1 consumer; weir: 2 workers, default batch size.",
@@ -504,6 +531,8 @@ fn print_report(payloads: &[Bytes], cases: &[&CaseResult]) {
     println!("| (b)/(a) throughput | {tput_b:.2} | >= 0.85 | {} |", verdict(tput_b >= 0.85));
     println!("| (c)/(d) throughput | {tput_c:.2} | >= 0.60 | {} |", verdict(tput_c >= 0.6));
     println!("| p99(b)/p99(a) | {p99_b:.2} | <= 1.5 | {} |", verdict(p99_b <= 1.5));
+    let cost = 1.0 - e.events_per_s / c.events_per_s;
+    println!("| metrics cost: 1 - (e)/(c) throughput | {:.1}% | <= 5% | {} |", cost * 100.0, verdict(cost <= 0.05));
     let losses: Vec<&str> = cases
         .iter()
         .filter(|c| c.delivered < c.published || c.latencies.len() < c.latency_sent)
