@@ -55,6 +55,23 @@ enum Command {
     /// Connect to NATS and run pipelines until SIGINT or SIGTERM (then finish
     /// in-flight events and exit; a second signal exits at once).
     Run(RunArgs),
+    /// Ask a running weir (over NATS) to reload its pipelines now, and print
+    /// what was added, changed, removed, left unchanged, or failed. Exits 1
+    /// when something failed to reload.
+    Reload(ControlArgs),
+    /// Print the pipelines a running weir runs, with their version, uptime
+    /// and counters (over NATS).
+    Status(ControlArgs),
+}
+
+#[derive(Debug, Args)]
+struct ControlArgs {
+    /// The weir to ask; default: `instance` of weir.toml.
+    #[arg(long, value_name = "NAME")]
+    instance: Option<String>,
+    /// How long to wait for the answer (a reload compiles new plugins).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -128,13 +145,15 @@ fn init_logging(format: LogFormat) {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = config::load_global(cli.config.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let engine = Engine::new(&EngineOptions { cache_dir: Some(global.cache_dir.clone()) })
-        .context("cannot start the WebAssembly engine")?;
+    let engine = || {
+        Engine::new(&EngineOptions { cache_dir: Some(global.cache_dir.clone()) }).context("cannot start the WebAssembly engine")
+    };
     match cli.command {
-        Command::Validate(args) => validate(&engine, &args.paths),
-        Command::Exec(args) => exec(&engine, args),
+        Command::Validate(args) => validate(&engine()?, &args.paths),
+        Command::Exec(args) => exec(&engine()?, args),
+        Command::Reload(args) => control(&global, &args, "reload"),
+        Command::Status(args) => control(&global, &args, "status"),
         Command::Run(args) => {
-            drop(engine);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("weir-io").build()?;
             runtime.block_on(async {
                 let shutdown = CancellationToken::new();
@@ -144,6 +163,65 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `weir reload` and `weir status`: one request to the running weir's
+/// control subject, printed for a person.
+fn control(global: &config::Global, args: &ControlArgs, verb: &str) -> anyhow::Result<ExitCode> {
+    let instance = args.instance.clone().unwrap_or_else(|| global.instance.to_string());
+    let subject = format!("weir.control.{instance}.{verb}");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let reply = runtime.block_on(async {
+        let give_up = CancellationToken::new();
+        let timer = give_up.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            timer.cancel();
+        });
+        let nats = crate::nats::connect(&global.nats, &give_up, None).await?;
+        nats.request_json(&subject, args.timeout)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}; is `weir run` with instance \"{instance}\" running on {}?", global.nats.url))
+    })?;
+    if let Some(error) = reply.get("error").and_then(|e| e.as_str()) {
+        anyhow::bail!("weir {instance}: {error}");
+    }
+    let names = |key: &str| -> Vec<String> {
+        reply[key].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+    };
+    if verb == "status" {
+        println!("weir {} (version {}), up {}s", reply["instance"].as_str().unwrap_or("?"), reply["version"].as_str().unwrap_or("?"), reply["uptime_seconds"]);
+        for p in reply["pipelines"].as_array().into_iter().flatten() {
+            println!(
+                "{} {} ({}): up {}s, {} in, {} out, {} dropped, {} dead-lettered, {} retried",
+                p["name"].as_str().unwrap_or("?"),
+                p["version"].as_str().unwrap_or("?"),
+                p["file"].as_str().unwrap_or("?"),
+                p["uptime_seconds"],
+                p["events_in"],
+                p["events_out"],
+                p["dropped"],
+                p["dead_lettered"],
+                p["retried"],
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    for key in ["added", "changed", "removed", "unchanged"] {
+        for name in names(key) {
+            println!("{key}: {name}");
+        }
+    }
+    let failed = reply["failed"].as_array().cloned().unwrap_or_default();
+    for f in &failed {
+        println!(
+            "failed: {} ({}): {}",
+            f["pipeline"].as_str().unwrap_or("-"),
+            f["file"].as_str().unwrap_or("?"),
+            f["error"].as_str().unwrap_or("?").replace('\n', "\n    ")
+        );
+    }
+    Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// The first SIGINT or SIGTERM asks for a graceful shutdown; the second

@@ -122,6 +122,8 @@ impl fmt::Display for ErrorKind {
 pub mod headers {
     /// The pipeline that produced an output or a dead letter.
     pub const PIPELINE: &str = "weir-pipeline";
+    /// The version of the pipeline that processed the event.
+    pub const VERSION: &str = "weir-version";
     /// The stage that refused the event.
     pub const ERROR_STAGE: &str = "weir-error-stage";
     /// The [`ErrorKind`](super::ErrorKind) of the failure.

@@ -16,6 +16,7 @@
 //! - [`metrics`]: counters and histograms, `/metrics`, `/healthz`, `/readyz`.
 //! - [`nats`]: the NATS connection, sources, publishers and the service face.
 //! - [`run`]: `weir run`, the long-running process: source → workers → sink.
+//! - [`reload`]: watching pipeline and plugin files, swapping pipelines live.
 //! - [`cli`]: the command line.
 
 pub mod cli;
@@ -26,4 +27,5 @@ pub mod exec;
 pub mod metrics;
 pub mod nats;
 pub mod pipeline;
+pub mod reload;
 pub mod run;

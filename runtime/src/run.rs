@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -25,15 +25,19 @@ use crate::metrics::{self, Metrics, PipelineMetrics};
 use crate::nats::{self, Delivery, Nats, Published, Publisher, Source};
 use crate::pipeline::{Blueprint, Outcome};
 use crate::pipeline::workers::{Done, Workers};
+use crate::reload::{self, Supervisor};
 
 /// Batches whose publish acknowledgements may be awaited at once per
 /// pipeline; beyond it the sink waits, which slows the workers and the source.
 const CONFIRMS_IN_FLIGHT: usize = 256;
 
 /// Runs every pipeline of `paths` (or of the configured pipelines directory)
-/// until `shutdown` fires, then drains and returns.
+/// until `shutdown` fires, then drains and returns. Pipelines are reloaded
+/// live when their files change, on SIGHUP and on `weir reload`.
 pub async fn run(global: &Global, paths: &[PathBuf], shutdown: CancellationToken) -> anyhow::Result<()> {
     let paths = if paths.is_empty() { vec![global.pipelines.clone()] } else { paths.to_vec() };
+    // Check the files before connecting: a typo should fail fast, not after
+    // NATS is reached.
     let (pipelines, errors) = config::load_pipelines(&paths);
     if !errors.is_empty() {
         let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -44,22 +48,6 @@ pub async fn run(global: &Global, paths: &[PathBuf], shutdown: CancellationToken
             "no pipelines in {}: put pipeline *.toml files there, or name them on the command line",
             paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         );
-    }
-
-    let engine = Engine::new(&EngineOptions { cache_dir: Some(global.cache_dir.clone()) })?;
-    let mut built = Vec::new();
-    for pipeline in pipelines {
-        let engine = engine.clone();
-        let (pipeline, blueprint) = tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            let result = Blueprint::build(&engine, &pipeline);
-            if let Ok((_, reports)) = &result {
-                tracing::info!(pipeline = %pipeline.name, stages = reports.len(), "built in {} ms", started.elapsed().as_millis());
-            }
-            (pipeline, result)
-        })
-        .await?;
-        built.push((pipeline, blueprint?.0));
     }
 
     // Health and metrics come up first: /healthz answers while weir waits
@@ -75,47 +63,60 @@ pub async fn run(global: &Global, paths: &[PathBuf], shutdown: CancellationToken
         tokio::spawn(metrics::serve(metrics.clone(), listener, endpoint_stop.clone()));
     }
 
+    let engine = Engine::new(&EngineOptions { cache_dir: Some(global.cache_dir.clone()) })?;
     let nats = nats::connect(&global.nats, &shutdown, Some(metrics.clone())).await?;
     let workers = Arc::new(Workers::start(global.workers)?);
-    let mut runners = JoinSet::new();
-    let mut running = Vec::new();
-    for (pipeline, blueprint) in built {
-        let context = || format!("pipeline \"{}\" ({})", pipeline.name, pipeline.file.display());
-        let counters = metrics.pipeline(pipeline.name.as_str());
-        let source = Source::open(&nats, &pipeline).await.with_context(context)?;
-        source.watch_lag(counters.pending.clone(), shutdown.clone());
-        let sink = Sink::new(&nats, &pipeline, source.max_deliver(), counters.clone()).await.with_context(context)?;
-        running.push(nats::PipelineStatus { name: pipeline.name.to_string(), file: pipeline.file.clone(), metrics: counters });
-        let blueprint = blueprint.instrument(&metrics);
-        runners.spawn(run_pipeline(pipeline, blueprint, source, sink, workers.clone(), shutdown.clone()));
+    let context = Context { nats: nats.clone(), workers: workers.clone(), metrics: metrics.clone() };
+    let mut supervisor = Supervisor::new(context, engine, paths);
+    let report = supervisor.reload().await;
+    if !report.failed.is_empty() {
+        let all: Vec<String> = report.failed.iter().map(|f| f.error.clone()).collect();
+        supervisor.stop_all().await;
+        anyhow::bail!("{}", all.join("\n"));
     }
-    let service = nats::start_service(&nats, global.instance.as_str(), running).await;
+
+    let (control_tx, mut control_rx) = mpsc::channel(4);
+    let service = nats::start_service(&nats, global.instance.as_str(), supervisor.status(), control_tx).await;
     if let Err(e) = &service {
-        tracing::warn!(error = %e, "cannot register the NATS service (weir runs without $SRV answers)");
+        tracing::warn!(error = %e, "cannot register the NATS service (weir runs without $SRV answers and remote reload)");
     }
+    let (trigger_tx, mut trigger_rx) = mpsc::channel(64);
+    let mut watcher = reload::Watcher::new(trigger_tx.clone());
+    watcher.watch(&supervisor.watched_paths());
+    tokio::spawn(reload::on_sighup(trigger_tx));
+
     // A subscription is only queued until the server has it: a round trip
     // makes "ready" true for events published right after it.
     nats.flush().await.map_err(|e| anyhow::anyhow!("NATS at {}: {e}", nats.url()))?;
-    metrics.set_running(runners.len(), true);
-    tracing::info!(url = %nats.url(), workers = workers.len(), "ready: {} pipelines running", runners.len());
+    metrics.set_running(supervisor.len(), true);
+    tracing::info!(url = %nats.url(), workers = workers.len(), "ready: {} pipelines running", supervisor.len());
 
-    shutdown.cancelled().await;
-    metrics.set_running(runners.len(), false);
-    tracing::info!("shutting down: finishing in-flight events (at most {:?})", global.shutdown_timeout);
-    let drained = tokio::time::timeout(global.shutdown_timeout, async {
-        while let Some(r) = runners.join_next().await {
-            if let Err(e) = r {
-                tracing::error!(error = %e, "a pipeline task failed");
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(why) = trigger_rx.recv() => {
+                reload::debounce(&mut trigger_rx).await;
+                tracing::info!("reloading ({why})");
+                supervisor.reload().await;
+            }
+            Some(reply) = control_rx.recv() => {
+                let report = supervisor.reload().await;
+                let _ = reply.send(serde_json::to_value(&report).unwrap_or_default());
             }
         }
-    })
-    .await;
-    if drained.is_err() {
+        watcher.watch(&supervisor.watched_paths());
+        metrics.set_running(supervisor.len(), true);
+    }
+
+    metrics.set_running(supervisor.len(), false);
+    tracing::info!("shutting down: finishing in-flight events (at most {:?})", global.shutdown_timeout);
+    if tokio::time::timeout(global.shutdown_timeout, supervisor.stop_all()).await.is_err() {
         tracing::warn!("shutdown timeout reached; unfinished JetStream events will be redelivered");
     }
     if let Err(e) = tokio::time::timeout(Duration::from_secs(5), nats.flush()).await.unwrap_or(Err("timed out".into())) {
         tracing::warn!(error = %e, "final flush to NATS failed");
     }
+    drop(supervisor);
     if let Ok(workers) = Arc::try_unwrap(workers) {
         tokio::task::spawn_blocking(move || workers.shutdown()).await?;
     }
@@ -127,10 +128,56 @@ pub async fn run(global: &Global, paths: &[PathBuf], shutdown: CancellationToken
     Ok(())
 }
 
-/// Source → workers → sink for one pipeline, until `stop`.
+/// What starting a pipeline needs.
+#[derive(Clone)]
+pub(crate) struct Context {
+    pub nats: Nats,
+    pub workers: Arc<Workers<Delivery>>,
+    pub metrics: Metrics,
+}
+
+/// A running pipeline: swap its blueprint, or stop it.
+pub(crate) struct PipelineHandle {
+    swap: watch::Sender<Blueprint>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    pub metrics: PipelineMetrics,
+    all: Metrics,
+}
+
+impl PipelineHandle {
+    /// The next batch runs on `blueprint`; batches in flight finish on theirs.
+    pub fn swap(&self, blueprint: Blueprint) {
+        self.swap.send_replace(blueprint.instrument(&self.all));
+    }
+
+    /// Stops taking events, finishes those in flight, and returns.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "a pipeline task failed");
+        }
+    }
+}
+
+/// Opens the pipeline's source and sink and starts it.
+pub(crate) async fn start_pipeline(context: &Context, pipeline: Pipeline, blueprint: Blueprint) -> anyhow::Result<PipelineHandle> {
+    let what = || format!("pipeline \"{}\" ({})", pipeline.name, pipeline.file.display());
+    let counters = context.metrics.pipeline(pipeline.name.as_str());
+    let source = Source::open(&context.nats, &pipeline).await.with_context(what)?;
+    let stop = CancellationToken::new();
+    source.watch_lag(counters.pending.clone(), stop.clone());
+    let sink = Sink::new(&context.nats, &pipeline, source.max_deliver(), counters.clone()).await.with_context(what)?;
+    let (swap, current) = watch::channel(blueprint.instrument(&context.metrics));
+    let task = tokio::spawn(run_pipeline(pipeline, current, source, sink, context.workers.clone(), stop.clone()));
+    Ok(PipelineHandle { swap, stop, task, metrics: counters, all: context.metrics.clone() })
+}
+
+/// Source → workers → sink for one pipeline, until `stop`. Each batch is
+/// dispatched with the blueprint current at that moment.
 async fn run_pipeline(
     pipeline: Pipeline,
-    blueprint: Blueprint,
+    blueprint: watch::Receiver<Blueprint>,
     mut source: Source,
     sink: Sink,
     workers: Arc<Workers<Delivery>>,
@@ -138,8 +185,10 @@ async fn run_pipeline(
 ) {
     let (done_tx, done_rx) = mpsc::channel(workers.len() * 2);
     let sink = tokio::spawn(sink.run(done_rx));
-    while let Some(batch) = source.next_batch(blueprint.batch_size(), &stop).await {
-        workers.dispatch(&blueprint, batch, pipeline.ordered, &done_tx).await;
+    loop {
+        let current = blueprint.borrow().clone();
+        let Some(batch) = source.next_batch(current.batch_size(), &stop).await else { break };
+        workers.dispatch(&current, batch, pipeline.ordered, &done_tx).await;
     }
     source.stop().await;
     drop(done_tx);
@@ -184,12 +233,12 @@ impl Sink {
 
     async fn run(self, mut done: mpsc::Receiver<Done<Delivery>>) {
         let mut confirms = JoinSet::new();
-        while let Some(Done { results }) = done.recv().await {
+        while let Some(Done { results, version }) = done.recv().await {
             let mut pending: Vec<Published> = Vec::new();
             let mut settle: Vec<Delivery> = Vec::new();
             let mut failed: Vec<Delivery> = Vec::new();
             for (outcome, delivery) in results {
-                match self.publish(outcome, &delivery, &mut pending).await {
+                match self.publish(outcome, &delivery, &version, &mut pending).await {
                     Ok(Settle::Ack) => settle.push(delivery),
                     Ok(Settle::Redeliver(delay)) => delivery.nak(delay).await,
                     Err(()) => failed.push(delivery),
@@ -235,7 +284,7 @@ impl Sink {
     }
 
     /// Publishes what one input became; says how to settle the input.
-    async fn publish(&self, outcome: Outcome, delivery: &Delivery, pending: &mut Vec<Published>) -> Result<Settle, ()> {
+    async fn publish(&self, outcome: Outcome, delivery: &Delivery, version: &str, pending: &mut Vec<Published>) -> Result<Settle, ()> {
         let id = delivery.id();
         let stats = &self.metrics;
         if delivery.delivered() > 1 {
@@ -248,7 +297,7 @@ impl Sink {
                     stats.dropped.inc();
                 }
                 for (index, mut event) in outputs.into_iter().enumerate() {
-                    prepare_output(&mut event, &self.name);
+                    prepare_output(&mut event, &self.name, version);
                     let msg_id = id.as_ref().map(|id| format!("{}:{id}:{index}", self.name));
                     match self.publisher.publish(event, msg_id.as_deref(), self.to_stream).await {
                         Ok(p) => pending.push(p),
@@ -275,7 +324,8 @@ impl Sink {
                     return Ok(Settle::Ack);
                 };
                 tracing::debug!(pipeline = %self.name, stage = %letter.stage, kind = %letter.kind, subject = %letter.event.subject, "dead letter: {}", letter.message);
-                let event = letter.to_event(&self.name, subject);
+                let mut event = letter.to_event(&self.name, subject);
+                event.set_header(headers::VERSION, version);
                 let msg_id = id.as_ref().map(|id| format!("{}:{id}:dead", self.name));
                 match self.publisher.publish(event, msg_id.as_deref(), *to_stream).await {
                     Ok(p) => pending.push(p),
@@ -305,9 +355,10 @@ fn retry_delay(delivered: u64) -> Duration {
 /// Outputs keep their input's headers, but not the server directives among
 /// them (`Nats-Msg-Id`, `Nats-Expected-*` …): those belong to the input's own
 /// publish and would make the output's fail or be dropped as a duplicate.
-fn prepare_output(event: &mut Event, pipeline: &str) {
+fn prepare_output(event: &mut Event, pipeline: &str, version: &str) {
     event.headers.retain(|(name, _)| !name.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("nats-")));
     event.set_header(headers::PIPELINE, pipeline);
+    event.set_header(headers::VERSION, version);
 }
 
 #[cfg(test)]
@@ -325,7 +376,14 @@ mod tests {
     fn outputs_lose_server_directives() {
         let mut e = Event::new("a", Vec::new());
         e.headers = vec![("Nats-Msg-Id".into(), "1".into()), ("nats-expected-stream".into(), "X".into()), ("trace".into(), "t".into())];
-        prepare_output(&mut e, "p");
-        assert_eq!(e.headers, vec![("trace".to_owned(), "t".to_owned()), ("weir-pipeline".to_owned(), "p".to_owned())]);
+        prepare_output(&mut e, "p", "abc123");
+        assert_eq!(
+            e.headers,
+            vec![
+                ("trace".to_owned(), "t".to_owned()),
+                ("weir-pipeline".to_owned(), "p".to_owned()),
+                ("weir-version".to_owned(), "abc123".to_owned())
+            ]
+        );
     }
 }

@@ -21,7 +21,7 @@ use futures::{FutureExt as _, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 
 pub use connect::{ConnectError, connect};
-pub use service::{PipelineStatus, start_service};
+pub use service::{PipelineStatus, ReloadRequest, SharedStatus, start_service};
 
 use crate::config::{self, Deliver};
 use crate::event::Event;
@@ -59,6 +59,15 @@ impl Nats {
     /// Whether the client is connected right now.
     pub fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Sends a request with an empty body and reads the JSON reply.
+    pub async fn request_json(&self, subject: &str, timeout: Duration) -> Result<serde_json::Value, String> {
+        let reply = tokio::time::timeout(timeout, self.client.request(subject.to_owned(), Bytes::new()))
+            .await
+            .map_err(|_| format!("no answer on {subject} within {}s", timeout.as_secs()))?
+            .map_err(|e| format!("{subject}: {e}"))?;
+        serde_json::from_slice(&reply.payload).map_err(|e| format!("{subject}: the reply is not JSON: {e}"))
     }
 
     /// Sends everything queued to the server.

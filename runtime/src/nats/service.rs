@@ -4,8 +4,10 @@
 //! status as JSON.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
 
 use async_nats::service::ServiceExt as _;
 use futures::StreamExt as _;
@@ -20,6 +22,10 @@ pub struct PipelineStatus {
     pub name: String,
     /// Its file.
     pub file: PathBuf,
+    /// The running version.
+    pub version: String,
+    /// When this version started.
+    pub since: Instant,
     /// Its counters.
     pub metrics: PipelineMetrics,
 }
@@ -36,7 +42,14 @@ impl Service {
     }
 }
 
-fn status(instance: &str, started: Instant, pipelines: &[PipelineStatus]) -> Value {
+/// The status reply; `pipelines` is what the supervisor keeps current.
+pub type SharedStatus = Arc<Mutex<Vec<PipelineStatus>>>;
+
+/// A reload asked for over NATS: the supervisor answers on the channel.
+pub type ReloadRequest = oneshot::Sender<Value>;
+
+fn status(instance: &str, started: Instant, pipelines: &SharedStatus) -> Value {
+    let pipelines = pipelines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let pipelines: Vec<Value> = pipelines
         .iter()
         .map(|p| {
@@ -44,6 +57,8 @@ fn status(instance: &str, started: Instant, pipelines: &[PipelineStatus]) -> Val
             json!({
                 "name": p.name,
                 "file": p.file.display().to_string(),
+                "version": p.version,
+                "uptime_seconds": p.since.elapsed().as_secs(),
                 "events_in": m.events_in.get(),
                 "events_out": m.events_out.get(),
                 "dropped": m.dropped.get(),
@@ -61,11 +76,16 @@ fn status(instance: &str, started: Instant, pipelines: &[PipelineStatus]) -> Val
     })
 }
 
-/// Registers this weir as service `weir` with a `status` endpoint on
-/// `weir.control.<instance>.status`.
-pub async fn start_service(nats: &Nats, instance: &str, pipelines: Vec<PipelineStatus>) -> Result<Service, String> {
+/// Registers this weir as service `weir` with endpoints `status` on
+/// `weir.control.<instance>.status` and `reload` on
+/// `weir.control.<instance>.reload`.
+pub async fn start_service(
+    nats: &Nats,
+    instance: &str,
+    pipelines: SharedStatus,
+    reloads: mpsc::Sender<ReloadRequest>,
+) -> Result<Service, String> {
     let started = Instant::now();
-    let pipelines = Arc::new(pipelines);
     let instance: Arc<str> = instance.into();
     let for_stats = (pipelines.clone(), instance.clone());
     let service = nats
@@ -83,11 +103,29 @@ pub async fn start_service(nats: &Nats, instance: &str, pipelines: Vec<PipelineS
         .add(format!("weir.control.{instance}.status"))
         .await
         .map_err(|e| e.to_string())?;
+    let mut reload = service
+        .endpoint_builder()
+        .name("reload")
+        .add(format!("weir.control.{instance}.reload"))
+        .await
+        .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         while let Some(request) = endpoint.next().await {
             let body = status(&instance, started, &pipelines).to_string();
             if let Err(e) = request.respond(Ok(body.into())).await {
                 tracing::debug!(error = %e, "status reply failed");
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(request) = reload.next().await {
+            let (tx, rx) = oneshot::channel();
+            let report = match reloads.send(tx).await {
+                Ok(()) => rx.await.unwrap_or_else(|_| json!({"error": "weir is shutting down"})),
+                Err(_) => json!({"error": "weir is shutting down"}),
+            };
+            if let Err(e) = request.respond(Ok(report.to_string().into())).await {
+                tracing::debug!(error = %e, "reload reply failed");
             }
         }
     });

@@ -30,6 +30,7 @@ pub struct Blueprint {
 
 struct BlueprintInner {
     name: String,
+    version: String,
     batch_size: usize,
     stages: Vec<(StageSpec, Plugin)>,
     sink: SubjectTemplate,
@@ -110,8 +111,15 @@ impl Blueprint {
             });
             stages.push((spec, plugin));
         }
-        let inner =
-            BlueprintInner { name, batch_size: pipeline.batch_size, stages, sink: pipeline.sink.subject.clone(), metrics: None };
+        let version = version(pipeline, &reports);
+        let inner = BlueprintInner {
+            name,
+            version,
+            batch_size: pipeline.batch_size,
+            stages,
+            sink: pipeline.sink.subject.clone(),
+            metrics: None,
+        };
         Ok((Blueprint { inner: Arc::new(inner) }, reports))
     }
 
@@ -121,6 +129,7 @@ impl Blueprint {
         let stages = i.stages.iter().map(|(spec, _)| metrics.stage(&i.name, &spec.stage)).collect();
         let inner = BlueprintInner {
             name: i.name.clone(),
+            version: i.version.clone(),
             batch_size: i.batch_size,
             stages: i.stages.clone(),
             sink: i.sink.clone(),
@@ -132,6 +141,12 @@ impl Blueprint {
     /// Whether `other` is this very build (not merely an equal one).
     pub fn same(&self, other: &Blueprint) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// The version: 12 hex digits of a hash over the pipeline's settings and
+    /// its plugins' contents. Outputs carry it in `weir-version`.
+    pub fn version(&self) -> &str {
+        &self.inner.version
     }
 
     /// The pipeline's name.
@@ -162,6 +177,26 @@ impl Blueprint {
             .collect();
         Chain { blueprint: self.clone(), stages }
     }
+}
+
+/// Hashes what the pipeline does: its parsed settings (the same TOML with
+/// other comments or spacing is the same version) and every plugin's bytes.
+fn version(pipeline: &config::Pipeline, reports: &[StageReport]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut settings = pipeline.clone();
+    // Where the file lives is not what it does.
+    settings.file = PathBuf::new();
+    for stage in &mut settings.stages {
+        stage.location.file = PathBuf::new();
+        stage.location.line = 0;
+        stage.location.column = 0;
+    }
+    h.update(format!("{settings:?}").as_bytes());
+    for r in reports {
+        h.update(r.hash.0);
+    }
+    h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
 /// What became of one input event.

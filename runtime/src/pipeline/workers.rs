@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
@@ -32,6 +33,8 @@ pub struct Job<T> {
 pub struct Done<T> {
     /// `(outcome, ticket)` in the order the events were dispatched.
     pub results: Vec<(Outcome, T)>,
+    /// The version of the pipeline that processed them.
+    pub version: Arc<str>,
 }
 
 /// A pool of worker threads.
@@ -129,6 +132,6 @@ fn work<T>(mut rx: mpsc::Receiver<Job<T>>) {
         };
         let results = outcomes.into_iter().zip(tickets).collect();
         // The receiver is gone only when its pipeline was stopped abruptly.
-        let _ = reply.blocking_send(Done { results });
+        let _ = reply.blocking_send(Done { results, version: blueprint.version().into() });
     }
 }
