@@ -186,8 +186,11 @@ async fn run_pipeline(
     let (done_tx, done_rx) = mpsc::channel(workers.len() * 2);
     let sink = tokio::spawn(sink.run(done_rx));
     loop {
+        let batch_size = blueprint.borrow().batch_size();
+        let Some(batch) = source.next_batch(batch_size, &stop).await else { break };
+        // Read after the wait: a batch that arrives after a swap runs on the
+        // new version.
         let current = blueprint.borrow().clone();
-        let Some(batch) = source.next_batch(current.batch_size(), &stop).await else { break };
         workers.dispatch(&current, batch, pipeline.ordered, &done_tx).await;
     }
     source.stop().await;

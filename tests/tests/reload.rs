@@ -546,7 +546,7 @@ async fn broken_reloads_keep_the_old_version_running_and_are_reported() {
     let cli = weir_cli(&weir, "reload").await;
     assert_eq!(cli.code, Some(0), "a good reload exits 0; {cli}");
     assert!(cli.lines_starting("failed:").is_empty(), "nothing failed; {cli}");
-    let v1 = wait_new_version(&client, INSTANCE, "steady", &[v0.clone()]).await;
+    let v1 = wait_new_version(&client, INSTANCE, "steady", std::slice::from_ref(&v0)).await;
     js_publish_spread(&js, next..next + 100).await;
     next += 100;
     eventually("OUT to hold every event", Duration::from_secs(30), || async {
@@ -558,7 +558,12 @@ async fn broken_reloads_keep_the_old_version_running_and_are_reported() {
     let out = read_stream(&js, "OUT").await;
     assert_exactly_once("every event in OUT", out.iter().map(id_of), 0..next);
     for message in out.iter().filter(|m| id_of(m) >= next - 100) {
-        assert_eq!(version_of(message), v1, "after the good reload: {}", describe(message));
+        assert_eq!(
+            version_of(message),
+            v1,
+            "published after the status reported version {v1}, so processed by it (not by the old {v0}): {}",
+            describe(message)
+        );
         assert_eq!(json(message)["gen"], json!(1), "the new config: {}", describe(message));
     }
     assert_eq!(stream_len(&js, "DLQ").await.unwrap(), 0, "no dead letters");
@@ -707,9 +712,16 @@ async fn sighup_reloads() {
     let changed = core_pipeline("hup", "in.>", &stage("chaos", path_str(&chaos), "{}"));
     write_pipeline(&weir, "hup.toml", &changed);
     weir.signal(libc::SIGHUP);
-    let v1 = wait_new_version(&client, INSTANCE, "hup", &[v0.clone()]).await;
+    let v1 = wait_new_version(&client, INSTANCE, "hup", std::slice::from_ref(&v0)).await;
     assert!(weir.is_running(), "weir survives SIGHUP; its stderr:\n{}", weir.stderr());
     publish_orders(&client, "in.x", 100..120).await;
     let got = collect_exactly(&mut out, "after the second SIGHUP", 20, Duration::from_secs(10), Duration::from_millis(200)).await;
-    assert!(got.iter().all(|m| version_of(m) == v1), "{:?}", got.iter().map(describe).collect::<Vec<_>>());
+    for m in &got {
+        assert_eq!(
+            version_of(m),
+            v1,
+            "published after the status reported version {v1}, so processed by it (not by the old {v0}): {}",
+            describe(m)
+        );
+    }
 }
