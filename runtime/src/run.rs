@@ -193,7 +193,12 @@ async fn run_pipeline(
         let current = blueprint.borrow().clone();
         workers.dispatch(&current, batch, pipeline.ordered, &done_tx).await;
     }
-    source.stop().await;
+    let mut rest = source.stop().await.into_iter().peekable();
+    let current = blueprint.borrow().clone();
+    while rest.peek().is_some() {
+        let batch: Vec<_> = rest.by_ref().take(current.batch_size()).collect();
+        workers.dispatch(&current, batch, pipeline.ordered, &done_tx).await;
+    }
     drop(done_tx);
     if let Err(e) = sink.await {
         tracing::error!(pipeline = %pipeline.name, error = %e, "sink task failed");

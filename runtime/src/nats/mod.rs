@@ -339,13 +339,23 @@ impl Source {
         }
     }
 
-    /// Stops taking new events. A core subscription is unsubscribed after
-    /// what it already buffered; a JetStream pull stops fetching (messages it
-    /// fetched but never handed out are redelivered after `ack_wait`).
-    pub async fn stop(&mut self) {
+    /// Stops taking new events and returns those already on their way to
+    /// weir, to be processed before the pipeline stops. A core subscription
+    /// is drained: the server stops sending, and what the client buffered
+    /// (or was still in flight) comes back. What a JetStream pull request
+    /// still brings is handed back to the server instead (nak), for
+    /// immediate redelivery.
+    pub async fn stop(&mut self) -> Vec<(Event, Delivery)> {
+        let mut rest = Vec::new();
         match std::mem::replace(&mut self.kind, SourceKind::Closed) {
             SourceKind::Core(mut sub) => {
-                let _ = sub.unsubscribe().await;
+                if let Err(e) = sub.drain().await {
+                    tracing::debug!(error = %e, "drain failed; unsubscribing");
+                    let _ = sub.unsubscribe().await;
+                }
+                while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), sub.next()).await {
+                    rest.push(core_event(m));
+                }
             }
             SourceKind::JetStream { batch, stream, .. } => {
                 // What the open pull request still brings was never started:
@@ -368,6 +378,7 @@ impl Source {
             }
             SourceKind::Closed => {}
         }
+        rest
     }
 }
 
