@@ -9,6 +9,7 @@
 //! - anything else changed: the old pipeline drains (JetStream: acks what it
 //!   processed), then the new one starts;
 //! - a file gone: its pipeline drains and stops; a new file starts one.
+//!
 //! A version that fails to build changes nothing that runs; the error is
 //! logged, counted and returned to `weir reload`.
 

@@ -223,10 +223,10 @@ impl Sink {
         if let Some(stream) = &pipeline.sink.stream {
             publisher.check_stream(stream, &pipeline.sink.subject.to_string()).await?;
         }
-        if let Some(d) = &pipeline.dead_letter {
-            if let Some(stream) = &d.stream {
-                publisher.check_stream(stream, d.subject.as_str()).await?;
-            }
+        if let Some(d) = &pipeline.dead_letter
+            && let Some(stream) = &d.stream
+        {
+            publisher.check_stream(stream, d.subject.as_str()).await?;
         }
         Ok(Sink {
             name: pipeline.name.as_str().into(),
@@ -249,7 +249,7 @@ impl Sink {
                 match self.publish(outcome, &delivery, &version, &mut pending).await {
                     Ok(Settle::Ack) => settle.push(delivery),
                     Ok(Settle::Redeliver(delay)) => delivery.nak(delay).await,
-                    Err(()) => failed.push(delivery),
+                    Err(PublishFailed) => failed.push(delivery),
                 }
             }
             for delivery in failed {
@@ -292,7 +292,7 @@ impl Sink {
     }
 
     /// Publishes what one input became; says how to settle the input.
-    async fn publish(&self, outcome: Outcome, delivery: &Delivery, version: &str, pending: &mut Vec<Published>) -> Result<Settle, ()> {
+    async fn publish(&self, outcome: Outcome, delivery: &Delivery, version: &str, pending: &mut Vec<Published>) -> Result<Settle, PublishFailed> {
         let id = delivery.id();
         let stats = &self.metrics;
         if delivery.delivered() > 1 {
@@ -344,11 +344,15 @@ impl Sink {
         }
     }
 
-    fn publish_failed(&self, what: &str, error: &str) {
+    fn publish_failed(&self, what: &str, error: &str) -> PublishFailed {
         self.metrics.publish_errors.inc();
         tracing::warn!(pipeline = %self.name, error = %error, "cannot publish {what}; the input will be redelivered if its source can");
+        PublishFailed
     }
 }
+
+/// A publish failed (already logged and counted): the input is handed back.
+struct PublishFailed;
 
 enum Settle {
     Ack,

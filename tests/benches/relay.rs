@@ -498,12 +498,12 @@ fn start_watchdog() {
             let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
             // Fields after the command name (which may hold spaces): state, ppid.
             let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else { continue };
-            if rest.split_whitespace().nth(1) == Some(me.as_str()) {
-                if let Ok(pid) = entry.file_name().to_string_lossy().parse::<libc::pid_t>() {
-                    // SAFETY: kill(2) has no memory-safety preconditions; the
-                    // pid is a child of this process.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
+            if rest.split_whitespace().nth(1) == Some(me.as_str())
+                && let Ok(pid) = entry.file_name().to_string_lossy().parse::<libc::pid_t>()
+            {
+                // SAFETY: kill(2) has no memory-safety preconditions; the
+                // pid is a child of this process.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
         std::process::exit(2);

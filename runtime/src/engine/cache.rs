@@ -79,10 +79,10 @@ impl CodeCache {
             }
         }
         let component = Component::new(engine, bytes)?;
-        if let Some(file) = file {
-            if let Err(e) = store(&component, &file) {
-                tracing::warn!(file = %file.display(), error = %e, "cannot write the compiled-code cache; restarts will recompile");
-            }
+        if let Some(file) = file
+            && let Err(e) = store(&component, &file)
+        {
+            tracing::warn!(file = %file.display(), error = %e, "cannot write the compiled-code cache; restarts will recompile");
         }
         self.lock().insert(hash, component.clone());
         Ok((component, Origin::Compiled))

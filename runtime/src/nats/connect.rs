@@ -77,7 +77,7 @@ pub async fn connect(config: &NatsConfig, cancel: &CancellationToken, metrics: O
                 };
                 // Said once, then every tenth attempt: a retry loop must not
                 // flood the log while an operator fixes the server.
-                if attempt == 1 || attempt % 10 == 0 {
+                if attempt == 1 || attempt.is_multiple_of(10) {
                     tracing::warn!(
                         url = %url,
                         "cannot reach NATS at {url}: {e}; {hint}; retrying with backoff (every {}s at most), attempt {attempt}",

@@ -154,19 +154,19 @@ impl Delivery {
     /// Marks the input done. A lost ack only means a redelivery, whose
     /// outputs the message ids de-duplicate.
     pub async fn ack(self) {
-        if let Delivery::JetStream(js) = self {
-            if let Err(e) = js.acker.ack().await {
-                tracing::warn!(stream = %js.stream, sequence = js.sequence, error = %e, "ack failed; the event will be redelivered");
-            }
+        if let Delivery::JetStream(js) = self
+            && let Err(e) = js.acker.ack().await
+        {
+            tracing::warn!(stream = %js.stream, sequence = js.sequence, error = %e, "ack failed; the event will be redelivered");
         }
     }
 
     /// Asks for a redelivery after `delay`.
     pub async fn nak(self, delay: Duration) {
-        if let Delivery::JetStream(js) = self {
-            if let Err(e) = js.acker.ack_with(AckKind::Nak(Some(delay))).await {
-                tracing::warn!(stream = %js.stream, sequence = js.sequence, error = %e, "nak failed; the event will be redelivered after ack_wait");
-            }
+        if let Delivery::JetStream(js) = self
+            && let Err(e) = js.acker.ack_with(AckKind::Nak(Some(delay))).await
+        {
+            tracing::warn!(stream = %js.stream, sequence = js.sequence, error = %e, "nak failed; the event will be redelivered after ack_wait");
         }
     }
 }
@@ -177,6 +177,9 @@ pub struct Source {
     max_deliver: Option<u64>,
 }
 
+// A subscriber is large, but there is one source per pipeline: boxing it
+// would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum SourceKind {
     Core(Subscriber),
     JetStream { stream: Arc<str>, consumer: jetstream::consumer::PullConsumer, batch: Option<pull::Batch> },

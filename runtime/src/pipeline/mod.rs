@@ -81,6 +81,9 @@ pub struct StageReport {
 impl Blueprint {
     /// Loads every stage's plugin and runs its `init` once, so that a
     /// pipeline that builds is a pipeline that starts.
+    // A build error names pipeline, stage and location; it is returned once
+    // per build, never on the event path, so its size costs nothing.
+    #[allow(clippy::result_large_err)]
     pub fn build(engine: &Engine, pipeline: &config::Pipeline) -> Result<(Blueprint, Vec<StageReport>), BuildError> {
         let name = pipeline.name.as_str().to_owned();
         let mut stages = Vec::with_capacity(pipeline.stages.len());
