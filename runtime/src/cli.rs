@@ -146,7 +146,7 @@ fn init_logging(format: LogFormat) {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = config::load_global(cli.config.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let engine = || {
-        Engine::new(&EngineOptions { cache_dir: Some(global.cache_dir.clone()) }).context("cannot start the WebAssembly engine")
+        Engine::new(&EngineOptions { cache_dir: Some(global.cache_dir.clone()), kv: None }).context("cannot start the WebAssembly engine")
     };
     match cli.command {
         Command::Validate(args) => validate(&engine()?, &args.paths),

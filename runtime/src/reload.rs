@@ -183,6 +183,15 @@ impl Supervisor {
     /// Parses, compiles and initialises on a blocking thread (compiling is
     /// CPU work; unchanged plugins come from the cache).
     async fn build(&self, pipeline: &Pipeline) -> Result<Blueprint, String> {
+        // Granted KV buckets are mirrored before any instance starts, so
+        // that `init` and the first events already see them.
+        for bucket in pipeline.stages.iter().flat_map(|s| &s.grants.kv) {
+            self.context
+                .kv
+                .mirror(&self.context.nats, bucket, self.context.stop.clone())
+                .await
+                .map_err(|e| format!("{}: {e}", pipeline.file.display()))?;
+        }
         let engine = self.engine.clone();
         let pipeline = pipeline.clone();
         tokio::task::spawn_blocking(move || Blueprint::build(&engine, &pipeline).map(|(b, _)| b).map_err(|e| format!("{}: {e}", pipeline.file.display())))

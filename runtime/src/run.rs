@@ -22,7 +22,7 @@ use crate::config::{self, Global, Pipeline};
 use crate::engine::{Engine, EngineOptions};
 use crate::event::{ErrorKind, Event, headers};
 use crate::metrics::{self, Metrics, PipelineMetrics};
-use crate::nats::{self, Delivery, Nats, Published, Publisher, Source};
+use crate::nats::{self, Delivery, KvMirror, Nats, Published, Publisher, Source};
 use crate::pipeline::{Blueprint, Outcome};
 use crate::pipeline::workers::{Done, Workers};
 use crate::reload::{self, Supervisor};
@@ -63,10 +63,11 @@ pub async fn run(global: &Global, paths: &[PathBuf], shutdown: CancellationToken
         tokio::spawn(metrics::serve(metrics.clone(), listener, endpoint_stop.clone()));
     }
 
-    let engine = Engine::new(&EngineOptions { cache_dir: Some(global.cache_dir.clone()) })?;
     let nats = nats::connect(&global.nats, &shutdown, Some(metrics.clone())).await?;
+    let kv = KvMirror::default();
+    let engine = Engine::new(&EngineOptions { cache_dir: Some(global.cache_dir.clone()), kv: Some(Arc::new(kv.clone())) })?;
     let workers = Arc::new(Workers::start(global.workers)?);
-    let context = Context { nats: nats.clone(), workers: workers.clone(), metrics: metrics.clone() };
+    let context = Context { nats: nats.clone(), workers: workers.clone(), metrics: metrics.clone(), kv, stop: shutdown.clone() };
     let mut supervisor = Supervisor::new(context, engine, paths);
     let report = supervisor.reload().await;
     if !report.failed.is_empty() {
@@ -134,6 +135,10 @@ pub(crate) struct Context {
     pub nats: Nats,
     pub workers: Arc<Workers<Delivery>>,
     pub metrics: Metrics,
+    /// The KV buckets granted to stages, mirrored.
+    pub kv: KvMirror,
+    /// Fires on shutdown.
+    pub stop: CancellationToken,
 }
 
 /// A running pipeline: swap its blueprint, or stop it.

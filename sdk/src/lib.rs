@@ -66,9 +66,9 @@
 //! # Testing without WebAssembly
 //!
 //! Everything here also builds for the host. On a target other than `wasm32`,
-//! the [`log`] macros print to stderr instead of calling weir, so
-//! `cargo test` tests a stage natively; [`testing`] runs a stage the way weir
-//! would.
+//! the [`log`] macros print to stderr instead of calling weir and [`kv`]
+//! reads a test store that [`testing::kv_put`] fills, so `cargo test` tests a
+//! stage natively; [`testing`] runs a stage the way weir would.
 //!
 //! ```
 //! # use weir_sdk::{Config, Error, Event, Output, Stage};
@@ -104,6 +104,7 @@ mod error;
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
 mod event;
+pub mod kv;
 pub mod log;
 mod output;
 mod path;

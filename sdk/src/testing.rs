@@ -133,3 +133,50 @@ pub fn run_one<T: Stage>(config_json: &str, event: Event) -> Outcome {
         .pop()
         .expect("one result for one event")
 }
+
+/// Puts `value` under `key` in the KV bucket `bucket` of the native test
+/// store that [`kv::get`](crate::kv::get) reads on a target other than
+/// `wasm32`, so that a stage's KV lookups can be unit-tested with `cargo
+/// test`.
+///
+/// A bucket counts as granted to the stage once something was put into it;
+/// reading any other bucket is the error weir gives for an ungranted one. The
+/// store is per thread (each test sees only its own puts) and lasts until
+/// [`kv_clear`]. On `wasm32` the store is never read: `kv::get` asks weir.
+///
+/// ```
+/// use weir_sdk::{kv, testing, Config, Error, Event, Output, Stage};
+///
+/// /// Adds the shop's country, looked up in the KV bucket "shops".
+/// struct Country;
+///
+/// impl Stage for Country {
+///     fn init(_: Config) -> Result<Self, String> { Ok(Country) }
+///     fn process(&mut self, event: Event) -> Result<Output, Error> {
+///         let shop = event.header("shop").unwrap_or_default().to_owned();
+///         let country = kv::get("shops", &shop)?.unwrap_or_else(|| b"unknown".to_vec());
+///         Ok(event.with_header("country", String::from_utf8_lossy(&country)).into())
+///     }
+/// }
+///
+/// testing::kv_put("shops", "eu-1", "DE");
+/// let out = testing::run_one::<Country>("{}", Event::new("orders", "").with_header("shop", "eu-1"));
+/// assert_eq!(out.unwrap()[0].header("country"), Some("DE"));
+/// ```
+pub fn kv_put(bucket: &str, key: &str, value: impl Into<Vec<u8>>) {
+    crate::kv::test_put(bucket, key, value.into());
+}
+
+/// Empties the native KV test store of this thread: every bucket then counts
+/// as not granted again.
+///
+/// ```
+/// use weir_sdk::{kv, testing};
+///
+/// testing::kv_put("shops", "eu-1", "DE");
+/// testing::kv_clear();
+/// assert!(kv::get("shops", "eu-1").is_err());
+/// ```
+pub fn kv_clear() {
+    crate::kv::test_clear();
+}

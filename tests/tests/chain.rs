@@ -201,3 +201,36 @@ fn a_ten_mebibyte_payload_passes_through_or_is_refused_cleanly() {
     assert_eq!(d.kind, ErrorKind::Memory, "{d:?}");
     assert_eq!(done(&out[1]).len(), 1, "the small event after it still passes");
 }
+
+#[test]
+fn a_granted_directory_is_readable_read_only_and_nothing_else_is() {
+    let dir = weir_tests::harness::TempDir::new("weir-grant");
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    std::fs::write(models.join("labels.txt"), "shirt,shoe").unwrap();
+    let mut chain = chain(&format!(
+        "{CHAOS}grants = {{ dirs = [{}] }}\n",
+        weir_tests::harness::toml_str(&models.display().to_string())
+    ));
+    let out = chain.process(vec![
+        json("in.x", serde_json::json!({"chaos": "read", "path": "/models/labels.txt"})),
+        json("in.x", serde_json::json!({"chaos": "read", "path": "/etc/hostname"})),
+    ]);
+    assert_eq!(done(&out[0])[0].payload, b"shirt,shoe", "the granted directory is seen at /models");
+    let refused = dead(&out[1]);
+    assert_eq!(refused.kind, ErrorKind::Invalid);
+    assert!(refused.message.starts_with("cannot read /etc/hostname"), "{}", refused.message);
+}
+
+#[test]
+fn kv_reads_need_a_grant_and_weir_run() {
+    let mut granted = chain(&format!("{CHAOS}grants = {{ kv = [\"shops\"] }}\n"));
+    let out = granted.process(vec![
+        json("in.x", serde_json::json!({"chaos": "kv", "bucket": "shops", "key": "s1"})),
+        json("in.x", serde_json::json!({"chaos": "kv", "bucket": "secrets", "key": "s1"})),
+    ]);
+    let no_nats = dead(&out[0]);
+    assert!(no_nats.message.contains("only `weir run` mirrors KV buckets"), "{}", no_nats.message);
+    let ungranted = dead(&out[1]);
+    assert!(ungranted.message.contains("KV bucket \"secrets\" is not granted to stage \"chaos\""), "{}", ungranted.message);
+}

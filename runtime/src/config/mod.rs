@@ -37,7 +37,7 @@ pub use error::{ConfigError, InvalidValue, Location, Snippet};
 pub use global::{Global, MetricsConfig, NatsAuth, NatsConfig, TlsConfig};
 pub use names::Name;
 pub use pipeline::{
-    DeadLetter, Deliver, JetStreamSource, Limits, Pipeline, Sink, Source, StageConfig,
+    DeadLetter, Deliver, Grants, JetStreamSource, Limits, Pipeline, Sink, Source, StageConfig,
 };
 pub use subject::{Subject, SubjectTemplate};
 pub use units::{format_duration, format_size, parse_duration, parse_size};

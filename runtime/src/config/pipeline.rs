@@ -99,8 +99,30 @@ pub struct StageConfig {
     pub limits: Limits,
     /// The stage's `config` table as a JSON object (`{}` when absent), passed to `init`.
     pub config: serde_json::Value,
+    /// What the stage may reach beyond its sandbox.
+    pub grants: Grants,
     /// Where the stage's table starts, for runtime errors about the stage.
     pub location: Location,
+}
+
+/// `grants = { dirs = [...], kv = [...] }`: nothing unless listed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Grants {
+    /// Directories the stage may read (not write), resolved from the
+    /// pipeline file's directory. The stage sees each at
+    /// [`Grants::guest_path`], e.g. `../models` as `/models`.
+    pub dirs: Vec<PathBuf>,
+    /// NATS KV buckets the stage may read with `kv-get`.
+    pub kv: Vec<String>,
+}
+
+impl Grants {
+    /// Where the stage sees the granted directory `dir`: `/` plus its last
+    /// component (`../models` is `/models`), so a plugin's config can name
+    /// files the same way on every machine.
+    pub fn guest_path(dir: &Path) -> String {
+        format!("/{}", dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+    }
 }
 
 /// Per-stage resource limits.
@@ -174,7 +196,17 @@ struct RawStage {
     name: Spanned<Name>,
     plugin: Spanned<String>,
     limits: Option<Table<RawLimits>>,
+    grants: Option<Table<RawGrants>>,
     config: Option<JsonObject>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrants {
+    #[serde(default)]
+    dirs: Vec<Spanned<String>>,
+    #[serde(default)]
+    kv: Vec<NatsName>,
 }
 
 #[derive(Deserialize)]
@@ -335,10 +367,23 @@ impl Raw {
                 timeout: l.timeout.map_or(defaults.timeout, |t| t.0),
                 memory: l.memory.map_or(defaults.memory, |m| m.0),
             });
+            let grants = match raw.grants.map(|g| g.0) {
+                None => Grants::default(),
+                Some(g) => Grants {
+                    dirs: g
+                        .dirs
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, dir)| resolve_dir(dir, index, i, base, source))
+                        .collect::<Result<_, _>>()?,
+                    kv: g.kv.into_iter().map(|b| b.0).collect(),
+                },
+            };
             stages.push(StageConfig {
                 name: stage_name,
                 plugin,
                 limits,
+                grants,
                 config: serde_json::Value::Object(raw.config.map(|c| c.0).unwrap_or_default()),
                 location: source.location(&table_span),
             });
@@ -367,6 +412,21 @@ impl Raw {
 /// exists, so that `weir validate` catches a wrong path before a deploy. Relative to the
 /// file rather than the working directory, so that a pipelines directory can be moved
 /// together with its plugins.
+fn resolve_dir(written: Spanned<String>, stage: usize, index: usize, base: &Path, source: &SourceFile<'_>) -> Result<PathBuf, ConfigError> {
+    let span = written.span();
+    let written = written.into_inner();
+    let dir = base.join(&written);
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    Err(source.error_at(
+        span,
+        format!("stages[{stage}].grants.dirs[{index}]"),
+        format!("directory {written:?} not found (resolved to {})", dir.display()),
+        Some("grant an existing directory; relative paths are resolved from the directory of the pipeline file".to_owned()),
+    ))
+}
+
 fn resolve_plugin(
     written: Spanned<String>,
     index: usize,

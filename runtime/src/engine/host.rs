@@ -32,12 +32,34 @@ pub(crate) struct HostState {
     pub(crate) stderr: Tail,
     label: Arc<StageLabel>,
     logs: LogBudget,
+    /// Buckets this stage was granted, and where to read them.
+    kv: Vec<String>,
+    kv_source: Option<Arc<dyn KvSource>>,
+}
+
+/// Where `kv-get` reads from: weir's in-memory mirror of NATS KV buckets.
+pub trait KvSource: Send + Sync {
+    /// The value of `key` in `bucket`; an error when weir has no copy of
+    /// the bucket.
+    fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, String>;
 }
 
 impl HostState {
-    pub(crate) fn new(label: Arc<StageLabel>, memory_limit: u64) -> Self {
+    pub(crate) fn new(
+        label: Arc<StageLabel>,
+        memory_limit: u64,
+        dirs: &[(std::path::PathBuf, String)],
+        kv: Vec<String>,
+        kv_source: Option<Arc<dyn KvSource>>,
+    ) -> wasmtime::Result<Self> {
         let stderr = Tail::default();
-        let wasi = WasiCtx::builder()
+        let mut builder = WasiCtx::builder();
+        for (host, guest) in dirs {
+            // Read-only: a stage reads its model or reference files, never
+            // writes beside them.
+            builder.preopened_dir(host, guest, wasmtime_wasi::FsPerms::ReadOnly)?;
+        }
+        let wasi = builder
             .stdout(Tail::default())
             .stderr(stderr.clone())
             // No clocks unless granted: a stage reads times from its events.
@@ -47,14 +69,16 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        HostState {
+        Ok(HostState {
             wasi,
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(memory_limit),
             stderr,
             label,
             logs: LogBudget::new(),
-        }
+            kv,
+            kv_source,
+        })
     }
 }
 
@@ -65,6 +89,10 @@ impl WasiView for HostState {
 }
 
 impl host::Host for HostState {
+    fn kv_get(&mut self, bucket: String, key: String) -> Result<Option<Vec<u8>>, String> {
+        self.kv_lookup(&bucket, &key)
+    }
+
     fn log(&mut self, level: Level, message: String) {
         let Some(dropped) = self.logs.take() else { return };
         let label = &self.label;
@@ -83,6 +111,21 @@ impl host::Host for HostState {
 }
 
 impl super::bindings::weir::stage::types::Host for HostState {}
+
+impl HostState {
+    fn kv_lookup(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
+        if !self.kv.iter().any(|b| b == bucket) {
+            return Err(format!(
+                "KV bucket \"{bucket}\" is not granted to stage \"{}\"; add it to the stage's grants = {{ kv = [...] }} in the pipeline TOML",
+                self.label.stage
+            ));
+        }
+        match &self.kv_source {
+            Some(source) => source.get(bucket, key),
+            None => Err(format!("KV bucket \"{bucket}\" is not available here: only `weir run` mirrors KV buckets from NATS")),
+        }
+    }
+}
 
 fn truncate(text: &str, max: usize) -> &str {
     if text.len() <= max {

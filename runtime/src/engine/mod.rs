@@ -26,6 +26,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Store, Trap};
 
 pub use cache::{ContentHash, Origin};
+pub use host::KvSource;
 use cache::CodeCache;
 use host::{HostState, MemoryLimitExceeded, StageLabel};
 
@@ -51,10 +52,19 @@ pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const WORLD: &str = "weir:stage/stage@0.1.0";
 
 /// Options for [`Engine::new`].
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct EngineOptions {
     /// Where compiled code is kept between runs; `None` keeps it in memory only.
     pub cache_dir: Option<PathBuf>,
+    /// Where granted KV buckets are read from (`weir run`'s mirror); `None`
+    /// makes every `kv-get` an error.
+    pub kv: Option<Arc<dyn KvSource>>,
+}
+
+impl std::fmt::Debug for dyn KvSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KvSource")
+    }
 }
 
 /// The shared compiler and linker. Cheap to clone.
@@ -67,6 +77,7 @@ struct Inner {
     engine: wasmtime::Engine,
     linker: Linker<HostState>,
     cache: CodeCache,
+    kv: Option<Arc<dyn KvSource>>,
 }
 
 impl Engine {
@@ -94,7 +105,7 @@ impl Engine {
         })?;
 
         let cache = CodeCache::new(&engine, options.cache_dir.as_deref());
-        Ok(Engine { inner: Arc::new(Inner { engine, linker, cache }) })
+        Ok(Engine { inner: Arc::new(Inner { engine, linker, cache, kv: options.kv.clone() }) })
     }
 
     /// Loads the plugin at `path`: reads it, compiles it (or takes it from the
@@ -126,7 +137,7 @@ impl Engine {
             .map_err(|e| LoadError::Imports { path: path.clone(), message: chain(&e) })?;
         let pre = bindings::StagePre::new(pre)
             .map_err(|e| LoadError::WrongWorld { path: path.clone(), message: chain(&e) })?;
-        Ok(Plugin { pre, hash, path: path.into(), origin })
+        Ok(Plugin { pre, hash, path: path.into(), origin, kv: self.inner.kv.clone() })
     }
 }
 
@@ -138,6 +149,7 @@ pub struct Plugin {
     hash: ContentHash,
     path: Arc<Path>,
     origin: Origin,
+    kv: Option<Arc<dyn KvSource>>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -159,6 +171,10 @@ pub struct StageSpec {
     pub memory: u64,
     /// The stage's config table as JSON, passed to `init`.
     pub config: String,
+    /// Granted directories: (host path, path the stage sees), read-only.
+    pub dirs: Vec<(PathBuf, String)>,
+    /// Granted KV buckets.
+    pub kv: Vec<String>,
 }
 
 impl Plugin {
@@ -180,7 +196,9 @@ impl Plugin {
     /// A fresh instance with `init` already run.
     pub fn instantiate(&self, spec: &StageSpec) -> Result<Instance, InitError> {
         let label = Arc::new(StageLabel { pipeline: spec.pipeline.clone(), stage: spec.stage.clone() });
-        let mut store = Store::new(self.pre.engine(), HostState::new(label, spec.memory));
+        let state = HostState::new(label, spec.memory, &spec.dirs, spec.kv.clone(), self.kv.clone())
+            .map_err(|e| InitError::Instantiate(format!("cannot grant a directory: {}", chain(&e))))?;
+        let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(ticks(INIT_TIMEOUT));
         let bindings = match self.pre.instantiate(&mut store) {

@@ -9,6 +9,7 @@
 //!   input is acknowledged only after everything it produced was published.
 
 mod connect;
+mod kv;
 mod service;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use futures::{FutureExt as _, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 
 pub use connect::{ConnectError, connect};
+pub use kv::KvMirror;
 pub use service::{PipelineStatus, ReloadRequest, SharedStatus, start_service};
 
 use crate::config::{self, Deliver};

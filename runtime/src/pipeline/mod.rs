@@ -103,6 +103,8 @@ impl Blueprint {
                 timeout: stage.limits.timeout,
                 memory: stage.limits.memory,
                 config: stage.config.to_string(),
+                dirs: stage.grants.dirs.iter().map(|d| (d.clone(), config::Grants::guest_path(d))).collect(),
+                kv: stage.grants.kv.clone(),
             };
             plugin.instantiate(&spec).map_err(|e| fail(e.into()))?;
             reports.push(StageReport {
