@@ -20,6 +20,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("ROUTER", "weir-router", "plugins/router"),
     ("NOOP", "weir-noop", "plugins/noop"),
     ("JSON_MAP", "weir-json-map", "plugins/json-map"),
+    ("BI_ENRICH", "weir-bi-enrich", "plugins/bi-enrich"),
     ("CHAOS", "weir-fixture-chaos", "tests/fixtures/chaos"),
 ];
 

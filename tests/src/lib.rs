@@ -20,7 +20,7 @@ mod tests {
 
     #[test]
     fn every_plugin_is_a_webassembly_component() {
-        for path in [plugins::FILTER, plugins::ROUTER, plugins::NOOP, plugins::JSON_MAP, plugins::CHAOS] {
+        for path in [plugins::FILTER, plugins::ROUTER, plugins::NOOP, plugins::JSON_MAP, plugins::BI_ENRICH, plugins::CHAOS] {
             let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
             assert_eq!(bytes[..8], *b"\0asm\x0d\x00\x01\x00", "{path} is not a component");
         }

@@ -71,3 +71,50 @@ async fn stages_read_granted_kv_buckets_live_and_nothing_else() {
     let error = header(&refused[0], "weir-error").unwrap_or_default();
     assert!(error.contains("KV bucket \"secrets\" is not granted to stage \"lookup\""), "{error}");
 }
+
+/// bi-enrich against real KV buckets: shop attributes, the price in the
+/// reporting currency, date dimensions and the device, all in one event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bi_enrich_joins_events_with_kv_reference_data() {
+    let server = NatsServer::new();
+    let (client, js) = server.jetstream().await;
+    for bucket in ["shops", "rates"] {
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: format!("KV_{bucket}"),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
+        .expect("create a KV bucket's stream");
+    }
+    let shops = js.get_key_value("shops").await.expect("shops");
+    let rates = js.get_key_value("rates").await.expect("rates");
+    shops.put("s-1", r#"{"name":"Northwind","country":"DE","commission_rate":0.1}"#.into()).await.expect("put");
+    rates.put("USD", r#"{"rate":0.5}"#.into()).await.expect("put");
+    let pipeline = format!(
+        "name = \"bi\"\n[source]\nsubject = \"in.>\"\n[[stages]]\nname = \"enrich\"\nplugin = {}\ngrants = {{ kv = [\"shops\", \"rates\"] }}\n[sink]\nsubject = \"out\"\n[dead_letter]\nsubject = \"dlq\"\n",
+        toml_str(plugins::BI_ENRICH)
+    );
+    let _weir = Weir::builder(&server).pipeline("bi.toml", &pipeline).start();
+    let mut out = subscribe(&client, "out").await;
+    let event = json!({
+        "shop_id": "s-1", "price": 30.0, "currency": "USD", "ts": "2026-11-26T10:15:00Z",
+        "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
+    });
+    publish(&client, "in.view", test_headers(1), serde_json::to_vec(&event).unwrap()).await;
+    let got = collect(&mut out, 1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1, "one enriched event");
+    let body = json(&got[0]);
+    assert_eq!(body["shop"]["name"], "Northwind");
+    assert_eq!(body["price_reporting"], 15.0);
+    assert_eq!(body["reporting_currency"], "EUR");
+    assert_eq!(body["commission"], 1.5);
+    assert_eq!(body["date"]["iso_week"], "2026-W48");
+    assert_eq!(body["date"]["weekday"], "Thursday");
+    assert_eq!(body["device"]["class"], "desktop");
+    assert_eq!(body["device"]["browser"], "Chrome");
+}

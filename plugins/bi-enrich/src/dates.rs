@@ -1,0 +1,352 @@
+//! Date dimensions from an RFC 3339 timestamp, without a date crate.
+//!
+//! The timestamp is parsed into whole seconds since the Unix epoch (UTC); a
+//! numeric offset (`+02:00`) is applied, so every dimension is in UTC. Days
+//! are converted with Howard Hinnant's `civil_from_days` / `days_from_civil`
+//! algorithms (proleptic Gregorian calendar), and the ISO 8601 week is the
+//! week of the Thursday of the same Monday-to-Sunday week.
+
+/// The date dimensions of one timestamp, all in UTC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DateDims {
+    /// `2026-11-26`
+    pub day: String,
+    /// `2026-W48` (ISO 8601 week-numbering year and week)
+    pub iso_week: String,
+    /// 0..=23
+    pub hour: u32,
+    /// `Monday` .. `Sunday`
+    pub weekday: &'static str,
+}
+
+const WEEKDAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+
+/// Parses an RFC 3339 timestamp (`2026-11-26T10:15:00Z`,
+/// `2026-11-26T10:15:00.123+01:00`) and returns its UTC date dimensions.
+/// The error says what is wrong with the text.
+pub fn dims(ts: &str) -> Result<DateDims, String> {
+    let seconds = parse_rfc3339(ts)?;
+    Ok(dims_from_unix(seconds))
+}
+
+/// The date dimensions of a Unix time in seconds.
+pub fn dims_from_unix(seconds: i64) -> DateDims {
+    let days = seconds.div_euclid(86_400);
+    let hour = (seconds.rem_euclid(86_400) / 3600) as u32;
+    let (y, m, d) = civil_from_days(days);
+    let weekday = iso_weekday(days); // 1 = Monday
+    let (week_year, week) = iso_week(days);
+    DateDims {
+        day: format!("{y:04}-{m:02}-{d:02}"),
+        iso_week: format!("{week_year:04}-W{week:02}"),
+        hour,
+        weekday: WEEKDAYS[(weekday - 1) as usize],
+    }
+}
+
+/// Seconds since 1970-01-01T00:00:00Z of an RFC 3339 date-time.
+pub fn parse_rfc3339(ts: &str) -> Result<i64, String> {
+    let b = ts.as_bytes();
+    // YYYY-MM-DDTHH:MM:SS is 19 bytes; then fraction, then Z or ±HH:MM.
+    if b.len() < 20 {
+        return Err("too short for an RFC 3339 date-time (e.g. 2026-11-26T10:15:00Z)".into());
+    }
+    let sep = |i: usize, expected: &[u8]| -> Result<(), String> {
+        if expected.contains(&b[i]) {
+            Ok(())
+        } else {
+            Err(format!(
+                "expected {:?} at position {i}",
+                expected.iter().map(|&c| c as char).collect::<String>()
+            ))
+        }
+    };
+    sep(4, b"-")?;
+    sep(7, b"-")?;
+    sep(10, b"Tt ")?;
+    sep(13, b":")?;
+    sep(16, b":")?;
+    let year = digits(b, 0, 4)? as i64;
+    let month = digits(b, 5, 2)?;
+    let day = digits(b, 8, 2)?;
+    let hour = digits(b, 11, 2)?;
+    let minute = digits(b, 14, 2)?;
+    let second = digits(b, 17, 2)?;
+    if !(1..=12).contains(&month) {
+        return Err(format!("month {month} is out of range"));
+    }
+    if day == 0 || day > days_in_month(year, month) {
+        return Err(format!(
+            "day {day} is out of range for {year:04}-{month:02}"
+        ));
+    }
+    if hour > 23 || minute > 59 || second > 60 {
+        return Err(format!(
+            "time {hour:02}:{minute:02}:{second:02} is out of range"
+        ));
+    }
+    // Optional fraction of a second: ignored, dimensions are coarser.
+    let mut i = 19;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return Err("empty fraction of a second".into());
+        }
+    }
+    let offset_seconds = match &b[i..] {
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let hours = digits(b, i + 1, 2)?;
+            let minutes = digits(b, i + 4, 2)?;
+            if hours > 23 || minutes > 59 {
+                return Err("time zone offset is out of range".into());
+            }
+            let offset = i64::from(hours * 3600 + minutes * 60);
+            if *sign == b'-' { -offset } else { offset }
+        }
+        [] => return Err("no time zone (add Z for UTC)".into()),
+        _ => return Err(format!("unexpected text {:?} after the time", &ts[i..])),
+    };
+    let days = days_from_civil(year, month, day);
+    // A leap second (:60) counts as the next second.
+    let local = days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second);
+    Ok(local - offset_seconds)
+}
+
+fn digits(b: &[u8], start: usize, len: usize) -> Result<u32, String> {
+    let mut n = 0u32;
+    for i in start..start + len {
+        match b.get(i) {
+            Some(c) if c.is_ascii_digit() => n = n * 10 + u32::from(c - b'0'),
+            _ => return Err(format!("expected a digit at position {i}")),
+        }
+    }
+    Ok(n)
+}
+
+fn is_leap(year: i64) -> bool {
+    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+}
+
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        2 if is_leap(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Hinnant).
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400; // [0, 399]
+    let m = i64::from(month);
+    let mp = if m > 2 { m - 3 } else { m + 9 }; // March = 0
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1; // [0, 365]
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy; // [0, 146096]
+    era * 146_097 + doe - 719_468
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Hinnant).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097; // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11]
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// ISO weekday of a day count: 1 = Monday .. 7 = Sunday (1970-01-01 was a
+/// Thursday).
+fn iso_weekday(days: i64) -> i64 {
+    (days + 3).rem_euclid(7) + 1
+}
+
+/// ISO 8601 (week-numbering year, week) of a day count: the week belongs to
+/// the year of its Thursday, and week 1 is the week with the year's first
+/// Thursday.
+fn iso_week(days: i64) -> (i64, i64) {
+    let thursday = days - iso_weekday(days) + 4;
+    let (year, _, _) = civil_from_days(thursday);
+    let ordinal = thursday - days_from_civil(year, 1, 1); // 0-based
+    (year, ordinal / 7 + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(ts: &str, day: &str, week: &str, hour: u32, weekday: &str) {
+        let d = dims(ts).unwrap_or_else(|e| panic!("{ts}: {e}"));
+        assert_eq!(
+            (d.day.as_str(), d.iso_week.as_str(), d.hour, d.weekday),
+            (day, week, hour, weekday),
+            "{ts}"
+        );
+    }
+
+    #[test]
+    fn known_dates() {
+        check(
+            "2026-11-26T10:15:00Z",
+            "2026-11-26",
+            "2026-W48",
+            10,
+            "Thursday",
+        );
+        check(
+            "2021-01-03T00:00:00Z",
+            "2021-01-03",
+            "2020-W53",
+            0,
+            "Sunday",
+        );
+        check(
+            "2024-12-30T23:59:59Z",
+            "2024-12-30",
+            "2025-W01",
+            23,
+            "Monday",
+        );
+        check(
+            "1970-01-01T00:00:00Z",
+            "1970-01-01",
+            "1970-W01",
+            0,
+            "Thursday",
+        );
+        check(
+            "2000-02-29T12:00:00Z",
+            "2000-02-29",
+            "2000-W09",
+            12,
+            "Tuesday",
+        );
+        check(
+            "2008-12-29T05:00:00Z",
+            "2008-12-29",
+            "2009-W01",
+            5,
+            "Monday",
+        );
+        check(
+            "2010-01-03T05:00:00Z",
+            "2010-01-03",
+            "2009-W53",
+            5,
+            "Sunday",
+        );
+        check(
+            "2023-01-01T05:00:00Z",
+            "2023-01-01",
+            "2022-W52",
+            5,
+            "Sunday",
+        );
+        check(
+            "2026-01-01T05:00:00Z",
+            "2026-01-01",
+            "2026-W01",
+            5,
+            "Thursday",
+        );
+        check(
+            "1969-12-31T23:00:00Z",
+            "1969-12-31",
+            "1970-W01",
+            23,
+            "Wednesday",
+        );
+    }
+
+    #[test]
+    fn fractions_and_offsets_are_converted_to_utc() {
+        check(
+            "2026-11-26T10:15:00.123456Z",
+            "2026-11-26",
+            "2026-W48",
+            10,
+            "Thursday",
+        );
+        // 00:30 in Berlin (+01:00) is 23:30 UTC the day before.
+        check(
+            "2026-11-27T00:30:00+01:00",
+            "2026-11-26",
+            "2026-W48",
+            23,
+            "Thursday",
+        );
+        check(
+            "2026-11-26T22:30:00-02:00",
+            "2026-11-27",
+            "2026-W48",
+            0,
+            "Friday",
+        );
+        check(
+            "2026-11-26t10:15:00z",
+            "2026-11-26",
+            "2026-W48",
+            10,
+            "Thursday",
+        );
+    }
+
+    #[test]
+    fn civil_round_trip() {
+        for days in (-800_000..800_000).step_by(97) {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(parse_rfc3339("2026-11-26T10:15:00Z"), Ok(1_795_688_100));
+    }
+
+    #[test]
+    fn bad_timestamps() {
+        let err = |ts: &str| parse_rfc3339(ts).unwrap_err();
+        assert_eq!(
+            err("2026-11-26"),
+            "too short for an RFC 3339 date-time (e.g. 2026-11-26T10:15:00Z)"
+        );
+        assert_eq!(err("2026-13-01T00:00:00Z"), "month 13 is out of range");
+        assert_eq!(
+            err("2025-02-29T00:00:00Z"),
+            "day 29 is out of range for 2025-02"
+        );
+        assert_eq!(err("2026-11-26T24:00:00Z"), "time 24:00:00 is out of range");
+        assert_eq!(
+            err("2026-11-26T10:15:00"),
+            "too short for an RFC 3339 date-time (e.g. 2026-11-26T10:15:00Z)"
+        );
+        assert_eq!(err("2026-11-26T10:15:00.Z"), "empty fraction of a second");
+        assert_eq!(err("2026-11-26T10:15:00.5"), "no time zone (add Z for UTC)");
+        assert_eq!(
+            err("2026-11-26T10:15:00+0100"),
+            "unexpected text \"+0100\" after the time"
+        );
+        assert_eq!(err("2026/11/26T10:15:00Z"), "expected \"-\" at position 4");
+        assert_eq!(
+            err("2026-1x-26T10:15:00Z"),
+            "expected a digit at position 6"
+        );
+    }
+}

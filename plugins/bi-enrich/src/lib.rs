@@ -1,0 +1,620 @@
+//! `bi-enrich`: joins events with reference data for BI.
+//!
+//! ```toml
+//! [[stages]]
+//! name = "enrich"
+//! plugin = "../plugins/bi-enrich.wasm"
+//! grants = { kv = ["shops", "rates"] }
+//! config = { reporting_currency = "EUR", on_missing = "mark" }
+//! ```
+//!
+//! Every key is optional; the defaults are:
+//!
+//! ```toml
+//! shops_bucket = "shops"          # KV: shop id -> {"name", "country", "commission_rate"}
+//! rates_bucket = "rates"          # KV: currency -> {"rate": f64}, 1 unit = rate reporting units
+//! reporting_currency = "EUR"      # needs no rate
+//! on_missing = "mark"             # or "dead-letter"
+//! fields = { shop_id = "shop_id", price = "price", currency = "currency",
+//!            ts = "ts", user_agent = "user_agent" }   # dotted paths allowed
+//! ```
+//!
+//! The event payload is a JSON object; the stage adds
+//!
+//! ```json
+//! { "shop": { "name": "Shop", "country": "DE", "commission_rate": 0.1 },
+//!   "price_reporting": 11.5, "reporting_currency": "EUR", "commission": 1.15,
+//!   "date": { "day": "2026-11-26", "iso_week": "2026-W48", "hour": 10, "weekday": "Thursday" },
+//!   "device": { "class": "desktop", "browser": "Chrome" } }
+//! ```
+//!
+//! Amounts are rounded to 2 decimals. Date dimensions are in UTC (see
+//! [`dates`]); device classes come from the `woothee` parser (see [`agent`]).
+//!
+//! Missing reference data (the shop is not in KV, or there is no rate for
+//! the currency): with `on_missing = "mark"` the event passes with
+//! `"enrichment_missing": ["shop", "rate"]` naming what was missing (and
+//! without the fields that needed it: `shop` and `commission`, or
+//! `price_reporting`, `reporting_currency` and `commission`); with
+//! `"dead-letter"` it is refused as invalid with the reason. An event
+//! without one of the five fields, or with a malformed one (a `shop_id`
+//! that is not a string or integer, a `price` that is not a number, a `ts`
+//! that is not RFC 3339), or a payload that is not a JSON object, is always
+//! refused as invalid, naming the field. A KV value of the wrong shape is
+//! refused as invalid too.
+
+pub mod agent;
+pub mod dates;
+
+use serde::{Deserialize, Serialize};
+use weir_sdk::serde_json::{self, Map, Value, json};
+use weir_sdk::{Config, Error, Event, Output, Path, Stage, kv};
+
+/// What to do when reference data is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnMissing {
+    /// Pass the event on with `enrichment_missing`.
+    #[default]
+    Mark,
+    /// Refuse the event as invalid (it goes to the dead-letter subject).
+    DeadLetter,
+}
+
+/// Where the stage reads the event's fields.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Fields {
+    /// The shop id, looked up in `shops_bucket`.
+    pub shop_id: Path,
+    /// The price, a number in `currency`.
+    pub price: Path,
+    /// The currency of the price, looked up in `rates_bucket`.
+    pub currency: Path,
+    /// The event time, RFC 3339.
+    pub ts: Path,
+    /// The user agent string.
+    pub user_agent: Path,
+}
+
+impl Default for Fields {
+    fn default() -> Fields {
+        let path = |name: &str| Path::parse(name).expect("a valid default path");
+        Fields {
+            shop_id: path("shop_id"),
+            price: path("price"),
+            currency: path("currency"),
+            ts: path("ts"),
+            user_agent: path("user_agent"),
+        }
+    }
+}
+
+/// The stage's configuration, parsed once in `init`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// KV bucket of the shops.
+    pub shops_bucket: String,
+    /// KV bucket of the exchange rates.
+    pub rates_bucket: String,
+    /// The currency prices are converted to.
+    pub reporting_currency: String,
+    /// What to do when reference data is missing.
+    pub on_missing: OnMissing,
+    /// The event's field names.
+    pub fields: Fields,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            shops_bucket: "shops".into(),
+            rates_bucket: "rates".into(),
+            reporting_currency: "EUR".into(),
+            on_missing: OnMissing::Mark,
+            fields: Fields::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Parses and checks the stage's configuration.
+    pub fn from_config(config: &Config) -> Result<Settings, String> {
+        let settings: Settings = config.parse()?;
+        for (key, value) in [
+            ("shops_bucket", &settings.shops_bucket),
+            ("rates_bucket", &settings.rates_bucket),
+            ("reporting_currency", &settings.reporting_currency),
+        ] {
+            if value.trim().is_empty() {
+                return Err(format!("config.{key}: must not be empty"));
+            }
+        }
+        Ok(settings)
+    }
+}
+
+/// A shop's reference data, the value in `shops_bucket`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Shop {
+    /// Display name.
+    pub name: String,
+    /// Country code.
+    pub country: String,
+    /// Share of the price that is commission, e.g. 0.1.
+    pub commission_rate: f64,
+}
+
+/// An exchange rate, the value in `rates_bucket`.
+#[derive(Deserialize)]
+struct Rate {
+    rate: f64,
+}
+
+/// A KV lookup: `(bucket, key)` to the value, `Ok(None)` when there is no
+/// such key, `Err` when the bucket cannot be read.
+pub type Lookup<'a> = dyn Fn(&str, &str) -> Result<Option<Vec<u8>>, String> + 'a;
+
+/// Enriches one JSON payload: the whole per-event work of the stage, public
+/// so that a native benchmark runs exactly this code with its own `lookup`.
+pub fn enrich(settings: &Settings, payload: &[u8], lookup: &Lookup<'_>) -> Result<Vec<u8>, Error> {
+    let mut event: Value = serde_json::from_slice(payload)?;
+    if !event.is_object() {
+        return Err(Error::invalid("payload is not a JSON object"));
+    }
+    let f = &settings.fields;
+
+    // The event's own fields: any problem refuses the event.
+    let shop_id = match f.shop_id.get(&event) {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+        other => return Err(field_error(&f.shop_id, other, "a non-empty string")),
+    };
+    let price = match f.price.get(&event) {
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+        other => return Err(field_error(&f.price, other, "a number")),
+    };
+    let currency = match f.currency.get(&event) {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        other => return Err(field_error(&f.currency, other, "a currency code")),
+    };
+    let date = match f.ts.get(&event) {
+        Some(Value::String(s)) => dates::dims(s).map_err(|reason| {
+            Error::invalid(format!(
+                "field \"{}\": {s:?} is not an RFC 3339 timestamp: {reason}",
+                f.ts
+            ))
+        })?,
+        other => return Err(field_error(&f.ts, other, "an RFC 3339 timestamp string")),
+    };
+    let device = match f.user_agent.get(&event) {
+        Some(Value::String(s)) => agent::classify(s),
+        other => return Err(field_error(&f.user_agent, other, "a user agent string")),
+    };
+
+    // Reference data.
+    let shop: Option<Shop> = read_json(lookup, &settings.shops_bucket, &shop_id)?;
+    let rate = if currency == settings.reporting_currency {
+        Some(1.0)
+    } else {
+        let rate: Option<Rate> = read_json(lookup, &settings.rates_bucket, &currency)?;
+        match rate {
+            Some(Rate { rate }) if rate.is_finite() && rate > 0.0 => Some(rate),
+            Some(Rate { rate }) => {
+                return Err(Error::invalid(format!(
+                    "kv value {}/{currency} has rate {rate}, expected a positive number",
+                    settings.rates_bucket
+                )));
+            }
+            None => None,
+        }
+    };
+
+    let mut missing = Vec::new();
+    if shop.is_none() {
+        missing.push("shop");
+    }
+    if rate.is_none() {
+        missing.push("rate");
+    }
+    if !missing.is_empty() && settings.on_missing == OnMissing::DeadLetter {
+        let mut reasons = Vec::new();
+        if shop.is_none() {
+            reasons.push(format!(
+                "shop {shop_id:?} not found in KV bucket {:?}",
+                settings.shops_bucket
+            ));
+        }
+        if rate.is_none() {
+            reasons.push(format!(
+                "no rate for currency {currency:?} in KV bucket {:?}",
+                settings.rates_bucket
+            ));
+        }
+        return Err(Error::invalid(reasons.join("; ")));
+    }
+
+    let object: &mut Map<String, Value> = event.as_object_mut().expect("checked above");
+    let price_reporting = rate.map(|rate| round2(price * rate));
+    if let Some(price_reporting) = price_reporting {
+        object.insert("price_reporting".into(), json!(price_reporting));
+        object.insert(
+            "reporting_currency".into(),
+            Value::String(settings.reporting_currency.clone()),
+        );
+    }
+    if let Some(shop) = shop {
+        if let Some(price_reporting) = price_reporting {
+            object.insert(
+                "commission".into(),
+                json!(round2(price_reporting * shop.commission_rate)),
+            );
+        }
+        object.insert("shop".into(), json!(shop));
+    }
+    object.insert(
+        "date".into(),
+        json!({
+            "day": date.day,
+            "iso_week": date.iso_week,
+            "hour": date.hour,
+            "weekday": date.weekday,
+        }),
+    );
+    object.insert(
+        "device".into(),
+        json!({ "class": device.class, "browser": device.browser }),
+    );
+    if !missing.is_empty() {
+        object.insert("enrichment_missing".into(), json!(missing));
+    }
+    serde_json::to_vec(&event).map_err(|e| Error::invalid(format!("cannot write the payload: {e}")))
+}
+
+/// Rounds to 2 decimals (cents).
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn field_error(path: &Path, found: Option<&Value>, expected: &str) -> Error {
+    match found {
+        None | Some(Value::Null) => Error::invalid(format!("missing field \"{path}\"")),
+        Some(value) => Error::invalid(format!(
+            "field \"{path}\": expected {expected}, found {value}"
+        )),
+    }
+}
+
+/// Looks `key` up in `bucket` and reads the value as JSON of type `T`.
+fn read_json<T: serde::de::DeserializeOwned>(
+    lookup: &Lookup<'_>,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<T>, Error> {
+    let Some(bytes) = lookup(bucket, key).map_err(Error::invalid)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        Error::invalid(format!(
+            "kv value {bucket}/{key} is not of the expected shape: {e}"
+        ))
+    })
+}
+
+/// The stage: [`enrich`] with the KV buckets that weir grants.
+pub struct BiEnrich {
+    settings: Settings,
+}
+
+impl Stage for BiEnrich {
+    fn init(config: Config) -> Result<Self, String> {
+        Ok(BiEnrich {
+            settings: Settings::from_config(&config)?,
+        })
+    }
+
+    fn process(&mut self, event: Event) -> Result<Output, Error> {
+        let lookup =
+            |bucket: &str, key: &str| kv::get(bucket, key).map_err(|e| e.message().to_owned());
+        let payload = enrich(&self.settings, &event.payload, &lookup)?;
+        Ok(Output::One(event.with_payload(payload)))
+    }
+}
+
+weir_sdk::export_stage!(BiEnrich);
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use weir_sdk::serde_json::{self, Value, json};
+    use weir_sdk::{Error, Event, testing};
+
+    use super::{BiEnrich, Settings, enrich};
+
+    const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+    const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1";
+
+    fn order(shop: &str, price: f64, currency: &str) -> Value {
+        json!({
+            "id": 1, "shop_id": shop, "price": price, "currency": currency,
+            "ts": "2026-11-26T10:15:00Z", "user_agent": CHROME,
+        })
+    }
+
+    fn fill_kv() {
+        testing::kv_clear();
+        testing::kv_put(
+            "shops",
+            "s-1",
+            r#"{"name":"Shop One","country":"DE","commission_rate":0.1}"#,
+        );
+        testing::kv_put("rates", "USD", r#"{"rate":0.92}"#);
+    }
+
+    /// Runs the stage (through the SDK, with the native KV store) on one payload.
+    fn run(config: &str, payload: &Value) -> Result<Value, Error> {
+        let event = Event::new("orders", payload.to_string());
+        let mut out = testing::run_one::<BiEnrich>(config, event)?;
+        assert_eq!(out.len(), 1);
+        Ok(serde_json::from_slice(&out.pop().unwrap().payload).unwrap())
+    }
+
+    fn invalid(config: &str, payload: &Value) -> String {
+        let error = run(config, payload).unwrap_err();
+        assert!(error.is_invalid());
+        error.message().to_owned()
+    }
+
+    #[test]
+    fn enriches_a_full_event() {
+        fill_kv();
+        let out = run("{}", &order("s-1", 12.5, "USD")).unwrap();
+        assert_eq!(
+            out,
+            json!({
+                "id": 1, "shop_id": "s-1", "price": 12.5, "currency": "USD",
+                "ts": "2026-11-26T10:15:00Z", "user_agent": CHROME,
+                "shop": { "name": "Shop One", "country": "DE", "commission_rate": 0.1 },
+                "price_reporting": 11.5, "reporting_currency": "EUR", "commission": 1.15,
+                "date": { "day": "2026-11-26", "iso_week": "2026-W48", "hour": 10, "weekday": "Thursday" },
+                "device": { "class": "desktop", "browser": "Chrome" },
+            })
+        );
+    }
+
+    #[test]
+    fn reporting_currency_needs_no_rate() {
+        testing::kv_clear();
+        testing::kv_put(
+            "shops",
+            "s-1",
+            r#"{"name":"S","country":"FR","commission_rate":0.2}"#,
+        );
+        testing::kv_put("rates", "USD", r#"{"rate":0.92}"#); // no EUR entry
+        let out = run("{}", &order("s-1", 10.005, "EUR")).unwrap();
+        assert_eq!(out["price_reporting"], json!(10.01));
+        assert_eq!(out["commission"], json!(2.0));
+        assert_eq!(out.get("enrichment_missing"), None);
+        // Another reporting currency, from config.
+        testing::kv_put("rates", "EUR", r#"{"rate":1.087}"#);
+        let out = run(
+            r#"{"reporting_currency": "USD"}"#,
+            &order("s-1", 100.0, "EUR"),
+        )
+        .unwrap();
+        assert_eq!(
+            (&out["price_reporting"], &out["reporting_currency"]),
+            (&json!(108.7), &json!("USD"))
+        );
+    }
+
+    #[test]
+    fn missing_shop_is_marked_by_default() {
+        fill_kv();
+        let out = run("{}", &order("s-9", 10.0, "USD")).unwrap();
+        assert_eq!(out["enrichment_missing"], json!(["shop"]));
+        assert_eq!(out.get("shop"), None);
+        assert_eq!(out.get("commission"), None);
+        assert_eq!(out["price_reporting"], json!(9.2));
+        assert_eq!(out["device"]["class"], json!("desktop"));
+    }
+
+    #[test]
+    fn missing_shop_can_be_dead_lettered() {
+        fill_kv();
+        let config = r#"{"on_missing": "dead-letter"}"#;
+        assert_eq!(
+            invalid(config, &order("s-9", 10.0, "USD")),
+            r#"shop "s-9" not found in KV bucket "shops""#
+        );
+        assert!(run(config, &order("s-1", 10.0, "USD")).is_ok());
+    }
+
+    #[test]
+    fn missing_rate() {
+        fill_kv();
+        let out = run("{}", &order("s-1", 10.0, "JPY")).unwrap();
+        assert_eq!(out["enrichment_missing"], json!(["rate"]));
+        assert_eq!(out.get("price_reporting"), None);
+        assert_eq!(out.get("commission"), None);
+        assert_eq!(out["shop"]["country"], json!("DE"));
+
+        let out = run("{}", &order("s-9", 10.0, "JPY")).unwrap();
+        assert_eq!(out["enrichment_missing"], json!(["shop", "rate"]));
+
+        let config = r#"{"on_missing": "dead-letter"}"#;
+        assert_eq!(
+            invalid(config, &order("s-1", 10.0, "JPY")),
+            r#"no rate for currency "JPY" in KV bucket "rates""#
+        );
+        assert_eq!(
+            invalid(config, &order("s-9", 10.0, "JPY")),
+            r#"shop "s-9" not found in KV bucket "shops"; no rate for currency "JPY" in KV bucket "rates""#
+        );
+    }
+
+    #[test]
+    fn bad_events_are_invalid() {
+        fill_kv();
+        let with = |key: &str, value: Value| {
+            let mut event = order("s-1", 10.0, "USD");
+            event[key] = value;
+            event
+        };
+        let without = |key: &str| {
+            let mut event = order("s-1", 10.0, "USD");
+            event.as_object_mut().unwrap().remove(key);
+            event
+        };
+        assert_eq!(
+            invalid("{}", &without("shop_id")),
+            r#"missing field "shop_id""#
+        );
+        assert_eq!(
+            invalid("{}", &without("user_agent")),
+            r#"missing field "user_agent""#
+        );
+        assert_eq!(
+            invalid("{}", &with("price", json!("12.5"))),
+            r#"field "price": expected a number, found "12.5""#
+        );
+        assert_eq!(
+            invalid("{}", &with("ts", json!("2026-11-31T10:00:00Z"))),
+            r#"field "ts": "2026-11-31T10:00:00Z" is not an RFC 3339 timestamp: day 31 is out of range for 2026-11"#
+        );
+        assert_eq!(
+            invalid("{}", &with("ts", json!(1_795_688_100))),
+            r#"field "ts": expected an RFC 3339 timestamp string, found 1795688100"#
+        );
+        assert_eq!(invalid("{}", &json!([1])), "payload is not a JSON object");
+        let error = testing::run_one::<BiEnrich>("{}", Event::new("orders", "{oops")).unwrap_err();
+        assert!(error.message().starts_with("payload is not valid JSON: "));
+        // Broken reference data is invalid too, whatever on_missing says.
+        testing::kv_put("shops", "s-2", r#"{"name":"S"}"#);
+        assert!(
+            invalid("{}", &order("s-2", 1.0, "USD"))
+                .starts_with("kv value shops/s-2 is not of the expected shape: ")
+        );
+    }
+
+    #[test]
+    fn date_dimensions_and_devices() {
+        fill_kv();
+        let mut event = order("s-1", 1.0, "EUR");
+        event["ts"] = json!("2021-01-03T23:59:59Z");
+        event["user_agent"] = json!(IPHONE);
+        let out = run("{}", &event).unwrap();
+        assert_eq!(
+            out["date"],
+            json!({ "day": "2021-01-03", "iso_week": "2020-W53", "hour": 23, "weekday": "Sunday" })
+        );
+        assert_eq!(
+            out["device"],
+            json!({ "class": "mobile", "browser": "Safari" })
+        );
+
+        event["ts"] = json!("2024-12-30T00:00:00Z");
+        event["user_agent"] =
+            json!("Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)");
+        let out = run("{}", &event).unwrap();
+        assert_eq!(
+            out["date"],
+            json!({ "day": "2024-12-30", "iso_week": "2025-W01", "hour": 0, "weekday": "Monday" })
+        );
+        assert_eq!(out["device"], json!({ "class": "bot", "browser": "other" }));
+    }
+
+    #[test]
+    fn field_names_and_buckets_are_configurable() {
+        testing::kv_clear();
+        testing::kv_put(
+            "partners",
+            "7",
+            r#"{"name":"P","country":"AT","commission_rate":0.05}"#,
+        );
+        testing::kv_put("fx", "CHF", r#"{"rate":1.05}"#);
+        let config = r#"{"shops_bucket": "partners", "rates_bucket": "fx",
+            "fields": {"shop_id": "partner.id", "price": "amount", "currency": "cur", "ts": "at", "user_agent": "ua"}}"#;
+        let event = json!({ "partner": { "id": 7 }, "amount": 20, "cur": "CHF", "at": "2026-11-26T10:15:00Z", "ua": "" });
+        let out = run(config, &event).unwrap();
+        assert_eq!(out["shop"]["country"], json!("AT"));
+        assert_eq!(out["price_reporting"], json!(21.0));
+        assert_eq!(out["commission"], json!(1.05));
+        assert_eq!(
+            out["device"],
+            json!({ "class": "unknown", "browser": "other" })
+        );
+    }
+
+    #[test]
+    fn ungranted_bucket_is_invalid() {
+        testing::kv_clear();
+        testing::kv_put(
+            "shops",
+            "s-1",
+            r#"{"name":"S","country":"DE","commission_rate":0.1}"#,
+        );
+        let message = invalid("{}", &order("s-1", 1.0, "USD"));
+        assert!(
+            message.contains("kv bucket \"rates\" is not granted"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn enrich_works_with_any_lookup() {
+        let kv: HashMap<(&str, &str), &str> = HashMap::from([
+            (
+                ("shops", "s-1"),
+                r#"{"name":"S","country":"DE","commission_rate":0.1}"#,
+            ),
+            (("rates", "USD"), r#"{"rate":0.5}"#),
+        ]);
+        let lookup =
+            |bucket: &str, key: &str| Ok(kv.get(&(bucket, key)).map(|v| v.as_bytes().to_vec()));
+        let out = enrich(
+            &Settings::default(),
+            order("s-1", 3.0, "USD").to_string().as_bytes(),
+            &lookup,
+        )
+        .unwrap();
+        let out: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            (&out["price_reporting"], &out["commission"]),
+            (&json!(1.5), &json!(0.15))
+        );
+    }
+
+    #[test]
+    fn bad_config_fails_init() {
+        let error = |config: &str| {
+            testing::init::<BiEnrich>(config)
+                .err()
+                .expect("init should fail")
+        };
+        assert!(
+            error(r#"{"reporting": "EUR"}"#)
+                .starts_with("config.reporting: unknown field `reporting`")
+        );
+        assert!(
+            error(r#"{"fields": {"shop": "x"}}"#)
+                .starts_with("config.fields.shop: unknown field `shop`")
+        );
+        assert!(
+            error(r#"{"on_missing": "drop"}"#)
+                .starts_with("config.on_missing: unknown variant `drop`")
+        );
+        assert_eq!(
+            error(r#"{"reporting_currency": ""}"#),
+            "config.reporting_currency: must not be empty"
+        );
+        assert!(
+            testing::init::<BiEnrich>(
+                r#"{"on_missing": "dead-letter", "fields": {"ts": "meta.ts"}}"#
+            )
+            .is_ok()
+        );
+    }
+}
