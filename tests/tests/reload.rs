@@ -27,11 +27,6 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 // ---------------------------------------------------------------------------
 // Pipeline files
 
-/// A stage table.
-fn stage(name: &str, plugin: &str, config: &str) -> String {
-    format!("[[stages]]\nname = {}\nplugin = {}\nconfig = {config}\n", toml_str(name), toml_str(plugin))
-}
-
 /// A pipeline reading stream IN (`in.>`) through `durable`, writing to stream
 /// OUT (`out.<input subject>`), dead letters to stream DLQ.
 fn js_pipeline(name: &str, durable: &str, source_extra: &str, stages: &str) -> String {

@@ -8,11 +8,6 @@ use serde_json::json;
 use weir_tests::harness::*;
 use weir_tests::plugins;
 
-/// A stage table.
-fn stage(name: &str, plugin: &str, config: &str) -> String {
-    format!("[[stages]]\nname = {}\nplugin = {}\nconfig = {config}\n", toml_str(name), toml_str(plugin))
-}
-
 /// A pipeline reading stream IN through `durable`, writing to stream OUT,
 /// dead letters to stream DLQ.
 fn js_pipeline(name: &str, durable: &str, source_extra: &str, stages: &str) -> String {

@@ -12,20 +12,7 @@ use weir_tests::plugins;
 async fn stages_read_granted_kv_buckets_live_and_nothing_else() {
     let server = NatsServer::new();
     let (client, js) = server.jetstream().await;
-    // The bucket's stream, as `nats kv add shops` makes it (async-nats's
-    // create_key_value speaks a newer server's dialect than this 2.9).
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: "KV_shops".into(),
-        subjects: vec!["$KV.shops.>".into()],
-        max_messages_per_subject: 1,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        ..Default::default()
-    })
-    .await
-    .expect("create the KV bucket's stream");
-    let shops = js.get_key_value("shops").await.expect("open the KV bucket");
+    let shops = create_kv_bucket(&js, "shops").await;
     shops.put("s1", r#"{"name":"Northwind"}"#.into()).await.expect("put");
     let pipeline = format!(
         "name = \"kv\"\n[source]\nsubject = \"in.>\"\n[[stages]]\nname = \"lookup\"\nplugin = {}\ngrants = {{ kv = [\"shops\"] }}\n[sink]\nsubject = \"out\"\n[dead_letter]\nsubject = \"dlq\"\n",
@@ -78,21 +65,8 @@ async fn stages_read_granted_kv_buckets_live_and_nothing_else() {
 async fn bi_enrich_joins_events_with_kv_reference_data() {
     let server = NatsServer::new();
     let (client, js) = server.jetstream().await;
-    for bucket in ["shops", "rates"] {
-        js.create_stream(async_nats::jetstream::stream::Config {
-            name: format!("KV_{bucket}"),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            ..Default::default()
-        })
-        .await
-        .expect("create a KV bucket's stream");
-    }
-    let shops = js.get_key_value("shops").await.expect("shops");
-    let rates = js.get_key_value("rates").await.expect("rates");
+    let shops = create_kv_bucket(&js, "shops").await;
+    let rates = create_kv_bucket(&js, "rates").await;
     shops.put("s-1", r#"{"name":"Northwind","country":"DE","commission_rate":0.1}"#.into()).await.expect("put");
     rates.put("USD", r#"{"rate":0.5}"#.into()).await.expect("put");
     let pipeline = format!(

@@ -239,6 +239,24 @@ pub async fn create_stream(js: &jetstream::Context, name: &str, subjects: &[&str
     .unwrap_or_else(|e| panic!("create stream {name}: {e}"))
 }
 
+/// Creates KV bucket `name` and opens it. The bucket's stream is made as
+/// `nats kv add` makes it: async-nats's `create_key_value` speaks a newer
+/// server's dialect than the nats-server 2.9 these tests run on.
+pub async fn create_kv_bucket(js: &jetstream::Context, name: &str) -> jetstream::kv::Store {
+    js.create_stream(stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("create KV bucket {name}: {e}"));
+    js.get_key_value(name).await.unwrap_or_else(|e| panic!("open KV bucket {name}: {e}"))
+}
+
 /// The number of messages in stream `name`.
 pub async fn stream_len(js: &jetstream::Context, name: &str) -> Result<u64, String> {
     let mut stream = js.get_stream(name).await.map_err(|e| format!("get stream {name}: {e}"))?;

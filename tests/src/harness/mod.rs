@@ -75,3 +75,8 @@ pub fn toml_str(s: &str) -> String {
     // A JSON string is a valid TOML basic string.
     serde_json::to_string(s).expect("a string serialises")
 }
+
+/// A `[[stages]]` table for a pipeline file.
+pub fn stage(name: &str, plugin: &str, config: &str) -> String {
+    format!("[[stages]]\nname = {}\nplugin = {}\nconfig = {config}\n", toml_str(name), toml_str(plugin))
+}
