@@ -62,6 +62,31 @@ enum Command {
     /// Print the pipelines a running weir runs, with their version, uptime
     /// and counters (over NATS).
     Status(ControlArgs),
+    /// NATS KV buckets: reference data that stages read with `kv-get`.
+    #[command(subcommand)]
+    Kv(KvCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KvCommand {
+    /// Load JSON files into KV buckets, creating the buckets that are
+    /// missing. Each file is a JSON object of key to value; it fills the
+    /// bucket named after the file (`shops.json` -> `shops`) unless
+    /// --bucket is given. Each value is stored as compact JSON; existing
+    /// keys are overwritten, other keys are kept.
+    #[command(after_help = "Example:\n  weir kv load pipelines/reference/shops.json pipelines/reference/rates.json")]
+    Load(KvLoadArgs),
+}
+
+#[derive(Debug, Args)]
+struct KvLoadArgs {
+    /// JSON files, one object of key to value each.
+    #[arg(required = true, value_name = "FILE.json")]
+    files: Vec<PathBuf>,
+    /// The bucket to fill (only with a single file); default: the file's name
+    /// without `.json`.
+    #[arg(long, value_name = "NAME")]
+    bucket: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -100,7 +125,9 @@ Envelopes may carry \"payload_text\" (a string) or \"payload_base64\" (bytes) in
 likewise to stderr or --dead-letter, with weir-error-* headers saying why.
 
 Example:
-  echo '{\"price\": 12}' | weir exec pipelines/orders.toml --subject orders.new")]
+  echo '{\"price\": 12}' | weir exec pipelines/orders.toml --subject orders.new
+  weir exec pipelines/products.toml --input pipelines/samples/products.jsonl \\
+      --kv pipelines/reference/shops.json --kv pipelines/reference/rates.json")]
 struct ExecArgs {
     /// The pipeline file.
     #[arg(value_name = "PIPELINE.toml")]
@@ -114,6 +141,11 @@ struct ExecArgs {
     /// Write dead letters to FILE instead of stderr.
     #[arg(long, value_name = "FILE")]
     dead_letter: Option<PathBuf>,
+    /// Serve a KV bucket from a JSON file (an object of key to value, as for
+    /// `weir kv load`; the bucket is named after the file). Repeat it for
+    /// several buckets. Without it, `kv-get` fails: there is no NATS here.
+    #[arg(long, value_name = "FILE.json")]
+    kv: Vec<PathBuf>,
 }
 
 /// Parses the command line and runs it.
@@ -150,9 +182,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Validate(args) => validate(&engine()?, &args.paths),
-        Command::Exec(args) => exec(&engine()?, args),
+        Command::Exec(args) => {
+            let kv = exec::FileKv::load(&args.kv.iter().map(|f| read_kv_file(f, None)).collect::<anyhow::Result<Vec<_>>>()?);
+            let kv = (!args.kv.is_empty()).then(|| std::sync::Arc::new(kv) as std::sync::Arc<dyn crate::engine::KvSource>);
+            let engine = Engine::new(&EngineOptions { cache_dir: Some(global.cache_dir.clone()), kv })
+                .context("cannot start the WebAssembly engine")?;
+            exec(&engine, args)
+        }
         Command::Reload(args) => control(&global, &args, "reload"),
         Command::Status(args) => control(&global, &args, "status"),
+        Command::Kv(KvCommand::Load(args)) => kv_load(&global, &args),
         Command::Run(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("weir-io").build()?;
             runtime.block_on(async {
@@ -172,13 +211,7 @@ fn control(global: &config::Global, args: &ControlArgs, verb: &str) -> anyhow::R
     let subject = format!("weir.control.{instance}.{verb}");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let reply = runtime.block_on(async {
-        let give_up = CancellationToken::new();
-        let timer = give_up.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-            timer.cancel();
-        });
-        let nats = crate::nats::connect(&global.nats, &give_up, None).await?;
+        let nats = connect_briefly(global, std::time::Duration::from_secs(5)).await?;
         nats.request_json(&subject, args.timeout)
             .await
             .map_err(|e| anyhow::anyhow!("{e}; is `weir run` with instance \"{instance}\" running on {}?", global.nats.url))
@@ -222,6 +255,68 @@ fn control(global: &config::Global, args: &ControlArgs, verb: &str) -> anyhow::R
         );
     }
     Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Connects for a one-off command, retrying (and saying so) for at most
+/// `patience`.
+async fn connect_briefly(global: &config::Global, patience: std::time::Duration) -> anyhow::Result<crate::nats::Nats> {
+    let give_up = CancellationToken::new();
+    let timer = give_up.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(patience).await;
+        timer.cancel();
+    });
+    Ok(crate::nats::connect(&global.nats, &give_up, None).await?)
+}
+
+/// `weir kv load`: reads every file first, so that a malformed one loads
+/// nothing, then fills the buckets.
+fn kv_load(global: &config::Global, args: &KvLoadArgs) -> anyhow::Result<ExitCode> {
+    if args.bucket.is_some() && args.files.len() > 1 {
+        anyhow::bail!("--bucket names the bucket of a single file; give one file, or name the files after their buckets");
+    }
+    let loads = args
+        .files
+        .iter()
+        .map(|file| Ok((file, read_kv_file(file, args.bucket.as_deref())?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let nats = connect_briefly(global, std::time::Duration::from_secs(10)).await?;
+        for (file, (bucket, entries)) in &loads {
+            let loaded = crate::nats::load_kv(&nats, bucket, entries).await?;
+            println!(
+                "{bucket}: {} key{} from {}{}",
+                loaded.keys,
+                if loaded.keys == 1 { "" } else { "s" },
+                file.display(),
+                if loaded.created { " (bucket created)" } else { "" }
+            );
+        }
+        nats.flush().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads a KV file: a JSON object of key to value, for the bucket named
+/// `bucket` or after the file. Values become compact JSON bytes.
+fn read_kv_file(file: &std::path::Path, bucket: Option<&str>) -> anyhow::Result<(String, Vec<(String, Vec<u8>)>)> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+        .with_context(|| format!("{}: expected a JSON object of key to value", file.display()))?;
+    let bucket = match bucket {
+        Some(bucket) => bucket.to_owned(),
+        None => file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned(),
+    };
+    if bucket.is_empty() || !bucket.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        anyhow::bail!(
+            "{}: \"{bucket}\" is not a valid bucket name: name the file after its bucket (letters, digits, - and _)",
+            file.display()
+        );
+    }
+    let entries = object.iter().map(|(key, value)| (key.clone(), serde_json::to_vec(value).expect("JSON values serialise"))).collect();
+    Ok((bucket, entries))
 }
 
 /// The first SIGINT or SIGTERM asks for a graceful shutdown; the second

@@ -69,6 +69,31 @@ impl std::fmt::Display for Summary {
     }
 }
 
+/// KV buckets served from files, for `weir exec --kv`: the plugin author's
+/// stand-in for weir run's mirror of NATS KV.
+#[derive(Debug, Default)]
+pub struct FileKv {
+    buckets: std::collections::HashMap<String, std::collections::HashMap<String, Vec<u8>>>,
+}
+
+impl FileKv {
+    /// Builds the buckets from `(bucket, [(key, value)])`.
+    pub fn load(buckets: &[(String, Vec<(String, Vec<u8>)>)]) -> FileKv {
+        FileKv {
+            buckets: buckets.iter().map(|(bucket, entries)| (bucket.clone(), entries.iter().cloned().collect())).collect(),
+        }
+    }
+}
+
+impl crate::engine::KvSource for FileKv {
+    fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
+        match self.buckets.get(bucket) {
+            Some(keys) => Ok(keys.get(key).cloned()),
+            None => Err(format!("KV bucket \"{bucket}\" is not loaded: give it to weir exec with --kv {bucket}.json")),
+        }
+    }
+}
+
 /// Runs `blueprint` over every line of `input`, writing outputs to `out` and
 /// dead letters to `dead`, one JSON envelope per line.
 ///

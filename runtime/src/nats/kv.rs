@@ -41,7 +41,7 @@ impl KvMirror {
             return Ok(());
         }
         let store = nats.js.get_key_value(bucket).await.map_err(|e| SourceError::JetStream {
-            what: format!("opening KV bucket \"{bucket}\" (weir never creates buckets: create it with `nats kv add {bucket}`)"),
+            what: format!("opening KV bucket \"{bucket}\" (`weir run` never creates buckets: load it with `weir kv load {bucket}.json`, or create it with `nats kv add {bucket}`)"),
             message: e.to_string(),
         })?;
         let mut watch = store.watch_with_history(">").await.map_err(|e| SourceError::JetStream {
@@ -96,4 +96,56 @@ impl KvMirror {
         let _ = tokio::time::timeout(Duration::from_secs(10), loaded_rx).await;
         Ok(())
     }
+}
+
+/// What [`load`] did to one bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// Keys written.
+    pub keys: usize,
+    /// Whether the bucket had to be created.
+    pub created: bool,
+}
+
+/// Writes `entries` into KV bucket `bucket`, creating the bucket when it is
+/// missing: `weir kv load`, for reference data that stages read with
+/// `kv-get`. Existing keys are overwritten; other keys are left alone.
+///
+/// A missing bucket is created as `nats kv add` would (one value per key,
+/// file storage). It is created through its stream, `KV_<bucket>`, rather
+/// than with async-nats' `create_key_value`, whose reply parsing fails
+/// against nats-server 2.9.
+pub async fn load(nats: &Nats, bucket: &str, entries: &[(String, Vec<u8>)]) -> Result<Loaded, SourceError> {
+    let failed = |what: String| move |e: &dyn std::fmt::Display| SourceError::JetStream { what, message: e.to_string() };
+    let (store, created) = match nats.js.get_key_value(bucket).await {
+        Ok(store) => (store, false),
+        Err(_) => {
+            nats.js
+                .create_stream(async_nats::jetstream::stream::Config {
+                    name: format!("KV_{bucket}"),
+                    subjects: vec![format!("$KV.{bucket}.>")],
+                    max_messages_per_subject: 1,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    discard: async_nats::jetstream::stream::DiscardPolicy::New,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| failed(format!("creating KV bucket \"{bucket}\""))(&e))?;
+            let store = nats
+                .js
+                .get_key_value(bucket)
+                .await
+                .map_err(|e| failed(format!("opening KV bucket \"{bucket}\""))(&e))?;
+            (store, true)
+        }
+    };
+    for (key, value) in entries {
+        store
+            .put(key, value.clone().into())
+            .await
+            .map_err(|e| failed(format!("writing key \"{key}\" of KV bucket \"{bucket}\""))(&e))?;
+    }
+    Ok(Loaded { keys: entries.len(), created })
 }

@@ -22,7 +22,7 @@ use futures::{FutureExt as _, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 
 pub use connect::{ConnectError, connect};
-pub use kv::KvMirror;
+pub use kv::{KvMirror, Loaded, load as load_kv};
 pub use service::{PipelineStatus, ReloadRequest, SharedStatus, start_service};
 
 use crate::config::{self, Deliver};
