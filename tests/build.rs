@@ -21,6 +21,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("NOOP", "weir-noop", "plugins/noop"),
     ("JSON_MAP", "weir-json-map", "plugins/json-map"),
     ("BI_ENRICH", "weir-bi-enrich", "plugins/bi-enrich"),
+    ("ML_TAGGER", "weir-ml-tagger", "plugins/ml-tagger"),
     ("CHAOS", "weir-fixture-chaos", "tests/fixtures/chaos"),
 ];
 
@@ -114,6 +115,12 @@ fn main() {
              pub const {constant}: &str = {path:?};\n"
         ));
     }
+    source.push_str("/// Every one of them, by the name of its directory (`ml-tagger`, `chaos`).\npub const ALL: &[(&str, &str)] = &[\n");
+    for (constant, _, dir) in PLUGINS {
+        let name = dir.rsplit('/').next().expect("a directory name");
+        source.push_str(&format!("    ({name:?}, {constant}),\n"));
+    }
+    source.push_str("];\n");
     fs::write(out_dir.join("plugins.rs"), source).expect("could not write plugins.rs");
 }
 

@@ -301,7 +301,7 @@ fn kv_load(global: &config::Global, args: &KvLoadArgs) -> anyhow::Result<ExitCod
 
 /// Reads a KV file: a JSON object of key to value, for the bucket named
 /// `bucket` or after the file. Values become compact JSON bytes.
-fn read_kv_file(file: &std::path::Path, bucket: Option<&str>) -> anyhow::Result<(String, Vec<(String, Vec<u8>)>)> {
+fn read_kv_file(file: &std::path::Path, bucket: Option<&str>) -> anyhow::Result<(String, exec::KvEntries)> {
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
         .with_context(|| format!("{}: expected a JSON object of key to value", file.display()))?;

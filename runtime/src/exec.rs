@@ -69,6 +69,9 @@ impl std::fmt::Display for Summary {
     }
 }
 
+/// The contents of one KV bucket: `(key, value)`.
+pub type KvEntries = Vec<(String, Vec<u8>)>;
+
 /// KV buckets served from files, for `weir exec --kv`: the plugin author's
 /// stand-in for weir run's mirror of NATS KV.
 #[derive(Debug, Default)]
@@ -78,7 +81,7 @@ pub struct FileKv {
 
 impl FileKv {
     /// Builds the buckets from `(bucket, [(key, value)])`.
-    pub fn load(buckets: &[(String, Vec<(String, Vec<u8>)>)]) -> FileKv {
+    pub fn load(buckets: &[(String, KvEntries)]) -> FileKv {
         FileKv {
             buckets: buckets.iter().map(|(bucket, entries)| (bucket.clone(), entries.iter().cloned().collect())).collect(),
         }

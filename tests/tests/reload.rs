@@ -21,9 +21,6 @@ use weir_tests::plugins;
 /// busy 2-core machine, every stage's `init`.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long a `weir reload` / `weir status` command may run.
-const CLI_TIMEOUT: Duration = Duration::from_secs(30);
-
 // ---------------------------------------------------------------------------
 // Pipeline files
 
@@ -103,58 +100,6 @@ fn path_str(path: &Path) -> &str {
 
 // ---------------------------------------------------------------------------
 // Control: `weir reload`, `weir status`, and the same requests over NATS
-
-/// What a `weir <command> --config <weir.toml>` printed and how it exited.
-#[derive(Debug)]
-struct Cli {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Cli {
-    fn lines_starting(&self, prefix: &str) -> Vec<&str> {
-        self.stdout.lines().map(str::trim).filter(|l| l.starts_with(prefix)).collect()
-    }
-}
-
-impl std::fmt::Display for Cli {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {:?}\n--- stdout ---\n{}--- stderr ---\n{}", self.code, self.stdout, self.stderr)
-    }
-}
-
-/// Runs `weir <command> --config <weir's weir.toml>`; killed after
-/// [`CLI_TIMEOUT`] (then the test fails saying so).
-async fn weir_cli(weir: &Weir, command: &str) -> Cli {
-    let child = tokio::process::Command::new(weir_binary())
-        .arg(command)
-        .arg("--config")
-        .arg(weir.dir().join("weir.toml"))
-        .current_dir(weir.dir())
-        .env_remove("NATS_URL")
-        .env_remove("WEIR_CONFIG")
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start `weir {command}`: {e}"));
-    match tokio::time::timeout(CLI_TIMEOUT, child.wait_with_output()).await {
-        Ok(Ok(out)) => {
-            let cli = Cli {
-                code: out.status.code(),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            };
-            eprintln!("[test] weir {command}: {cli}");
-            cli
-        }
-        Ok(Err(e)) => panic!("`weir {command}` failed to run: {e}"),
-        Err(_) => panic!("`weir {command}` did not exit within {CLI_TIMEOUT:?}"),
-    }
-}
 
 /// Sends a request to `weir.control.<instance>.<what>` and parses the JSON
 /// reply.
@@ -429,7 +374,7 @@ async fn six_reloads_under_jetstream_load_lose_and_double_nothing_and_versions_o
 /// the pipeline file and containing `expect`, and the pipeline still runs
 /// `version`.
 async fn assert_reload_fails(weir: &Weir, client: &Client, instance: &str, version: &str, what: &str, expect: &str) {
-    let cli = weir_cli(weir, "reload").await;
+    let cli = weir.cli(&["reload"]).await;
     assert_eq!(cli.code, Some(1), "{what}: `weir reload` exits 1 when a pipeline failed to reload; {cli}");
     let failed = cli.lines_starting("failed:");
     assert!(
@@ -521,7 +466,7 @@ async fn broken_reloads_keep_the_old_version_running_and_are_reported() {
 
     // The good file back: nothing to change.
     write_pipeline(&weir, "steady.toml", &good);
-    let cli = weir_cli(&weir, "reload").await;
+    let cli = weir.cli(&["reload"]).await;
     assert_eq!(cli.code, Some(0), "the running version's file is back; {cli}");
     assert!(cli.lines_starting("unchanged:").iter().any(|l| l.contains("steady")), "steady is unchanged; {cli}");
 
@@ -538,7 +483,7 @@ async fn broken_reloads_keep_the_old_version_running_and_are_reported() {
     // The plugin back, and a real change: it goes live.
     std::fs::copy(plugins::NOOP, &first).unwrap();
     write_pipeline(&weir, "steady.toml", &pipeline(path_str(&first), 1, ""));
-    let cli = weir_cli(&weir, "reload").await;
+    let cli = weir.cli(&["reload"]).await;
     assert_eq!(cli.code, Some(0), "a good reload exits 0; {cli}");
     assert!(cli.lines_starting("failed:").is_empty(), "nothing failed; {cli}");
     let v1 = wait_new_version(&client, INSTANCE, "steady", std::slice::from_ref(&v0)).await;
@@ -586,7 +531,7 @@ async fn an_added_file_starts_a_pipeline_and_a_removed_one_stops_it() {
     write_pipeline(&weir, "beta.toml", &beta);
     let beta_version = current_version(&client, INSTANCE, "beta").await;
     assert_ne!(beta_version, alpha_version);
-    let cli = weir_cli(&weir, "reload").await;
+    let cli = weir.cli(&["reload"]).await;
     assert_eq!(cli.code, Some(0), "{cli}");
     let listed = |prefixes: &[&str], name: &str| {
         prefixes.iter().any(|p| cli.lines_starting(p).iter().any(|l| l.split_whitespace().nth(1) == Some(name)))
@@ -611,7 +556,7 @@ async fn an_added_file_starts_a_pipeline_and_a_removed_one_stops_it() {
     }
 
     // `weir status` lists both with their versions.
-    let status = weir_cli(&weir, "status").await;
+    let status = weir.cli(&["status"]).await;
     assert_eq!(status.code, Some(0), "{status}");
     for (name, version) in [("alpha", &alpha_version), ("beta", &beta_version)] {
         assert!(

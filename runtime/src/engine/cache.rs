@@ -37,6 +37,9 @@ impl std::fmt::Display for ContentHash {
     }
 }
 
+/// Plugins at least this large get a progress line before they compile.
+const LARGE_PLUGIN: usize = 2 << 20;
+
 pub(crate) struct CodeCache {
     memory: Mutex<HashMap<ContentHash, Component>>,
     dir: Option<PathBuf>,
@@ -58,6 +61,7 @@ impl CodeCache {
     pub(crate) fn get_or_compile(
         &self,
         engine: &wasmtime::Engine,
+        path: &std::path::Path,
         hash: ContentHash,
         bytes: &[u8],
     ) -> wasmtime::Result<(Component, Origin)> {
@@ -77,6 +81,14 @@ impl CodeCache {
                 }
                 Err(e) => tracing::warn!(file = %file.display(), error = %e, "ignoring unusable cached code; recompiling"),
             }
+        }
+        if bytes.len() >= LARGE_PLUGIN {
+            // Seconds of silence otherwise (an ML stage of 15 MB takes 10-30 s).
+            tracing::info!(
+                plugin = %path.display(),
+                "compiling {:.1} MB of WebAssembly; this takes a while the first time, then the compiled code comes from the cache",
+                bytes.len() as f64 / 1e6
+            );
         }
         let component = Component::new(engine, bytes)?;
         if let Some(file) = file

@@ -128,7 +128,7 @@ impl Engine {
         let (component, origin) = self
             .inner
             .cache
-            .get_or_compile(&self.inner.engine, hash, bytes)
+            .get_or_compile(&self.inner.engine, &path, hash, bytes)
             .map_err(|e| LoadError::Compile { path: path.clone(), message: chain(&e) })?;
         let pre = self
             .inner

@@ -5,21 +5,30 @@
 //! `pipelines/samples/*.jsonl`, and prints what arrives on the processed and
 //! dead-letter subjects. Everything it starts is stopped when it ends.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use futures::StreamExt as _;
-use weir_tests::harness::{NatsServer, Weir, connect};
+use weir_tests::harness::{NatsServer, Weir, connect, example_pipeline, kv_load, repo_root, warm_cache};
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_path_buf();
+    let root = repo_root();
     let server = NatsServer::new();
     println!("nats-server -js listening on {}", server.url());
 
-    let mut builder = Weir::builder(&server).label("weir");
-    for (name, text) in example_pipelines(&root) {
+    let reference = root.join("pipelines/reference");
+    let loaded = kv_load(&server, &[&reference.join("shops.json"), &reference.join("rates.json")]).await;
+    print!("weir kv load pipelines/reference/shops.json pipelines/reference/rates.json\n{}", loaded.stdout);
+
+    // weir's own default cache (where `weir validate pipelines/` just put the
+    // compiled plugins): the ml-tagger takes seconds to compile the first time.
+    let cache = default_cache_dir();
+    let mut builder = Weir::builder(&server).label("weir").cache_dir(&cache);
+    for name in pipeline_files(&root) {
+        let text = example_pipeline(&name, |plugin| root.join("plugins").join(format!("{plugin}.wasm")).display().to_string());
+        warm_cache(&cache, &text);
         builder = builder.pipeline(&name, &text);
     }
     let mut weir = builder.start();
@@ -30,7 +39,10 @@ async fn main() {
     let mut dead = client.subscribe("weir.dlq.>").await.expect("subscribe weir.dlq.>");
     client.flush().await.expect("flush");
 
-    let samples = std::fs::read_to_string(root.join("pipelines/samples/orders.jsonl")).expect("pipelines/samples/orders.jsonl");
+    let mut samples = String::new();
+    for file in ["orders.jsonl", "products.jsonl"] {
+        samples += &std::fs::read_to_string(root.join("pipelines/samples").join(file)).unwrap_or_else(|e| panic!("pipelines/samples/{file}: {e}"));
+    }
     let mut sent = 0;
     for line in samples.lines().filter(|l| !l.trim().is_empty()) {
         let (subject, headers, payload) = envelope(line);
@@ -68,25 +80,21 @@ async fn main() {
     println!("weir stopped cleanly on SIGINT.");
 }
 
-/// The example pipelines, with their plugin paths made absolute (the harness
-/// runs weir from a temporary directory).
-fn example_pipelines(root: &Path) -> Vec<(String, String)> {
-    let dir = root.join("pipelines");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+/// weir's default compile cache: `$XDG_CACHE_HOME/weir`, else `~/.cache/weir`.
+fn default_cache_dir() -> PathBuf {
+    let absolute = |var: &str| std::env::var_os(var).map(PathBuf::from).filter(|p| p.is_absolute());
+    absolute("XDG_CACHE_HOME").or_else(|| absolute("HOME").map(|h| h.join(".cache"))).unwrap_or_else(std::env::temp_dir).join("weir")
+}
+
+/// The names of the example pipeline files in `pipelines/`.
+fn pipeline_files(root: &std::path::Path) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(root.join("pipelines"))
         .expect("pipelines/")
-        .map(|e| e.expect("directory entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .map(|e| e.expect("directory entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".toml"))
         .collect();
     files.sort();
     files
-        .into_iter()
-        .map(|path| {
-            let text = std::fs::read_to_string(&path).expect("pipeline file");
-            let plugins = root.join("plugins");
-            let text = text.replace("\"../plugins/", &format!("\"{}/", plugins.display()));
-            (path.file_name().expect("file name").to_string_lossy().into_owned(), text)
-        })
-        .collect()
 }
 
 /// A `weir exec` envelope line as what to publish; a malformed line is sent

@@ -39,7 +39,7 @@ mod weir;
 pub use client::*;
 pub use server::{Auth, NatsServer, NatsServerBuilder, free_port};
 pub use tempdir::TempDir;
-pub use weir::{Weir, WeirBuilder, weir_binary};
+pub use weir::{CLI_TIMEOUT, CliRun, Weir, WeirBuilder, cli_with_config, kv_load, shared_cache_dir, warm_cache, warm_shared_cache, weir_binary};
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -79,4 +79,41 @@ pub fn toml_str(s: &str) -> String {
 /// A `[[stages]]` table for a pipeline file.
 pub fn stage(name: &str, plugin: &str, config: &str) -> String {
     format!("[[stages]]\nname = {}\nplugin = {}\nconfig = {config}\n", toml_str(name), toml_str(plugin))
+}
+
+/// The repository's root directory.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_path_buf()
+}
+
+/// The example pipeline `pipelines/<file>`, ready to run from the harness's
+/// temporary directory: each plugin path `"../plugins/<name>.wasm"` becomes
+/// `plugin(name)`, and each directory in a `dirs = [...]` grant becomes
+/// absolute (it was relative to `pipelines/`).
+pub fn example_pipeline(file: &str, plugin: impl Fn(&str) -> String) -> String {
+    let dir = repo_root().join("pipelines");
+    let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("pipelines/{file}: {e}"));
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let mut line = line.to_owned();
+        while let Some(start) = line.find("\"../plugins/") {
+            let name_start = start + "\"../plugins/".len();
+            let end = line[name_start..].find(".wasm\"").map(|i| name_start + i).expect("a plugin path ends in .wasm\"");
+            let name = line[name_start..end].to_owned();
+            line.replace_range(start..end + ".wasm\"".len(), &toml_str(&plugin(&name)));
+        }
+        if let Some(list_start) = line.find("dirs = [") {
+            let list_end = list_start + line[list_start..].find(']').expect("a dirs list ends on its line");
+            let items: Vec<String> = line[list_start + "dirs = [".len()..list_end]
+                .split(',')
+                .map(|item| item.trim().trim_matches('"'))
+                .filter(|item| !item.is_empty())
+                .map(|item| toml_str(dir.join(item).to_str().expect("UTF-8 paths")))
+                .collect();
+            line.replace_range(list_start..=list_end, &format!("dirs = [{}]", items.join(", ")));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
 }

@@ -109,6 +109,7 @@ pub struct WeirBuilder {
     pipelines: Vec<(String, String)>,
     args: Vec<String>,
     metrics: Option<String>,
+    cache_dir: Option<PathBuf>,
 }
 
 impl WeirBuilder {
@@ -126,6 +127,7 @@ impl WeirBuilder {
             pipelines: Vec::new(),
             args: Vec::new(),
             metrics: None,
+            cache_dir: None,
         }
     }
 
@@ -197,6 +199,13 @@ impl WeirBuilder {
         self
     }
 
+    /// Keeps compiled plugins in `dir` instead of a fresh cache per weir:
+    /// for tests of large plugins (ml-tagger takes seconds to compile).
+    pub fn cache_dir(mut self, dir: &Path) -> Self {
+        self.cache_dir = Some(dir.to_owned());
+        self
+    }
+
     /// The `weir.toml` this builder writes.
     pub fn weir_toml(&self) -> String {
         let mut toml = String::new();
@@ -210,7 +219,10 @@ impl WeirBuilder {
         if let Some(timeout) = &self.shutdown_timeout {
             toml += &format!("shutdown_timeout = {}\n", toml_str(timeout));
         }
-        toml += "cache_dir = \"cache\"\n";
+        match &self.cache_dir {
+            Some(dir) => toml += &format!("cache_dir = {}\n", toml_str(dir.to_str().expect("UTF-8 paths"))),
+            None => toml += "cache_dir = \"cache\"\n",
+        }
         for line in &self.global {
             toml += line;
             toml += "\n";
@@ -429,4 +441,140 @@ impl Drop for Weir {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// What a one-off `weir <args> --config <weir.toml>` printed and how it
+/// exited.
+#[derive(Debug)]
+pub struct CliRun {
+    /// The exit code (`None`: killed by a signal).
+    pub code: Option<i32>,
+    /// Everything printed on stdout.
+    pub stdout: String,
+    /// Everything printed on stderr.
+    pub stderr: String,
+}
+
+impl CliRun {
+    /// The stdout lines (trimmed) that start with `prefix`.
+    pub fn lines_starting(&self, prefix: &str) -> Vec<&str> {
+        self.stdout.lines().map(str::trim).filter(|l| l.starts_with(prefix)).collect()
+    }
+}
+
+impl std::fmt::Display for CliRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {:?}\n--- stdout ---\n{}--- stderr ---\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// How long a one-off command may take before the test fails.
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Weir {
+    /// Runs `weir <args> --config <this weir's weir.toml>` (a command such
+    /// as `reload`, `status` or `kv load` talking to the same NATS server)
+    /// from this weir's directory; killed after [`CLI_TIMEOUT`], and then the
+    /// test fails saying so.
+    pub async fn cli(&self, args: &[&str]) -> CliRun {
+        cli_with_config(&self.dir().join("weir.toml"), self.dir(), args).await
+    }
+}
+
+/// Runs `weir <args> --config <config>` in `dir`; see [`Weir::cli`].
+pub async fn cli_with_config(config: &Path, dir: &Path, args: &[&str]) -> CliRun {
+    let line = args.join(" ");
+    let child = tokio::process::Command::new(weir_binary())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .current_dir(dir)
+        .env_remove("NATS_URL")
+        .env_remove("WEIR_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start `weir {line}`: {e}"));
+    match tokio::time::timeout(CLI_TIMEOUT, child.wait_with_output()).await {
+        Ok(Ok(out)) => {
+            let run = CliRun {
+                code: out.status.code(),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            };
+            eprintln!("[test] weir {line}: {run}");
+            run
+        }
+        Ok(Err(e)) => panic!("`weir {line}` failed to run: {e}"),
+        Err(_) => panic!("`weir {line}` did not exit within {CLI_TIMEOUT:?}"),
+    }
+}
+
+/// A compile cache shared by the tests that ask for it (next to the `weir`
+/// binary): large plugins are compiled once per build, not once per test.
+pub fn shared_cache_dir() -> PathBuf {
+    weir_binary().parent().expect("the binary is in a directory").join("weir-test-cache")
+}
+
+/// How long [`warm_shared_cache`] lets `weir validate` compile.
+const WARM_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Compiles the plugins of `pipeline` (TOML text) into [`shared_cache_dir`]
+/// with `weir validate`, once per test process: a weir started afterwards
+/// with that cache is ready at once instead of compiling for longer than
+/// [`READY_TIMEOUT`]. Concurrent callers wait for the first.
+pub fn warm_shared_cache(pipeline: &str) {
+    warm_cache(&shared_cache_dir(), pipeline);
+}
+
+/// [`warm_shared_cache`] into the cache directory `cache`.
+pub fn warm_cache(cache: &Path, pipeline: &str) {
+    static WARMED: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut warmed = WARMED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if warmed.iter().any(|(c, p)| c == cache && p == pipeline) {
+        return;
+    }
+    let dir = TempDir::new("weir-warm");
+    std::fs::write(dir.path().join("warm.toml"), pipeline).expect("write the pipeline");
+    let config = format!("cache_dir = {}\n", toml_str(cache.to_str().expect("UTF-8 paths")));
+    std::fs::write(dir.path().join("weir.toml"), config).expect("write weir.toml");
+    let started = Instant::now();
+    let mut child = Command::new(weir_binary())
+        .args(["validate", "warm.toml", "--config", "weir.toml"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("weir validate starts");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for weir validate") {
+            break status;
+        }
+        if started.elapsed() > WARM_TIMEOUT {
+            let _ = child.kill();
+            panic!("`weir validate` did not compile the plugins within {WARM_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "`weir validate` of the pipeline to warm the cache failed ({status})");
+    eprintln!("[test] plugins compiled into {} in {:.1?}", cache.display(), started.elapsed());
+    warmed.push((cache.to_owned(), pipeline.to_owned()));
+}
+
+/// Loads KV files into `server` with `weir kv load <files>`; panics with
+/// what it printed when it fails.
+pub async fn kv_load(server: &NatsServer, files: &[&Path]) -> CliRun {
+    let dir = TempDir::new("weir-kv");
+    let config = dir.path().join("weir.toml");
+    std::fs::write(&config, Weir::builder(server).weir_toml()).expect("write weir.toml");
+    let mut args = vec!["kv", "load"];
+    args.extend(files.iter().map(|f| f.to_str().expect("UTF-8 paths")));
+    let run = cli_with_config(&config, dir.path(), &args).await;
+    assert_eq!(run.code, Some(0), "weir kv load failed: {run}");
+    run
 }
