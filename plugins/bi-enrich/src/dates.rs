@@ -45,10 +45,46 @@ pub fn dims_from_unix(seconds: i64) -> DateDims {
     let weekday = iso_weekday(days); // 1 = Monday
     let (week_year, week) = iso_week(days);
     DateDims {
-        day: format!("{y:04}-{m:02}-{d:02}"),
-        iso_week: format!("{week_year:04}-W{week:02}"),
+        day: day_text(y, m, d),
+        iso_week: week_text(week_year, week as u32),
         hour,
         weekday: WEEKDAYS[(weekday - 1) as usize],
+    }
+}
+
+/// `2026-11-26`: `format!("{y:04}-{m:02}-{d:02}")`, written by hand for
+/// four-digit years: the two `format!` calls of an event cost about as much
+/// as the rest of its date work.
+fn day_text(y: i64, m: u32, d: u32) -> String {
+    let Ok(year @ 0..=9999) = u32::try_from(y) else {
+        return format!("{y:04}-{m:02}-{d:02}");
+    };
+    let mut text = String::with_capacity(10);
+    push_digits(&mut text, year, 4);
+    text.push('-');
+    push_digits(&mut text, m, 2);
+    text.push('-');
+    push_digits(&mut text, d, 2);
+    text
+}
+
+/// `2026-W48`: `format!("{y:04}-W{week:02}")`, as [`day_text`].
+fn week_text(y: i64, week: u32) -> String {
+    let Ok(year @ 0..=9999) = u32::try_from(y) else {
+        return format!("{y:04}-W{week:02}");
+    };
+    let mut text = String::with_capacity(8);
+    push_digits(&mut text, year, 4);
+    text.push_str("-W");
+    push_digits(&mut text, week, 2);
+    text
+}
+
+/// The last `width` decimal digits of `n`, zero-padded.
+fn push_digits(text: &mut String, n: u32, width: u32) {
+    for place in (0..width).rev() {
+        let digit = n / 10u32.pow(place) % 10;
+        text.push(char::from(b'0' + digit as u8));
     }
 }
 
@@ -318,6 +354,32 @@ mod tests {
             assert_eq!(days_from_civil(y, m, d), days);
         }
         assert_eq!(parse_rfc3339("2026-11-26T10:15:00Z"), Ok(1_795_688_100));
+    }
+
+    #[test]
+    fn texts_are_what_format_writes() {
+        for days in (-800_000..3_000_000).step_by(89) {
+            let (y, m, d) = civil_from_days(days);
+            let (week_year, week) = iso_week(days);
+            let dims = dims_from_unix(days * 86_400);
+            assert_eq!(dims.day, format!("{y:04}-{m:02}-{d:02}"));
+            assert_eq!(dims.iso_week, format!("{week_year:04}-W{week:02}"));
+        }
+        // An offset can take a four-digit year out of four digits.
+        check(
+            "0000-01-01T00:30:00+01:00",
+            "-001-12-31",
+            "-001-W52",
+            23,
+            "Friday",
+        );
+        check(
+            "9999-12-31T23:30:00-01:00",
+            "10000-01-01",
+            "9999-W52",
+            0,
+            "Saturday",
+        );
     }
 
     #[test]

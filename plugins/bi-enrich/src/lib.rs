@@ -15,6 +15,7 @@
 //! rates_bucket = "rates"          # KV: currency -> {"rate": f64}, 1 unit = rate reporting units
 //! reporting_currency = "EUR"      # needs no rate
 //! on_missing = "mark"             # or "dead-letter"
+//! agent_cache = 4096              # user agents remembered, per worker; 0: none
 //! fields = { shop_id = "shop_id", price = "price", currency = "currency",
 //!            ts = "ts", user_agent = "user_agent" }   # dotted paths allowed
 //! ```
@@ -31,6 +32,12 @@
 //! Amounts are rounded to 2 decimals. Date dimensions are in UTC (see
 //! [`dates`]); device classes come from the `woothee` parser (see [`agent`]).
 //!
+//! Parsing a user agent is most of an event's cost, and tracking traffic
+//! repeats the same agents, so each worker keeps the classes of up to
+//! `agent_cache` agents (an [`AgentCache`], a few hundred bytes of the
+//! stage's memory per agent, at most 100000 agents). The cache changes
+//! nothing in the output.
+//!
 //! Missing reference data (the shop is not in KV, or there is no rate for
 //! the currency): with `on_missing = "mark"` the event passes with
 //! `"enrichment_missing": ["shop", "rate"]` naming what was missing (and
@@ -46,9 +53,20 @@
 pub mod agent;
 pub mod dates;
 
+use std::borrow::Cow;
+
+use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
-use weir_sdk::serde_json::{self, Map, Value, json};
+use weir_sdk::serde_json::{self, Map, Value};
 use weir_sdk::{Config, Error, Event, Output, Path, Stage, kv};
+
+pub use agent::AgentCache;
+use agent::Device;
+use dates::DateDims;
+
+/// The most agents `agent_cache` may ask for: enough for any real mix of
+/// agents, and some 30 MB at most, within the default 64 MiB memory limit.
+pub const MAX_AGENT_CACHE: usize = 100_000;
 
 /// What to do when reference data is missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -104,6 +122,8 @@ pub struct Settings {
     pub on_missing: OnMissing,
     /// The event's field names.
     pub fields: Fields,
+    /// How many user agents each worker remembers; 0 parses every one.
+    pub agent_cache: usize,
 }
 
 impl Default for Settings {
@@ -114,6 +134,7 @@ impl Default for Settings {
             reporting_currency: "EUR".into(),
             on_missing: OnMissing::Mark,
             fields: Fields::default(),
+            agent_cache: 4096,
         }
     }
 }
@@ -130,6 +151,12 @@ impl Settings {
             if value.trim().is_empty() {
                 return Err(format!("config.{key}: must not be empty"));
             }
+        }
+        if settings.agent_cache > MAX_AGENT_CACHE {
+            return Err(format!(
+                "config.agent_cache: {} is too many user agents to cache, the most is {MAX_AGENT_CACHE} (0 turns the cache off)",
+                settings.agent_cache
+            ));
         }
         Ok(settings)
     }
@@ -156,30 +183,84 @@ struct Rate {
 /// such key, `Err` when the bucket cannot be read.
 pub type Lookup<'a> = dyn Fn(&str, &str) -> Result<Option<Vec<u8>>, String> + 'a;
 
-/// Enriches one JSON payload: the whole per-event work of the stage, public
-/// so that a native benchmark runs exactly this code with its own `lookup`.
-pub fn enrich(settings: &Settings, payload: &[u8], lookup: &Lookup<'_>) -> Result<Vec<u8>, Error> {
-    let mut event: Value = serde_json::from_slice(payload)?;
-    if !event.is_object() {
-        return Err(Error::invalid("payload is not a JSON object"));
+/// The stage: its settings and, since there is one instance per worker and
+/// it runs one event at a time, its own user-agent cache.
+#[derive(Debug)]
+pub struct BiEnrich {
+    settings: Settings,
+    agents: AgentCache,
+}
+
+impl BiEnrich {
+    /// A stage with `settings` and an empty cache.
+    pub fn new(settings: Settings) -> BiEnrich {
+        let agents = AgentCache::new(settings.agent_cache);
+        BiEnrich { settings, agents }
     }
+
+    /// The user-agent cache, to read its hit count.
+    pub fn agents(&self) -> &AgentCache {
+        &self.agents
+    }
+
+    /// Enriches one JSON payload: the whole per-event work of the stage,
+    /// public so that a native benchmark runs exactly this code with its own
+    /// `lookup`.
+    pub fn enrich(&mut self, payload: &[u8], lookup: &Lookup<'_>) -> Result<Vec<u8>, Error> {
+        enrich_with(&self.settings, &mut self.agents, payload, lookup)
+    }
+}
+
+fn enrich_with(
+    settings: &Settings,
+    agents: &mut AgentCache,
+    payload: &[u8],
+    lookup: &Lookup<'_>,
+) -> Result<Vec<u8>, Error> {
+    let event: Value = serde_json::from_slice(payload)?;
+    let Value::Object(fields) = &event else {
+        return Err(Error::invalid("payload is not a JSON object"));
+    };
+    let additions = read(settings, agents, &event, lookup)?;
+    let added = additions.fields(&settings.reporting_currency);
+    debug_assert!(added.is_sorted_by_key(|(key, _)| *key));
+    let enriched = Enriched {
+        payload: fields,
+        added: &added,
+    };
+    // Room for the payload and what is added, so the buffer seldom grows.
+    let mut out = Vec::with_capacity(payload.len() + 384);
+    serde_json::to_writer(&mut out, &enriched)
+        .map_err(|e| Error::invalid(format!("cannot write the payload: {e}")))?;
+    Ok(out)
+}
+
+/// Reads the event's fields and the reference data: everything
+/// [`enrich`](BiEnrich::enrich) adds, or why the event is refused. The
+/// event is only borrowed, so its strings are not copied.
+fn read(
+    settings: &Settings,
+    agents: &mut AgentCache,
+    event: &Value,
+    lookup: &Lookup<'_>,
+) -> Result<Additions, Error> {
     let f = &settings.fields;
 
     // The event's own fields: any problem refuses the event.
-    let shop_id = match f.shop_id.get(&event) {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+    let shop_id: Cow<'_, str> = match f.shop_id.get(event) {
+        Some(Value::String(s)) if !s.is_empty() => Cow::Borrowed(s),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Cow::Owned(n.to_string()),
         other => return Err(field_error(&f.shop_id, other, "a non-empty string")),
     };
-    let price = match f.price.get(&event) {
+    let price = match f.price.get(event) {
         Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
         other => return Err(field_error(&f.price, other, "a number")),
     };
-    let currency = match f.currency.get(&event) {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+    let currency = match f.currency.get(event) {
+        Some(Value::String(s)) if !s.is_empty() => s.as_str(),
         other => return Err(field_error(&f.currency, other, "a currency code")),
     };
-    let date = match f.ts.get(&event) {
+    let date = match f.ts.get(event) {
         Some(Value::String(s)) => dates::dims(s).map_err(|reason| {
             Error::invalid(format!(
                 "field \"{}\": {s:?} is not an RFC 3339 timestamp: {reason}",
@@ -188,8 +269,8 @@ pub fn enrich(settings: &Settings, payload: &[u8], lookup: &Lookup<'_>) -> Resul
         })?,
         other => return Err(field_error(&f.ts, other, "an RFC 3339 timestamp string")),
     };
-    let device = match f.user_agent.get(&event) {
-        Some(Value::String(s)) => agent::classify(s),
+    let device = match f.user_agent.get(event) {
+        Some(Value::String(s)) => agents.classify(s),
         other => return Err(field_error(&f.user_agent, other, "a user agent string")),
     };
 
@@ -198,7 +279,7 @@ pub fn enrich(settings: &Settings, payload: &[u8], lookup: &Lookup<'_>) -> Resul
     let rate = if currency == settings.reporting_currency {
         Some(1.0)
     } else {
-        let rate: Option<Rate> = read_json(lookup, &settings.rates_bucket, &currency)?;
+        let rate: Option<Rate> = read_json(lookup, &settings.rates_bucket, currency)?;
         match rate {
             Some(Rate { rate }) if rate.is_finite() && rate > 0.0 => Some(rate),
             Some(Rate { rate }) => {
@@ -235,41 +316,134 @@ pub fn enrich(settings: &Settings, payload: &[u8], lookup: &Lookup<'_>) -> Resul
         return Err(Error::invalid(reasons.join("; ")));
     }
 
-    let object: &mut Map<String, Value> = event.as_object_mut().expect("checked above");
-    let price_reporting = rate.map(|rate| round2(price * rate));
-    if let Some(price_reporting) = price_reporting {
-        object.insert("price_reporting".into(), json!(price_reporting));
-        object.insert(
-            "reporting_currency".into(),
-            Value::String(settings.reporting_currency.clone()),
-        );
+    Ok(Additions {
+        price_reporting: rate.map(|rate| round2(price * rate)),
+        shop,
+        date,
+        device,
+        missing,
+    })
+}
+
+/// What [`BiEnrich::enrich`] adds to an event.
+struct Additions {
+    /// `price_reporting`, when there is a rate.
+    price_reporting: Option<f64>,
+    shop: Option<Shop>,
+    date: DateDims,
+    device: Device,
+    /// Names of the missing reference data, for `enrichment_missing`.
+    missing: Vec<&'static str>,
+}
+
+impl Additions {
+    /// The fields to add, in key order; `None` for those this event does
+    /// not get.
+    fn fields<'a>(&'a self, reporting_currency: &'a str) -> [(&'static str, Option<Added<'a>>); 7] {
+        let commission = match (&self.shop, self.price_reporting) {
+            (Some(shop), Some(price)) => Some(round2(price * shop.commission_rate)),
+            _ => None,
+        };
+        [
+            ("commission", commission.map(Added::Number)),
+            ("date", Some(Added::Date(&self.date))),
+            ("device", Some(Added::Device(self.device))),
+            (
+                "enrichment_missing",
+                (!self.missing.is_empty()).then_some(Added::Names(&self.missing)),
+            ),
+            ("price_reporting", self.price_reporting.map(Added::Number)),
+            (
+                "reporting_currency",
+                self.price_reporting
+                    .map(|_| Added::Text(reporting_currency)),
+            ),
+            ("shop", self.shop.as_ref().map(Added::Shop)),
+        ]
     }
-    if let Some(shop) = shop {
-        if let Some(price_reporting) = price_reporting {
-            object.insert(
-                "commission".into(),
-                json!(round2(price_reporting * shop.commission_rate)),
-            );
+}
+
+/// The value of an added field, written as JSON.
+enum Added<'a> {
+    Number(f64),
+    Text(&'a str),
+    Names(&'a [&'static str]),
+    /// `{"commission_rate", "country", "name"}`
+    Shop(&'a Shop),
+    /// `{"day", "hour", "iso_week", "weekday"}`
+    Date(&'a DateDims),
+    /// `{"browser", "class"}`
+    Device(Device),
+}
+
+impl Serialize for Added<'_> {
+    // Objects list their keys in order, as a `Map` would.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            // Not finite: `null`, as `Value::from` would make it.
+            Added::Number(x) => serializer.serialize_f64(x),
+            Added::Text(text) => serializer.serialize_str(text),
+            Added::Names(names) => names.serialize(serializer),
+            Added::Shop(shop) => {
+                let mut map = serializer.serialize_map(Some(3))?;
+                map.serialize_entry("commission_rate", &shop.commission_rate)?;
+                map.serialize_entry("country", &shop.country)?;
+                map.serialize_entry("name", &shop.name)?;
+                map.end()
+            }
+            Added::Date(date) => {
+                let mut map = serializer.serialize_map(Some(4))?;
+                map.serialize_entry("day", &date.day)?;
+                map.serialize_entry("hour", &date.hour)?;
+                map.serialize_entry("iso_week", &date.iso_week)?;
+                map.serialize_entry("weekday", date.weekday)?;
+                map.end()
+            }
+            Added::Device(device) => {
+                let mut map = serializer.serialize_map(Some(2))?;
+                map.serialize_entry("browser", device.browser)?;
+                map.serialize_entry("class", device.class)?;
+                map.end()
+            }
         }
-        object.insert("shop".into(), json!(shop));
     }
-    object.insert(
-        "date".into(),
-        json!({
-            "day": date.day,
-            "iso_week": date.iso_week,
-            "hour": date.hour,
-            "weekday": date.weekday,
-        }),
-    );
-    object.insert(
-        "device".into(),
-        json!({ "class": device.class, "browser": device.browser }),
-    );
-    if !missing.is_empty() {
-        object.insert("enrichment_missing".into(), json!(missing));
+}
+
+/// The enriched event as JSON: the payload's fields and the added ones
+/// merged in key order, an added field replacing the payload's field of the
+/// same name. That is the text that inserting the added fields into the
+/// payload's `Map` and writing it would give, without allocating the added
+/// keys and values first (some twenty allocations an event, each dearer in
+/// wasm than natively).
+struct Enriched<'a> {
+    payload: &'a Map<String, Value>,
+    /// In key order.
+    added: &'a [(&'static str, Option<Added<'a>>)],
+}
+
+impl Serialize for Enriched<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        let mut added = self
+            .added
+            .iter()
+            .filter_map(|(key, value)| Some((*key, value.as_ref()?)))
+            .peekable();
+        for (key, value) in self.payload {
+            let mut replaced = false;
+            while let Some((name, new)) = added.next_if(|(name, _)| *name <= key.as_str()) {
+                replaced = name == key;
+                map.serialize_entry(name, new)?;
+            }
+            if !replaced {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        for (name, new) in added {
+            map.serialize_entry(name, new)?;
+        }
+        map.end()
     }
-    serde_json::to_vec(&event).map_err(|e| Error::invalid(format!("cannot write the payload: {e}")))
 }
 
 /// Rounds to 2 decimals (cents).
@@ -302,22 +476,17 @@ fn read_json<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// The stage: [`enrich`] with the KV buckets that weir grants.
-pub struct BiEnrich {
-    settings: Settings,
-}
-
+/// The stage in weir: [`BiEnrich::enrich`] with the KV buckets that weir
+/// grants.
 impl Stage for BiEnrich {
     fn init(config: Config) -> Result<Self, String> {
-        Ok(BiEnrich {
-            settings: Settings::from_config(&config)?,
-        })
+        Ok(BiEnrich::new(Settings::from_config(&config)?))
     }
 
     fn process(&mut self, event: Event) -> Result<Output, Error> {
         let lookup =
             |bucket: &str, key: &str| kv::get(bucket, key).map_err(|e| e.message().to_owned());
-        let payload = enrich(&self.settings, &event.payload, &lookup)?;
+        let payload = self.enrich(&event.payload, &lookup)?;
         Ok(Output::One(event.with_payload(payload)))
     }
 }
@@ -331,7 +500,7 @@ mod tests {
     use weir_sdk::serde_json::{self, Value, json};
     use weir_sdk::{Error, Event, testing};
 
-    use super::{BiEnrich, Settings, enrich};
+    use super::{BiEnrich, Settings};
 
     const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
     const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1";
@@ -574,12 +743,10 @@ mod tests {
         ]);
         let lookup =
             |bucket: &str, key: &str| Ok(kv.get(&(bucket, key)).map(|v| v.as_bytes().to_vec()));
-        let out = enrich(
-            &Settings::default(),
-            order("s-1", 3.0, "USD").to_string().as_bytes(),
-            &lookup,
-        )
-        .unwrap();
+        let payload = order("s-1", 3.0, "USD").to_string();
+        let out = BiEnrich::new(Settings::default())
+            .enrich(payload.as_bytes(), &lookup)
+            .unwrap();
         let out: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             (&out["price_reporting"], &out["commission"]),
@@ -589,11 +756,7 @@ mod tests {
 
     #[test]
     fn bad_config_fails_init() {
-        let error = |config: &str| {
-            testing::init::<BiEnrich>(config)
-                .err()
-                .expect("init should fail")
-        };
+        let error = |config: &str| testing::init::<BiEnrich>(config).expect_err("init should fail");
         assert!(
             error(r#"{"reporting": "EUR"}"#)
                 .starts_with("config.reporting: unknown field `reporting`")
@@ -610,11 +773,54 @@ mod tests {
             error(r#"{"reporting_currency": ""}"#),
             "config.reporting_currency: must not be empty"
         );
+        assert_eq!(
+            error(r#"{"agent_cache": 100001}"#),
+            "config.agent_cache: 100001 is too many user agents to cache, the most is 100000 (0 turns the cache off)"
+        );
+        assert!(
+            error(r#"{"agent_cache": -1}"#)
+                .starts_with("config.agent_cache: invalid value: integer `-1`")
+        );
         assert!(
             testing::init::<BiEnrich>(
                 r#"{"on_missing": "dead-letter", "fields": {"ts": "meta.ts"}}"#
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn the_agent_cache_changes_nothing() {
+        fill_kv();
+        let agents = [
+            CHROME,
+            IPHONE,
+            "curl/8.5.0",
+            "",
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        ];
+        let events: Vec<Event> = (0..40)
+            .map(|i| {
+                let mut event = order(if i % 3 == 0 { "s-9" } else { "s-1" }, i as f64, "USD");
+                event["user_agent"] = json!(agents[i * 7 % agents.len()]);
+                Event::new("orders", event.to_string())
+            })
+            .collect();
+        let payloads = |config: &str| -> Vec<Vec<u8>> {
+            let mut stage = testing::init::<BiEnrich>(config).unwrap();
+            let out = testing::process(&mut stage, events.clone()).unwrap();
+            assert_eq!(
+                stage.agents().hits() + stage.agents().misses(),
+                events.len() as u64
+            );
+            out.into_iter()
+                .flat_map(|outcome| outcome.unwrap())
+                .map(|event| event.payload)
+                .collect()
+        };
+        let uncached = payloads(r#"{"agent_cache": 0}"#);
+        assert_eq!(uncached.len(), events.len());
+        assert_eq!(payloads("{}"), uncached);
+        assert_eq!(payloads(r#"{"agent_cache": 2}"#), uncached);
     }
 }
