@@ -19,35 +19,16 @@
 //! `WATCHDOG` in case something still hangs.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_nats::{Client, HeaderMap, Subject, Subscriber};
+use async_nats::Subject;
 use bytes::Bytes;
-use futures::StreamExt;
+use weir_tests::bench::*;
 use weir_tests::harness::{NatsServer, Weir, toml_str, weir_binary};
 use weir_tests::plugins;
 
-/// Events per throughput run. Core NATS has no backpressure, so at full
-/// speed some may be dropped as slow consumers: counted, not hidden.
-const N: usize = 200_000;
-/// Hard bound on one throughput run (publish and receive).
-const THROUGHPUT_DEADLINE: Duration = Duration::from_secs(20);
-/// The fixed rate and duration of the latency runs.
-const LATENCY_RATE: u64 = 20_000;
-const LATENCY_FOR: Duration = Duration::from_secs(3);
-/// After the last publish, how long to wait without any arrival before
-/// counting the rest as lost.
-const STRAGGLER_IDLE: Duration = Duration::from_secs(2);
-/// Events published (and awaited) before each measurement, so that
-/// subscriptions are in place and code paths are warm.
-const WARMUP: usize = 2_000;
-/// The header that carries the send time (ns since [`epoch`]) in latency
-/// runs: weir keeps input headers, and a header leaves the payload alone.
-const SENT_HEADER: &str = "bench-sent-ns";
 /// Distinct payloads, cycled: built before the clock starts.
 const DISTINCT_PAYLOADS: usize = 1024;
-const WATCHDOG: Duration = Duration::from_secs(175);
 
 const COUNTRIES: [&str; 4] = ["DE", "FR", "US", "NL"];
 
@@ -106,8 +87,8 @@ fn main() {
 fn native_relay(runtime: &tokio::runtime::Runtime, payloads: &[Bytes]) -> CaseResult {
     let server = NatsServer::new();
     runtime.block_on(async {
-        let relay = spawn_relay(&server, |message| Some((Subject::from_static("out"), message.payload.clone()))).await;
-        let result = measure("(a) native relay", &server, "out", payloads).await;
+        let relay = spawn_relay(&server, "in", |message| Some((Subject::from_static("out"), message.payload.clone()))).await;
+        let result = measure("(a) native relay", &server, "in", "out", payloads).await;
         relay.abort();
         result
     })
@@ -174,7 +155,7 @@ fn native_chain(runtime: &tokio::runtime::Runtime, payloads: &[Bytes]) -> CaseRe
     let mapping = Arc::new(weir_json_map::Mapping::from_config(&config).expect("valid mapping"));
     let server = NatsServer::new();
     runtime.block_on(async {
-        let relay = spawn_relay(&server, move |message| {
+        let relay = spawn_relay(&server, "in", move |message| {
             let mut event: Value = serde_json::from_slice(&message.payload).ok()?;
             if !event.get("price").and_then(Value::as_f64).is_some_and(|price| price > 0.0) {
                 return None;
@@ -185,7 +166,7 @@ fn native_chain(runtime: &tokio::runtime::Runtime, payloads: &[Bytes]) -> CaseRe
             Some((subject, serde_json::to_vec(&event).ok()?.into()))
         })
         .await;
-        let result = measure("(d) native filter+map+router", &server, "out.>", payloads).await;
+        let result = measure("(d) native filter+map+router", &server, "in", "out.>", payloads).await;
         relay.abort();
         result
     })
@@ -212,7 +193,7 @@ fn run_weir_with(
         builder = builder.metrics(&format!("127.0.0.1:{}", weir_tests::harness::free_port()));
     }
     let mut weir = builder.start();
-    let result = runtime.block_on(measure(name, &server, out, payloads));
+    let result = runtime.block_on(measure(name, &server, "in", out, payloads));
     weir.interrupt();
     let status = weir.wait_exit(Duration::from_secs(15));
     if !status.success() {
@@ -221,249 +202,6 @@ fn run_weir_with(
     result
 }
 
-/// Runs a relay in this process on its own connection: every message on
-/// `in` goes through `work` and, if it returns a subject and payload, is
-/// published there with the input's headers.
-async fn spawn_relay<F>(server: &NatsServer, work: F) -> tokio::task::JoinHandle<()>
-where
-    F: Fn(&async_nats::Message) -> Option<(Subject, Bytes)> + Send + 'static,
-{
-    let (client, _) = connect(server).await;
-    let mut sub = subscribe(&client, "in").await;
-    tokio::spawn(async move {
-        while let Some(message) = sub.next().await {
-            if let Some((subject, payload)) = work(&message) {
-                let headers = message.headers.clone().unwrap_or_default();
-                if client.publish_with_headers(subject, headers, payload).await.is_err() {
-                    break;
-                }
-            }
-        }
-    })
-}
-
-// ---------------------------------------------------------------- measuring
-
-#[derive(Debug, Default)]
-struct CaseResult {
-    name: String,
-    events_per_s: f64,
-    delivered: usize,
-    published: usize,
-    /// Latency run: events sent, received, and arrival - send in ns, sorted.
-    latency_sent: usize,
-    latencies: Vec<u64>,
-    /// Slow-consumer events reported to the bench's clients, and lines the
-    /// server logged about slow consumers (drops in either place).
-    client_slow: u64,
-    server_slow: usize,
-}
-
-impl CaseResult {
-    fn percentile_ms(&self, p: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return f64::NAN;
-        }
-        let rank = ((p * self.latencies.len() as f64).ceil() as usize).clamp(1, self.latencies.len());
-        self.latencies[rank - 1] as f64 / 1e6
-    }
-}
-
-/// The shared measurement: a publisher on `in` and a consumer of `out` on
-/// two connections of their own (so neither waits behind the other's
-/// socket). Latency first, on a quiet system; then the full-speed run,
-/// whose overload could otherwise leave a backlog behind.
-async fn measure(name: &str, server: &NatsServer, out: &str, payloads: &[Bytes]) -> CaseResult {
-    let (publisher, pub_slow) = connect(server).await;
-    let (consumer, sub_slow) = connect(server).await;
-    let mut sub = subscribe(&consumer, out).await;
-
-    warm_up(name, &publisher, &mut sub, payloads).await;
-    let (latency_sent, latencies, sub) = latency(&publisher, sub, payloads).await;
-    let mut sub = sub;
-    warm_up(name, &publisher, &mut sub, payloads).await;
-    let (events_per_s, delivered) = throughput(&publisher, sub, payloads).await;
-
-    let result = CaseResult {
-        name: name.into(),
-        events_per_s,
-        delivered,
-        published: N,
-        latency_sent,
-        latencies,
-        client_slow: pub_slow.load(Ordering::Relaxed) + sub_slow.load(Ordering::Relaxed),
-        server_slow: server.logs().matches("Slow Consumer").count(),
-    };
-    eprintln!(
-        "[relay] {name}: {:.0} events/s, {delivered}/{N} delivered; latency p50 {:.2} ms p99 {:.2} ms ({} of {latency_sent})",
-        result.events_per_s,
-        result.percentile_ms(0.50),
-        result.percentile_ms(0.99),
-        result.latencies.len()
-    );
-    result
-}
-
-/// Publishes `WARMUP` events and waits (bounded) until they arrived, then
-/// until the output is quiet, so that nothing of them leaks into a
-/// measurement.
-async fn warm_up(name: &str, publisher: &Client, sub: &mut Subscriber, payloads: &[Bytes]) {
-    for i in 0..WARMUP {
-        publisher.publish("in", payloads[i % payloads.len()].clone()).await.expect("publish");
-    }
-    flush(publisher).await;
-    let got = receive_until(sub, WARMUP, Duration::from_secs(10)).await;
-    if got < WARMUP {
-        eprintln!("[relay] {name}: only {got} of {WARMUP} warm-up events arrived");
-    }
-    receive_until(sub, usize::MAX, Duration::from_millis(200)).await;
-}
-
-/// Counts arrivals on `sub` until `n` or until nothing came for `idle`.
-async fn receive_until(sub: &mut Subscriber, n: usize, idle: Duration) -> usize {
-    let mut got = 0;
-    while got < n {
-        match tokio::time::timeout(idle, sub.next()).await {
-            Ok(Some(_)) => got += 1,
-            Ok(None) | Err(_) => break,
-        }
-    }
-    got
-}
-
-/// Publishes `N` events as fast as the client takes them, then flushes; a
-/// consumer task counts arrivals. Returns (delivered / (last arrival - first
-/// publish), delivered).
-async fn throughput(publisher: &Client, mut sub: Subscriber, payloads: &[Bytes]) -> (f64, usize) {
-    let start = Instant::now();
-    let deadline = tokio::time::Instant::from_std(start + THROUGHPUT_DEADLINE);
-    // The consumer runs as its own task, so it can take the other core.
-    let consumer = tokio::spawn(async move {
-        let mut got = 0usize;
-        let mut last = start;
-        while got < N {
-            // Stop at the deadline, or when nothing arrived for a while
-            // (the rest was dropped somewhere).
-            let wait = deadline.min(tokio::time::Instant::now() + STRAGGLER_IDLE);
-            match tokio::time::timeout_at(wait, sub.next()).await {
-                Ok(Some(_)) => {
-                    got += 1;
-                    last = Instant::now();
-                }
-                Ok(None) | Err(_) => break,
-            }
-        }
-        (got, last)
-    });
-    let publishing = async {
-        for i in 0..N {
-            publisher.publish("in", payloads[i % payloads.len()].clone()).await.expect("publish");
-        }
-        flush(publisher).await;
-    };
-    if tokio::time::timeout_at(deadline, publishing).await.is_err() {
-        eprintln!("[relay] publishing {N} events did not finish within {THROUGHPUT_DEADLINE:?}");
-    }
-    let (got, last) = consumer.await.expect("the consumer task");
-    let elapsed = last.duration_since(start).as_secs_f64();
-    let rate = if got == 0 { 0.0 } else { got as f64 / elapsed };
-    (rate, got)
-}
-
-/// Publishes at `LATENCY_RATE` for `LATENCY_FOR`, each event with its send
-/// time in a header; the consumer records arrival - send. Returns (sent,
-/// sorted latencies in ns, the subscription back).
-async fn latency(publisher: &Client, mut sub: Subscriber, payloads: &[Bytes]) -> (usize, Vec<u64>, Subscriber) {
-    let epoch = Instant::now();
-    let total = (LATENCY_RATE * LATENCY_FOR.as_secs()) as usize;
-    let deadline = tokio::time::Instant::from_std(epoch + LATENCY_FOR + Duration::from_secs(10));
-    let consumer = tokio::spawn(async move {
-        let mut latencies = Vec::with_capacity(total);
-        while latencies.len() < total {
-            let wait = deadline.min(tokio::time::Instant::now() + STRAGGLER_IDLE);
-            match tokio::time::timeout_at(wait, sub.next()).await {
-                Ok(Some(message)) => {
-                    let now = epoch.elapsed().as_nanos() as u64;
-                    let sent = message
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get(SENT_HEADER))
-                        .and_then(|v| v.as_str().parse::<u64>().ok());
-                    if let Some(sent) = sent {
-                        latencies.push(now.saturating_sub(sent));
-                    }
-                }
-                Ok(None) | Err(_) => break,
-            }
-        }
-        latencies.sort_unstable();
-        (latencies, sub)
-    });
-    // Pacing: every millisecond, publish as many as are due by now
-    // (about 20), so that the rate holds even if a sleep oversleeps.
-    let publishing = async {
-        let mut sent = 0usize;
-        while sent < total {
-            let due = ((epoch.elapsed().as_nanos() as u64 * LATENCY_RATE / 1_000_000_000) as usize).min(total);
-            while sent < due {
-                let mut headers = HeaderMap::new();
-                headers.insert(SENT_HEADER, (epoch.elapsed().as_nanos() as u64).to_string().as_str());
-                publisher
-                    .publish_with_headers("in", headers, payloads[sent % payloads.len()].clone())
-                    .await
-                    .expect("publish");
-                sent += 1;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        flush(publisher).await;
-        sent
-    };
-    let sent = tokio::time::timeout_at(deadline, publishing).await.unwrap_or(0);
-    let (latencies, sub) = consumer.await.expect("the consumer task");
-    (sent, latencies, sub)
-}
-
-// ---------------------------------------------------------------- helpers
-
-/// A client with a large subscription buffer (the default 65,536 drops
-/// messages at full speed) that counts slow-consumer events.
-async fn connect(server: &NatsServer) -> (Client, Arc<AtomicU64>) {
-    let slow = Arc::new(AtomicU64::new(0));
-    let counter = slow.clone();
-    let connecting = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
-        .subscription_capacity(1 << 18)
-        .event_callback(move |event| {
-            let counter = counter.clone();
-            async move {
-                if matches!(event, async_nats::Event::SlowConsumer(_)) {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        })
-        .connect(server.url());
-    let client = tokio::time::timeout(Duration::from_secs(10), connecting)
-        .await
-        .expect("connect within 10 s")
-        .expect("connect to the bench's nats-server");
-    (client, slow)
-}
-
-async fn subscribe(client: &Client, subject: &str) -> Subscriber {
-    let sub = client.subscribe(subject.to_string()).await.expect("subscribe");
-    // The subscription is at the server once a flush round-trip is done.
-    flush(client).await;
-    sub
-}
-
-async fn flush(client: &Client) {
-    match tokio::time::timeout(Duration::from_secs(10), client.flush()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => eprintln!("[relay] flush failed: {e}"),
-        Err(_) => eprintln!("[relay] flush did not finish within 10 s"),
-    }
-}
 
 /// About 300 bytes of JSON each; `price` > 0 so every event passes the
 /// filter, `country` drives the router.
@@ -486,30 +224,6 @@ fn payloads() -> Vec<Bytes> {
         .collect()
 }
 
-/// Ends the run after `WATCHDOG` if it still runs: kills this process's
-/// children (nats-server, weir: found by parent pid in /proc, so only
-/// processes this bench started) and exits with an error.
-fn start_watchdog() {
-    std::thread::spawn(|| {
-        std::thread::sleep(WATCHDOG);
-        eprintln!("[relay] the bench still runs after {WATCHDOG:?}: killing its processes and giving up");
-        let me = std::process::id().to_string();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-            // Fields after the command name (which may hold spaces): state, ppid.
-            let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else { continue };
-            if rest.split_whitespace().nth(1) == Some(me.as_str())
-                && let Ok(pid) = entry.file_name().to_string_lossy().parse::<libc::pid_t>()
-            {
-                // SAFETY: kill(2) has no memory-safety preconditions; the
-                // pid is a child of this process.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-        std::process::exit(2);
-    });
-}
-
 // ---------------------------------------------------------------- report
 
 fn print_report(payloads: &[Bytes], cases: &[&CaseResult]) {
@@ -524,24 +238,7 @@ fn print_report(payloads: &[Bytes], cases: &[&CaseResult]) {
     );
     println!("Latency: {LATENCY_RATE} events/s for {LATENCY_FOR:?}, arrival − send.");
     println!();
-    println!("| case | events/s | delivered/N | p50 ms | p99 ms | max ms | latency delivered | slow-consumer (client/server) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for case in cases {
-        println!(
-            "| {} | {:.0} | {}/{} | {:.2} | {:.2} | {:.2} | {}/{} | {}/{} |",
-            case.name,
-            case.events_per_s,
-            case.delivered,
-            case.published,
-            case.percentile_ms(0.50),
-            case.percentile_ms(0.99),
-            case.percentile_ms(1.0),
-            case.latencies.len(),
-            case.latency_sent,
-            case.client_slow,
-            case.server_slow,
-        );
-    }
+    print_cases(cases);
     println!();
     println!("| ratio | value | target | |");
     println!("|---|---:|---:|---|");
@@ -554,13 +251,5 @@ fn print_report(payloads: &[Bytes], cases: &[&CaseResult]) {
     println!("| p99(b)/p99(a) | {p99_b:.2} | <= 1.5 | {} |", verdict(p99_b <= 1.5));
     let cost = 1.0 - e.events_per_s / c.events_per_s;
     println!("| metrics cost: 1 - (e)/(c) throughput | {:.1}% | <= 5% | {} |", cost * 100.0, verdict(cost <= 0.05));
-    let losses: Vec<&str> = cases
-        .iter()
-        .filter(|c| c.delivered < c.published || c.latencies.len() < c.latency_sent)
-        .map(|c| c.name.as_str())
-        .collect();
-    if !losses.is_empty() {
-        println!();
-        println!("Events were lost (core NATS drops under overload) in: {}", losses.join(", "));
-    }
+    print_losses(cases);
 }

@@ -44,7 +44,7 @@ pub type Features = Vec<(u32, f32)>;
 
 /// 32-bit FNV-1a.
 pub fn fnv1a32(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5, |hash: u32, &b| (hash ^ u32::from(b)).wrapping_mul(0x0100_0193))
+    Fnv::new().bytes(bytes).finish()
 }
 
 /// Computes the features of a product from its fields' texts, given as
@@ -60,44 +60,73 @@ pub fn fnv1a32(bytes: &[u8]) -> u32 {
 /// assert!((norm - 1.0).abs() < 1e-5);
 /// ```
 pub fn features(spec: &Spec, fields: &[(&str, &str)]) -> Features {
-    let mut acc: std::collections::HashMap<u32, f32> = std::collections::HashMap::new();
-    let mut key = String::new();
-    let mut add = |feature: &str, weight: f32| {
-        *acc.entry(fnv1a32(feature.as_bytes()) % spec.buckets).or_default() += weight;
-    };
-    let mut padded: Vec<char> = Vec::new();
+    // Every (bucket, weight) added, then merged: a sort of a few hundred
+    // pairs is cheaper than a hash map, and needs no random seed.
+    let mut added: Vec<(u32, f32)> = Vec::with_capacity(512);
+    let n = spec.ngram.max(1);
+    let mut padded: Vec<u8> = Vec::with_capacity(64);
+    let mut bounds: Vec<usize> = Vec::with_capacity(64);
     for (name, text) in fields {
         let Some(&weight) = spec.fields.get(*name) else { continue };
         let lower = text.to_lowercase();
         for token in lower.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()) {
-            key.clear();
-            key.push_str("w:");
-            key.push_str(token);
-            add(&key, weight);
+            added.push((Fnv::new().bytes(b"w:").bytes(token.as_bytes()).finish() % spec.buckets, weight));
 
+            // `<token>` as bytes, with the offset of every character, so that
+            // each n-gram of characters is a slice: hashed, never built.
             padded.clear();
-            padded.push('<');
-            padded.extend(token.chars());
-            padded.push('>');
-            for gram in padded.windows(spec.ngram.max(1)) {
-                key.clear();
-                key.push_str("g:");
-                key.extend(gram);
-                add(&key, weight / 2.0);
+            padded.push(b'<');
+            padded.extend_from_slice(token.as_bytes());
+            padded.push(b'>');
+            bounds.clear();
+            bounds.push(0);
+            bounds.extend(token.char_indices().map(|(i, _)| i + 1));
+            bounds.push(padded.len() - 1);
+            bounds.push(padded.len());
+            for window in bounds.windows(n + 1) {
+                let gram = &padded[window[0]..window[n]];
+                added.push((Fnv::new().bytes(b"g:").bytes(gram).finish() % spec.buckets, weight / 2.0));
             }
         }
     }
-    let mut top: Features = acc.into_iter().collect();
-    top.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    top.truncate(spec.max_features);
-    top.sort_unstable_by_key(|&(bucket, _)| bucket);
-    let norm = top.iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
+    added.sort_unstable_by_key(|&(bucket, _)| bucket);
+    let mut merged: Features = Vec::with_capacity(added.len());
+    for (bucket, weight) in added {
+        match merged.last_mut() {
+            Some((last, sum)) if *last == bucket => *sum += weight,
+            _ => merged.push((bucket, weight)),
+        }
+    }
+    // Keep the strongest (ties: the lower bucket), back in bucket order.
+    if merged.len() > spec.max_features {
+        merged.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        merged.truncate(spec.max_features);
+        merged.sort_unstable_by_key(|&(bucket, _)| bucket);
+    }
+    let norm = merged.iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
     if norm > 0.0 {
-        for (_, v) in &mut top {
+        for (_, v) in &mut merged {
             *v /= norm;
         }
     }
-    top
+    merged
+}
+
+/// 32-bit FNV-1a over several byte slices, as if they were one.
+struct Fnv(u32);
+
+impl Fnv {
+    fn new() -> Fnv {
+        Fnv(0x811c_9dc5)
+    }
+
+    fn bytes(self, bytes: &[u8]) -> Fnv {
+        Fnv(bytes.iter().fold(self.0, |hash, &b| (hash ^ u32::from(b)).wrapping_mul(0x0100_0193)))
+    }
+
+    fn finish(self) -> u32 {
+        self.0
+    }
 }
 
 #[cfg(test)]

@@ -59,7 +59,10 @@ async fn main() {
         tokio::select! {
             Some(m) = processed.next() => {
                 outputs += 1;
-                println!("✓ {:<40} {}", m.subject, String::from_utf8_lossy(&m.payload));
+                match summarise_product(&m.payload) {
+                    Some(summary) => println!("✓ {:<40} {summary}", m.subject),
+                    None => println!("✓ {:<40} {}", m.subject, String::from_utf8_lossy(&m.payload)),
+                }
             }
             Some(m) = dead.next() => {
                 letters += 1;
@@ -78,6 +81,32 @@ async fn main() {
         std::process::exit(1);
     }
     println!("weir stopped cleanly on SIGINT.");
+}
+
+/// One line for a processed product event: what the tagger and the
+/// enrichment added (the whole event is a screen wide).
+fn summarise_product(payload: &[u8]) -> Option<String> {
+    let e: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let tags: Vec<String> = e.get("tags")?.as_array()?.iter().map(|t| format!("{} {:.2}", t["tag"].as_str().unwrap_or("?"), t["score"].as_f64().unwrap_or(0.0))).collect();
+    let shop = match e.get("shop") {
+        Some(shop) => format!("{} ({})", shop["name"].as_str().unwrap_or("?"), shop["country"].as_str().unwrap_or("?")),
+        None => format!("shop {} missing", e["shop_id"]),
+    };
+    let price = match e["price_reporting"].as_f64() {
+        Some(p) => format!("{p:.2} {}", e["reporting_currency"].as_str().unwrap_or("")),
+        None => "no rate".into(),
+    };
+    Some(format!(
+        "{}\n  {:<40} tags: {} | {shop} | {price} | {}/{} | {} {} {:02}h",
+        e["title"],
+        "",
+        if tags.is_empty() { "none".into() } else { tags.join(", ") },
+        e["device"]["class"].as_str().unwrap_or("?"),
+        e["device"]["browser"].as_str().unwrap_or("?"),
+        e["date"]["iso_week"].as_str().unwrap_or("?"),
+        e["date"]["weekday"].as_str().unwrap_or("?"),
+        e["date"]["hour"].as_u64().unwrap_or(0),
+    ))
 }
 
 /// weir's default compile cache: `$XDG_CACHE_HOME/weir`, else `~/.cache/weir`.
