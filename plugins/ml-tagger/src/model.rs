@@ -105,7 +105,10 @@ impl Model {
 
     /// Scores a batch: one row of label scores per event, in label order.
     pub fn score(&self, batch: &[Features]) -> Result<Vec<Vec<f32>>, String> {
-        let (n, k) = (batch.len(), self.meta.spec.max_features);
+        // Padded to the batch's longest (at least 1): the model's K is
+        // symbolic, and padding costs as much as features.
+        let longest = batch.iter().map(Vec::len).max().unwrap_or(0);
+        let (n, k) = (batch.len(), longest.clamp(1, self.meta.spec.max_features));
         let mut indices = vec![0i64; n * k];
         let mut values = vec![0f32; n * k];
         for (row, features) in batch.iter().enumerate() {

@@ -10,12 +10,13 @@ over hashed features; the features are computed by the plugin, in Rust, and
 by `features()` below, in Python. The two must agree exactly: the rules are
 written down once, in `plugins/ml-tagger/src/features.rs`, and this file
 follows them. The ONNX graph takes the sparse features of a batch as two
-[N, K] tensors (bucket indices and values, zero-padded) and computes
+[N, K] tensors (bucket indices and values, zero-padded to the batch's
+longest; K is at most max_features) and computes
 
     scores = softmax|sigmoid(sum_k W[indices[n, k]] * values[n, k] + b)
 
-with Gather, Mul and ReduceSum, so a call costs K x labels multiply-adds per
-event instead of buckets x labels.
+with Gather and a batched MatMul, so a call costs K x labels multiply-adds
+per event instead of buckets x labels.
 
 The labels, the feature settings and the held-out figures are stored in the
 model's metadata (`weir.tagger`), so that the plugin needs only the .onnx
@@ -190,19 +191,17 @@ def evaluate(p, items, threshold):
 
 def export(w, b, meta, path: pathlib.Path):
     nc, nl = len(CATEGORIES), len(CATEGORIES) + len(COLOURS)
-    k = SPEC["max_features"]
     init = [
         numpy_helper.from_array(w.astype(np.float32), "weights"),
         numpy_helper.from_array(b.astype(np.float32), "bias"),
-        numpy_helper.from_array(np.array([2], dtype=np.int64), "axis2"),
         numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
         numpy_helper.from_array(np.array([nc, nl - nc], dtype=np.int64), "split"),
     ]
     nodes = [
         helper.make_node("Gather", ["weights", "indices"], ["rows"], axis=0),  # [N, K, L]
-        helper.make_node("Unsqueeze", ["values", "axis2"], ["values3"]),  # [N, K, 1]
-        helper.make_node("Mul", ["rows", "values3"], ["weighted"]),
-        helper.make_node("ReduceSum", ["weighted", "axis1"], ["sums"], keepdims=0),  # [N, L]
+        helper.make_node("Unsqueeze", ["values", "axis1"], ["values3"]),  # [N, 1, K]
+        helper.make_node("MatMul", ["values3", "rows"], ["weighted"]),  # [N, 1, L]
+        helper.make_node("Squeeze", ["weighted", "axis1"], ["sums"]),  # [N, L]
         helper.make_node("Add", ["sums", "bias"], ["logits"]),
         helper.make_node("Split", ["logits", "split"], ["cat_logits", "col_logits"], axis=1),
         helper.make_node("Softmax", ["cat_logits"], ["cat"], axis=1),
@@ -213,8 +212,8 @@ def export(w, b, meta, path: pathlib.Path):
         nodes,
         "weir-tagger",
         [
-            helper.make_tensor_value_info("indices", TensorProto.INT64, ["N", k]),
-            helper.make_tensor_value_info("values", TensorProto.FLOAT, ["N", k]),
+            helper.make_tensor_value_info("indices", TensorProto.INT64, ["N", "K"]),
+            helper.make_tensor_value_info("values", TensorProto.FLOAT, ["N", "K"]),
         ],
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", nl])],
         init,
