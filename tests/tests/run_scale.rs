@@ -96,8 +96,15 @@ async fn two_processes_share_a_durable_consumer() {
         .pipeline("orders.toml", &pipeline("B", source, sink))
         .start();
 
-    js_publish_orders(&js, "in.orders", 0..N).await;
-    wait_stream_len(&js, "OUT", N, Duration::from_secs(40)).await;
+    // In waves, each once both processes are idle again: then each has a
+    // pull request waiting when the wave arrives. (One burst can go almost
+    // whole to whichever process pulls again first: JetStream hands work to
+    // the requests that are waiting, not in turns.)
+    const WAVE: u64 = 500;
+    for start in (0..N).step_by(WAVE as usize) {
+        js_publish_orders(&js, "in.orders", start..start + WAVE).await;
+        wait_stream_len(&js, "OUT", start + WAVE, Duration::from_secs(20)).await;
+    }
     wait_consumer_done(&js, "IN", "weir-orders", Duration::from_secs(20)).await;
     let outputs = read_stream(&js, "OUT").await;
     assert_exactly_once("orders processed through the shared durable", outputs.iter().map(id_of), 0..N);

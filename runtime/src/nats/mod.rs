@@ -311,6 +311,16 @@ impl Source {
                     let next = tokio::select! {
                         _ = stop.cancelled() => return None,
                         next = pull.next() => next,
+                        // The request expires after PULL_EXPIRES; if its end
+                        // never arrives, this process would wait forever while
+                        // other processes on the same durable take all the
+                        // work. Anything still on its way comes back after
+                        // ack_wait.
+                        _ = tokio::time::sleep(PULL_EXPIRES * 4) => {
+                            tracing::debug!(stream = %stream, "JetStream pull request outlived its expiry; asking again");
+                            *batch = None;
+                            continue;
+                        }
                     };
                     match next {
                         Some(Ok(m)) => taken.extend(js_event(stream, m)),
