@@ -230,7 +230,7 @@ fn kv_reads_need_a_grant_and_weir_run() {
         json("in.x", serde_json::json!({"chaos": "kv", "bucket": "secrets", "key": "s1"})),
     ]);
     let no_nats = dead(&out[0]);
-    assert!(no_nats.message.contains("only `weir run` mirrors KV buckets"), "{}", no_nats.message);
+    assert!(no_nats.message.contains("`weir run` mirrors KV buckets from NATS, `weir exec` serves them from files"), "{}", no_nats.message);
     let ungranted = dead(&out[1]);
     assert!(ungranted.message.contains("KV bucket \"secrets\" is not granted to stage \"chaos\""), "{}", ungranted.message);
 }

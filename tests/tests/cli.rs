@@ -153,3 +153,37 @@ fn help_explains_the_commands() {
     assert!(text(&out.stdout).contains("--subject"));
     assert!(text(&out.stdout).contains("payload_base64"));
 }
+
+/// `weir exec --kv`: a KV stage runs without NATS, its buckets served from
+/// the same JSON files `weir kv load` takes; without them, the dead letters
+/// say how to give them.
+#[test]
+fn exec_serves_kv_buckets_from_files() {
+    let dir = TempDir::new("weir-exec-kv");
+    let toml = format!(
+        "name = \"bi\"\n[source]\nsubject = \"tracking.>\"\n[[stages]]\nname = \"enrich\"\nplugin = {}\ngrants = {{ kv = [\"shops\", \"rates\"] }}\n[sink]\nsubject = \"out\"\n[dead_letter]\nsubject = \"dlq\"\n",
+        toml_str(plugins::BI_ENRICH)
+    );
+    std::fs::write(dir.path().join("bi.toml"), toml).unwrap();
+    std::fs::write(dir.path().join("shops.json"), r#"{"s-1": {"name": "Northwind", "country": "DE", "commission_rate": 0.1}}"#).unwrap();
+    std::fs::write(dir.path().join("rates.json"), r#"{"USD": {"rate": 0.5}}"#).unwrap();
+    let event = r#"{"shop_id": "s-1", "price": 30, "currency": "USD", "ts": "2026-11-26T10:15:00Z", "user_agent": "curl/8"}"#;
+
+    let out = weir(dir.path(), &["exec", "bi.toml", "--subject", "tracking.view", "--kv", "shops.json", "--kv", "rates.json"], event);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let outputs = lines(&out.stdout);
+    assert_eq!(outputs.len(), 1, "{}", text(&out.stderr));
+    assert_eq!(outputs[0]["payload"]["shop"]["name"], "Northwind");
+    assert_eq!(outputs[0]["payload"]["price_reporting"], 15.0);
+
+    let out = weir(dir.path(), &["exec", "bi.toml", "--subject", "tracking.view"], event);
+    assert!(lines(&out.stdout).is_empty());
+    let dead = lines(&out.stderr);
+    assert_eq!(dead.len(), 1, "{}", text(&out.stderr));
+    let reason = dead[0]["headers"]["weir-error"].as_str().unwrap_or_default();
+    assert!(reason.contains("KV bucket \"shops\"") && reason.contains("--kv shops.json"), "{reason}");
+
+    let bad = weir(dir.path(), &["exec", "bi.toml", "--kv", "bi.toml"], "");
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("bi.toml: expected a JSON object of key to value"), "{}", text(&bad.stderr));
+}

@@ -122,7 +122,7 @@ impl HostState {
         }
         match &self.kv_source {
             Some(source) => source.get(bucket, key),
-            None => Err(format!("KV bucket \"{bucket}\" is not available here: only `weir run` mirrors KV buckets from NATS")),
+            None => Err(format!("KV bucket \"{bucket}\" is not available here: `weir run` mirrors KV buckets from NATS, `weir exec` serves them from files given with --kv {bucket}.json")),
         }
     }
 }
