@@ -108,6 +108,7 @@ pub mod kv;
 pub mod log;
 mod output;
 mod path;
+mod select;
 pub mod testing;
 
 pub use config::Config;
@@ -115,6 +116,7 @@ pub use error::Error;
 pub use event::Event;
 pub use output::Output;
 pub use path::Path;
+pub use select::Selection;
 /// The `serde_json` crate this SDK uses, for stages that work on
 /// [`serde_json::Value`] without depending on it themselves.
 ///
@@ -356,6 +358,7 @@ pub mod __private {
     }
 
     pub fn process<T: Stage>(slot: &'static Slot<T>, events: Vec<Event>) -> Vec<BatchResult> {
+        crate::kv::begin_batch();
         slot.with_borrow_mut(|stage| {
             // weir always calls `init` first; if it did not, trapping makes
             // it replace the instance, which is what it should do then.

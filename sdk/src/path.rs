@@ -64,6 +64,12 @@ impl Path {
         })
     }
 
+    /// The segments: each key, and the index it also names when it is
+    /// made of digits.
+    pub(crate) fn segments(&self) -> impl Iterator<Item = (&str, Option<usize>)> {
+        self.segments.iter().map(|s| (s.key.as_str(), s.index))
+    }
+
     /// The path as written.
     ///
     /// ```

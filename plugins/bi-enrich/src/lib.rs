@@ -58,7 +58,7 @@ use std::borrow::Cow;
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use weir_sdk::serde_json::{self, Map, Value};
-use weir_sdk::{Config, Error, Event, Output, Path, Stage, kv};
+use weir_sdk::{Config, Error, Event, Output, Path, Selection, Stage, kv};
 
 pub use agent::AgentCache;
 use agent::Device;
@@ -189,13 +189,22 @@ pub type Lookup<'a> = dyn Fn(&str, &str) -> Result<Option<Vec<u8>>, String> + 'a
 pub struct BiEnrich {
     settings: Settings,
     agents: AgentCache,
+    /// What is read of each payload: the five fields, and the fields the
+    /// stage adds (to know whether the payload has them already).
+    read: Selection,
 }
+
+/// The top-level fields the stage adds, in key order.
+const ADDED: [&str; 7] = ["commission", "date", "device", "enrichment_missing", "price_reporting", "reporting_currency", "shop"];
 
 impl BiEnrich {
     /// A stage with `settings` and an empty cache.
     pub fn new(settings: Settings) -> BiEnrich {
         let agents = AgentCache::new(settings.agent_cache);
-        BiEnrich { settings, agents }
+        let f = &settings.fields;
+        let added: Vec<Path> = ADDED.iter().map(|key| Path::parse(key).expect("a valid path")).collect();
+        let read = Selection::new([&f.shop_id, &f.price, &f.currency, &f.ts, &f.user_agent].into_iter().chain(&added));
+        BiEnrich { settings, agents, read }
     }
 
     /// The user-agent cache, to read its hit count.
@@ -206,33 +215,54 @@ impl BiEnrich {
     /// Enriches one JSON payload: the whole per-event work of the stage,
     /// public so that a native benchmark runs exactly this code with its own
     /// `lookup`.
+    ///
+    /// Only the fields the stage reads are parsed (see [`Selection`]).
+    /// When the payload has none of the fields the stage adds, as usual,
+    /// they are appended to the payload's text, in key order: the
+    /// payload's own fields stay as they came, in their order. Otherwise
+    /// the payload is parsed whole and written again with the added fields
+    /// replacing its own, all keys sorted.
     pub fn enrich(&mut self, payload: &[u8], lookup: &Lookup<'_>) -> Result<Vec<u8>, Error> {
-        enrich_with(&self.settings, &mut self.agents, payload, lookup)
+        let event = self.read.parse(payload)?;
+        let Value::Object(fields) = &event else {
+            return Err(Error::invalid("payload is not a JSON object"));
+        };
+        let additions = read(&self.settings, &mut self.agents, &event, lookup)?;
+        let added = additions.fields(&self.settings.reporting_currency);
+        debug_assert!(added.is_sorted_by_key(|(key, _)| *key));
+        // Room for the payload and what is added, so the buffer seldom grows.
+        let mut out = Vec::with_capacity(payload.len() + 384);
+        let written = if ADDED.iter().any(|key| fields.contains_key(*key)) {
+            let whole: Value = serde_json::from_slice(payload)?;
+            let Value::Object(payload) = &whole else { unreachable!("read as an object above") };
+            serde_json::to_writer(&mut out, &Enriched { payload, added: &added })
+        } else {
+            append(&mut out, payload, &added)
+        };
+        written.map_err(|e| Error::invalid(format!("cannot write the payload: {e}")))?;
+        Ok(out)
     }
 }
 
-fn enrich_with(
-    settings: &Settings,
-    agents: &mut AgentCache,
-    payload: &[u8],
-    lookup: &Lookup<'_>,
-) -> Result<Vec<u8>, Error> {
-    let event: Value = serde_json::from_slice(payload)?;
-    let Value::Object(fields) = &event else {
-        return Err(Error::invalid("payload is not a JSON object"));
-    };
-    let additions = read(settings, agents, &event, lookup)?;
-    let added = additions.fields(&settings.reporting_currency);
-    debug_assert!(added.is_sorted_by_key(|(key, _)| *key));
-    let enriched = Enriched {
-        payload: fields,
-        added: &added,
-    };
-    // Room for the payload and what is added, so the buffer seldom grows.
-    let mut out = Vec::with_capacity(payload.len() + 384);
-    serde_json::to_writer(&mut out, &enriched)
-        .map_err(|e| Error::invalid(format!("cannot write the payload: {e}")))?;
-    Ok(out)
+/// Writes `payload`, a JSON object's text, with the `added` fields that
+/// have a value appended.
+fn append(out: &mut Vec<u8>, payload: &[u8], added: &[(&'static str, Option<Added<'_>>)]) -> serde_json::Result<()> {
+    let body = payload.trim_ascii_end();
+    let body = body[..body.len() - 1].trim_ascii_end();
+    out.extend_from_slice(body);
+    let mut first = body.last() == Some(&b'{');
+    for (key, value) in added {
+        let Some(value) = value else { continue };
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        serde_json::to_writer(&mut *out, key)?;
+        out.push(b':');
+        serde_json::to_writer(&mut *out, value)?;
+    }
+    out.push(b'}');
+    Ok(())
 }
 
 /// Reads the event's fields and the reference data: everything
@@ -409,12 +439,12 @@ impl Serialize for Added<'_> {
     }
 }
 
-/// The enriched event as JSON: the payload's fields and the added ones
-/// merged in key order, an added field replacing the payload's field of the
-/// same name. That is the text that inserting the added fields into the
-/// payload's `Map` and writing it would give, without allocating the added
-/// keys and values first (some twenty allocations an event, each dearer in
-/// wasm than natively).
+/// The enriched event as JSON, when the payload has some of the fields the
+/// stage adds: the payload's fields and the added ones merged in key
+/// order, an added field replacing the payload's field of the same name.
+/// That is the text that inserting the added fields into the payload's
+/// `Map` and writing it would give, without allocating the added keys and
+/// values first.
 struct Enriched<'a> {
     payload: &'a Map<String, Value>,
     /// In key order.

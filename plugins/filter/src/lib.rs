@@ -27,15 +27,20 @@
 //! `exists = false`, which are true. Numbers compare by value (`1 == 1.0`); a
 //! number never equals a string. A payload that is not JSON is refused as
 //! invalid.
+//!
+//! Only the fields the conditions name are read out of each payload (see
+//! [`weir_sdk::Selection`]); the rest is checked for JSON syntax and
+//! skipped.
 
 use weir_sdk::serde_json::{Map, Value};
-use weir_sdk::{Config, Error, Event, Output, Path, Stage};
+use weir_sdk::{Config, Error, Event, Output, Path, Selection, Stage};
 
 const OPERATORS: &str = "eq, ne, gt, gte, lt, lte, in, not_in, exists";
 
-/// The stage: the parsed condition tree.
+/// The stage: the parsed condition tree, and the fields it reads.
 pub struct Filter {
     condition: Condition,
+    fields: Selection,
 }
 
 /// A condition, parsed once from the config.
@@ -76,13 +81,15 @@ pub enum Test {
 
 impl Stage for Filter {
     fn init(config: Config) -> Result<Self, String> {
-        Ok(Filter {
-            condition: Condition::parse(config.value(), "")?,
-        })
+        let condition = Condition::parse(config.value(), "")?;
+        let mut paths = Vec::new();
+        condition.paths(&mut paths);
+        let fields = Selection::new(paths);
+        Ok(Filter { condition, fields })
     }
 
     fn process(&mut self, event: Event) -> Result<Output, Error> {
-        let payload = event.json_value()?;
+        let payload = self.fields.parse(&event.payload)?;
         Ok(if self.condition.holds(&payload) {
             Output::One(event)
         } else {
@@ -94,6 +101,17 @@ impl Stage for Filter {
 weir_sdk::export_stage!(Filter);
 
 impl Condition {
+    /// Adds the paths of the fields this condition tests to `paths`.
+    pub fn paths<'c>(&'c self, paths: &mut Vec<&'c Path>) {
+        match self {
+            Condition::All(conditions) | Condition::Any(conditions) => {
+                conditions.iter().for_each(|c| c.paths(paths));
+            }
+            Condition::Not(condition) => condition.paths(paths),
+            Condition::Test(path, _) => paths.push(path),
+        }
+    }
+
     /// Parses the condition at `at` (`all[1].not`, or `""` for the root).
     pub fn parse(value: &Value, at: &str) -> Result<Condition, String> {
         let place = if at.is_empty() { "config" } else { at };

@@ -159,3 +159,80 @@ fn the_labels_are_the_categories_then_the_colours() {
     assert_eq!(labels.iter().filter(|l| l.kind == Kind::Category).count(), 16);
     assert_eq!(labels.iter().filter(|l| l.kind == Kind::Colour).count(), 12);
 }
+
+/// Features of the held-out products, as the tagger computes them.
+fn held_out_features(t: &Tagger) -> Vec<weir_ml_tagger::features::Features> {
+    held_out()
+        .iter()
+        .map(|item| {
+            let text = |key: &str| item[key].as_str().unwrap_or("").to_owned();
+            let texts = [("title", text("title")), ("brand", text("brand")), ("description", text("description"))];
+            let texts: Vec<(&str, &str)> = texts.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            weir_ml_tagger::features::features(&t.model().meta.spec, &texts)
+        })
+        .collect()
+}
+
+#[test]
+fn the_linear_scorer_gives_tracts_scores() {
+    let auto = tagger(json!({}));
+    let tract = tagger(json!({ "inference": "tract" }));
+    assert_eq!(auto.model().inference(), "linear", "the shipped model is the linear graph");
+    assert_eq!(tract.model().inference(), "tract");
+    let batch = held_out_features(&auto);
+    let ours = auto.model().score(&batch).unwrap();
+    let theirs = tract.model().score(&batch).unwrap();
+    assert_eq!(ours.len(), 251);
+    for (row, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        assert_eq!(a.len(), 28);
+        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        assert!(worst < 1e-5, "held-out product {row}: scores differ by {worst}");
+    }
+    // And what the events get is the same.
+    let payloads: Vec<Vec<u8>> = held_out().iter().map(|item| serde_json::to_vec(item).unwrap()).collect();
+    let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+    let tagged = |t: &Tagger| -> Vec<Vec<(String, String)>> {
+        t.tag_payloads(&refs).into_iter().map(|r| tags(&serde_json::from_slice(&r.unwrap()).unwrap())).collect()
+    };
+    assert_eq!(tagged(&auto), tagged(&tract));
+}
+
+/// The committed model, altered by `change`, re-encoded.
+fn altered_model(change: impl FnOnce(&mut tract_onnx::pb::ModelProto)) -> Vec<u8> {
+    use prost::Message;
+    use tract_onnx::prelude::Framework;
+    let bytes = std::fs::read(model_path()).unwrap();
+    let mut proto = tract_onnx::onnx().proto_model_for_read(&mut &bytes[..]).unwrap();
+    change(&mut proto);
+    proto.encode_to_vec()
+}
+
+fn settings() -> Settings {
+    Settings::from_config(&Config::from_json(&json!({ "model": "altered.onnx" }).to_string()).unwrap()).unwrap()
+}
+
+#[test]
+fn another_graph_is_run_by_tract() {
+    // A ReLU where the colours' sigmoid was: not the linear model.
+    let bytes = altered_model(|m| {
+        let node = m.graph.as_mut().unwrap().node.iter_mut().find(|n| n.op_type == "Sigmoid").unwrap();
+        node.op_type = "Relu".into();
+    });
+    let t = Tagger::new(settings(), &bytes).unwrap();
+    assert_eq!(t.model().inference(), "tract");
+    let scores = t.model().score(&held_out_features(&t)[..4]).unwrap();
+    // Colours are now raw ReLU outputs: not all within 0..1 as sigmoids are.
+    assert!(scores.iter().flat_map(|row| &row[16..]).any(|&s| s == 0.0), "ReLU zeroes negative logits");
+}
+
+#[test]
+fn a_graph_that_looks_linear_but_computes_otherwise_is_run_by_tract() {
+    // Same operators, but the softmax runs across the batch (axis 0), not
+    // across the categories: the probes catch it.
+    let bytes = altered_model(|m| {
+        let node = m.graph.as_mut().unwrap().node.iter_mut().find(|n| n.op_type == "Softmax").unwrap();
+        node.attribute.iter_mut().find(|a| a.name == "axis").unwrap().i = 0;
+    });
+    let t = Tagger::new(settings(), &bytes).unwrap();
+    assert_eq!(t.model().inference(), "tract");
+}

@@ -18,15 +18,20 @@
 //! whitespace, `*`, `>`, control characters) becomes `_`, so that one field
 //! always fills exactly one token. An object or array field is refused as
 //! invalid, and so is a payload that is not JSON.
+//!
+//! Only the fields the template names are read out of each payload (see
+//! [`weir_sdk::Selection`]); the rest is checked for JSON syntax and
+//! skipped.
 
 use serde::Deserialize;
 use weir_sdk::serde_json::Value;
-use weir_sdk::{Config, Error, Event, Output, Path, Stage};
+use weir_sdk::{Config, Error, Event, Output, Path, Selection, Stage};
 
 /// The stage: the parsed template.
 pub struct Router {
     parts: Vec<Part>,
     default: Option<String>,
+    fields: Selection,
 }
 
 #[derive(Deserialize)]
@@ -55,14 +60,19 @@ impl Stage for Router {
         }
         let parts =
             parse_template(&settings.subject).map_err(|e| format!("config.subject: {e}"))?;
+        let fields = Selection::new(parts.iter().filter_map(|part| match part {
+            Part::Field(path) => Some(path),
+            Part::Text(_) => None,
+        }));
         Ok(Router {
             parts,
             default: settings.default,
+            fields,
         })
     }
 
     fn process(&mut self, event: Event) -> Result<Output, Error> {
-        let subject = self.subject_for(&event.json_value()?)?;
+        let subject = self.subject_for(&self.fields.parse(&event.payload)?)?;
         Ok(Output::One(event.with_subject(subject)))
     }
 }
