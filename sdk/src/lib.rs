@@ -103,6 +103,10 @@ mod error;
 #[global_allocator]
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
+/// Faster `memcmp` and `bcmp` for the plugin (wasm only).
+#[cfg(all(feature = "fast-mem", target_family = "wasm"))]
+mod mem;
+
 mod event;
 pub mod kv;
 pub mod log;

@@ -853,4 +853,38 @@ mod tests {
         assert_eq!(payloads("{}"), uncached);
         assert_eq!(payloads(r#"{"agent_cache": 2}"#), uncached);
     }
+
+    /// The raw payload the stage writes for `payload`.
+    fn enriched_text(payload: &str) -> String {
+        let mut out = testing::run_one::<BiEnrich>("{}", Event::new("orders", payload)).unwrap();
+        String::from_utf8(out.pop().unwrap().payload).unwrap()
+    }
+
+    #[test]
+    fn added_fields_follow_the_payload_as_it_came() {
+        fill_kv();
+        let payload = format!(
+            r#"{{ "ts": "2026-11-26T10:15:00Z", "shop_id": "s-1", "price": 12.50, "currency": "USD", "user_agent": "{CHROME}", "zz": [1, {{"b": 2}}] }}"#
+        );
+        let text = enriched_text(&payload);
+        let body = payload.trim_end_matches(" }");
+        assert!(text.starts_with(&format!("{body},\"commission\":1.15,\"date\":")), "{text}");
+        let read: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(read["shop"]["country"], "DE");
+        assert_eq!(read["zz"], json!([1, { "b": 2 }]));
+    }
+
+    #[test]
+    fn a_field_the_stage_adds_replaces_the_payloads_own() {
+        fill_kv();
+        let mut payload = order("s-1", 12.5, "USD");
+        payload["shop"] = json!("stale");
+        payload["device"] = json!({ "class": "toaster" });
+        let text = enriched_text(&payload.to_string());
+        assert_eq!(text.matches("\"shop\"").count(), 1, "{text}");
+        assert_eq!(text.matches("\"device\"").count(), 1, "{text}");
+        let read: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(read["shop"]["name"], "Shop One");
+        assert_eq!(read["device"]["class"], "desktop");
+    }
 }

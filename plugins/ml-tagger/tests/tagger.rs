@@ -236,3 +236,35 @@ fn a_graph_that_looks_linear_but_computes_otherwise_is_run_by_tract() {
     let t = Tagger::new(settings(), &bytes).unwrap();
     assert_eq!(t.model().inference(), "tract");
 }
+
+/// The raw payload a tagger writes for `payload`.
+fn tagged_text(t: &mut Tagger, payload: &str) -> String {
+    let mut out = testing::process(t, vec![Event::new("tracking.product.view", payload)]).unwrap();
+    String::from_utf8(out.remove(0).unwrap().remove(0).payload).unwrap()
+}
+
+#[test]
+fn tags_are_appended_and_the_event_keeps_its_text() {
+    let mut t = tagger(json!({ "max_tags": 1 }));
+    let payload = r#"{ "title": "Slim fit jeans, indigo wash", "zeta": {"a": [1, 2.50]}, "id": 7 }"#;
+    let text = tagged_text(&mut t, payload);
+    // The fields as they came, in their order, then the tags.
+    assert!(text.starts_with(r#"{ "title": "Slim fit jeans, indigo wash", "zeta": {"a": [1, 2.50]}, "id": 7,"tags":[{"kind":"category","score":"#), "{text}");
+    let read: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(tags(&read), vec![("jeans".to_owned(), "category".to_owned())]);
+    // An empty object gets no stray comma.
+    let mut all = tagger(json!({ "fields": { "title": "t" } }));
+    let from_empty = tagged_text(&mut all, "{\"t\":\"red dress\"}\n");
+    assert!(from_empty.starts_with(r#"{"t":"red dress","tags":["#), "{from_empty}");
+    serde_json::from_str::<Value>(&from_empty).unwrap();
+}
+
+#[test]
+fn existing_tags_are_replaced_not_duplicated() {
+    let mut t = tagger(json!({ "max_tags": 1 }));
+    let text = tagged_text(&mut t, r#"{"title": "Yellow canvas sneakers", "tags": ["old"], "b": 1}"#);
+    assert_eq!(text.matches("\"tags\"").count(), 1, "{text}");
+    let read: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(tags(&read), vec![("sneakers".to_owned(), "category".to_owned())]);
+    assert_eq!(read["b"], 1);
+}

@@ -86,6 +86,12 @@ impl Engine {
     pub fn new(options: &EngineOptions) -> anyhow::Result<Self> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
+        // `cargo build --features weir/profiling` and WEIR_PERFMAP=1: perf
+        // can then name the functions of the stages' compiled code.
+        #[cfg(feature = "profiling")]
+        if std::env::var_os("WEIR_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = wasmtime::Engine::new(&config)?;
 
         let mut linker = Linker::new(&engine);
