@@ -104,7 +104,7 @@ mod error;
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
 /// Faster `memcmp` and `bcmp` for the plugin (wasm only).
-#[cfg(all(feature = "fast-mem", target_family = "wasm"))]
+#[cfg(any(test, all(feature = "fast-mem", target_family = "wasm")))]
 mod mem;
 
 mod event;
