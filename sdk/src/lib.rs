@@ -100,8 +100,11 @@ mod error;
 
 /// The plugin's allocator: see the `fast-alloc` feature in Cargo.toml.
 #[cfg(all(feature = "fast-alloc", target_family = "wasm", not(target_feature = "atomics")))]
+mod alloc;
+
+#[cfg(all(feature = "fast-alloc", target_family = "wasm", not(target_feature = "atomics")))]
 #[global_allocator]
-static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+static ALLOCATOR: alloc::Allocator = alloc::Allocator::new();
 
 /// Faster `memcmp` and `bcmp` for the plugin (wasm only).
 #[cfg(any(test, all(feature = "fast-mem", target_family = "wasm")))]
