@@ -125,10 +125,13 @@ pub fn get_json<T: DeserializeOwned>(bucket: &str, key: &str) -> Result<Option<T
     })
 }
 
+/// What the current batch has read: bucket -> key -> value.
+#[cfg(target_arch = "wasm32")]
+type BatchReads = HashMap<String, HashMap<String, Option<Vec<u8>>>>;
+
 #[cfg(target_arch = "wasm32")]
 thread_local! {
-    /// What the current batch has read: bucket -> key -> value.
-    static BATCH_READS: RefCell<HashMap<String, HashMap<String, Option<Vec<u8>>>>> = RefCell::new(HashMap::new());
+    static BATCH_READS: RefCell<BatchReads> = RefCell::new(HashMap::new());
 }
 
 /// Forgets what the previous batch read; called by `export_stage!` before
