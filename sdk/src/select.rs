@@ -21,7 +21,8 @@ use crate::{Error, Path};
 /// For every selected path, [`Path::get`] gives the same on the selection
 /// as on the whole payload; a selected path that ends at an object or
 /// array gets all of it. The whole payload must still be valid JSON: a
-/// syntax error anywhere is an error, as with `json_value`.
+/// syntax error or a byte that is not UTF-8 anywhere is an error, as with
+/// `json_value`.
 ///
 /// ```
 /// use weir_sdk::{serde_json::json, Event, Path, Selection};
@@ -79,7 +80,11 @@ impl Selection {
     /// Reads the selected fields of a JSON payload; an [`Error::invalid`]
     /// that says why when the payload is not JSON.
     pub fn parse(&self, payload: &[u8]) -> Result<Value, Error> {
-        let mut reader = serde_json::Deserializer::from_slice(payload);
+        // Checked whole, so that a skipped string is valid UTF-8 too, as
+        // in a payload read whole.
+        let payload = std::str::from_utf8(payload)
+            .map_err(|e| Error::invalid(format!("payload is not valid JSON: it is not UTF-8 ({e})")))?;
+        let mut reader = serde_json::Deserializer::from_str(payload);
         let value = (&self.root).deserialize(&mut reader).and_then(|value| reader.end().map(|()| value));
         value.map_err(Error::from_json_read)
     }
@@ -285,7 +290,7 @@ mod tests {
     #[test]
     fn bad_json_anywhere_is_an_error() {
         let selection = select(&["a"]);
-        for bad in [&br#"{"a": 1, "b": [1, }"#[..], br#"{"a": 1} trailing"#, b"", br#"{"b": "unterminated}"#, b"\xff"] {
+        for bad in [&br#"{"a": 1, "b": [1, }"#[..], br#"{"a": 1} trailing"#, b"", br#"{"b": "unterminated}"#, b"\xff", b"{\"a\": 1, \"skipped\": \"\xff\"}"] {
             let error = selection.parse(bad).unwrap_err();
             assert!(error.message().starts_with("payload is not valid JSON"), "{}", error.message());
         }
