@@ -287,8 +287,9 @@ fn floats(tensor: &tract_onnx::pb::TensorProto) -> Option<Vec<f32>> {
 }
 
 /// Probe batches for checking [`Linear`] against tract: real features of a
-/// few product texts, an empty row, and rows touching the first and last
-/// buckets.
+/// few product texts, an empty row, rows touching the first and last
+/// buckets, and rows of buckets spread over the whole table (whatever the
+/// model's field names, so that the check never rests on empty rows).
 fn probes(spec: &Spec) -> Vec<Features> {
     let texts = [
         "Slim fit stretch jeans, indigo wash",
@@ -300,5 +301,17 @@ fn probes(spec: &Spec) -> Vec<Features> {
     let mut probes: Vec<Features> = texts.iter().map(|t| crate::features::features(spec, &[("title", t)])).collect();
     probes.push(Vec::new());
     probes.push(vec![(0, 0.6), (spec.buckets - 1, 0.8)]);
+    let mut seed = 0x9E37_79B9u32;
+    for row in 0..8u32 {
+        let mut spread: Features = (0..16 + row)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (seed % spec.buckets, 0.25)
+            })
+            .collect();
+        spread.sort_unstable_by_key(|&(bucket, _)| bucket);
+        spread.dedup_by_key(|&mut (bucket, _)| bucket);
+        probes.push(spread);
+    }
     probes
 }
