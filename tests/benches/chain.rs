@@ -84,11 +84,6 @@ fn best(mut round: impl FnMut() -> Duration) -> f64 {
     fastest.as_nanos() as f64 / EVENTS as f64
 }
 
-/// The allocator of the `weir` binary, so that the in-process figures are
-/// weir's (the native baselines run on it too).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     // Error paths would otherwise capture a host backtrace per failure.
     // SAFETY: single-threaded at this point, before any other thread starts.

@@ -344,11 +344,6 @@ fn native<'a>(settings: Settings, stages: Stages, kv: &'a Reference, payloads: &
     }
 }
 
-/// The allocator of the `weir` binary, so that the in-process figures are
-/// weir's (the native baselines run on it too).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     // SAFETY: single-threaded here, before any other thread starts.
     unsafe { std::env::set_var("RUST_BACKTRACE", "0") };

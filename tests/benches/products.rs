@@ -40,11 +40,6 @@ const AGENTS: [&str; 4] = [
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36",
 ];
 
-/// The allocator of the `weir` binary, so that the in-process figures are
-/// weir's (the native baselines run on it too).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     let started = Instant::now();
     let bin = weir_binary();
