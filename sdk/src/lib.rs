@@ -123,7 +123,7 @@ pub use error::Error;
 pub use event::Event;
 pub use output::Output;
 pub use path::Path;
-pub use select::Selection;
+pub use select::{Selection, append_members};
 /// The `serde_json` crate this SDK uses, for stages that work on
 /// [`serde_json::Value`] without depending on it themselves.
 ///

@@ -90,6 +90,50 @@ impl Selection {
     }
 }
 
+/// Writes `payload`, the text of a JSON object, into `out` with `members`
+/// appended: the payload's own members keep their text and their order.
+/// The stage must know that none of the keys is in the payload already
+/// (select them with a [`Selection`] to find out); JSON keeps duplicates.
+///
+/// With [`Selection`], a stage that adds a few fields to an event reads
+/// only what it needs and never parses or writes the rest.
+///
+/// ```
+/// use weir_sdk::append_members;
+///
+/// let mut out = Vec::new();
+/// append_members(&mut out, br#"{"id": 7, "price": 12.50} "#, [("tag", &"sale")]).unwrap();
+/// assert_eq!(out, br#"{"id": 7, "price": 12.50,"tag":"sale"}"#);
+///
+/// let mut out = Vec::new();
+/// append_members(&mut out, b"{}", [("n", &1)]).unwrap();
+/// assert_eq!(out, br#"{"n":1}"#);
+/// assert!(append_members(&mut Vec::new(), b"[1]", [("n", &1)]).is_err());
+/// ```
+pub fn append_members<'m, V: serde::Serialize + ?Sized + 'm>(
+    out: &mut Vec<u8>,
+    payload: &[u8],
+    members: impl IntoIterator<Item = (&'m str, &'m V)>,
+) -> Result<(), Error> {
+    let body = match payload.trim_ascii_end() {
+        [body @ .., b'}'] if payload.trim_ascii_start().starts_with(b"{") => body.trim_ascii_end(),
+        _ => return Err(Error::invalid("payload is not a JSON object")),
+    };
+    out.extend_from_slice(body);
+    let mut first = body.last() == Some(&b'{');
+    for (key, value) in members {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        serde_json::to_writer(&mut *out, key).map_err(Error::from_json_write)?;
+        out.push(b':');
+        serde_json::to_writer(&mut *out, value).map_err(Error::from_json_write)?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
 impl Node {
     fn member(&self, key: &str) -> Option<&Node> {
         self.children.iter().find(|(k, _, _)| k == key).map(|(_, _, node)| node)

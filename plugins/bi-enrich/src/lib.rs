@@ -58,7 +58,7 @@ use std::borrow::Cow;
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use weir_sdk::serde_json::{self, Map, Value};
-use weir_sdk::{Config, Error, Event, Output, Path, Selection, Stage, kv};
+use weir_sdk::{Config, Error, Event, Output, Path, Selection, Stage, append_members, kv};
 
 pub use agent::AgentCache;
 use agent::Device;
@@ -232,37 +232,17 @@ impl BiEnrich {
         debug_assert!(added.is_sorted_by_key(|(key, _)| *key));
         // Room for the payload and what is added, so the buffer seldom grows.
         let mut out = Vec::with_capacity(payload.len() + 384);
-        let written = if ADDED.iter().any(|key| fields.contains_key(*key)) {
+        if ADDED.iter().any(|key| fields.contains_key(*key)) {
             let whole: Value = serde_json::from_slice(payload)?;
             let Value::Object(payload) = &whole else { unreachable!("read as an object above") };
             serde_json::to_writer(&mut out, &Enriched { payload, added: &added })
+                .map_err(|e| Error::invalid(format!("cannot write the payload: {e}")))?;
         } else {
-            append(&mut out, payload, &added)
-        };
-        written.map_err(|e| Error::invalid(format!("cannot write the payload: {e}")))?;
+            let present = added.iter().filter_map(|(key, value)| Some((*key, value.as_ref()?)));
+            append_members(&mut out, payload, present)?;
+        }
         Ok(out)
     }
-}
-
-/// Writes `payload`, a JSON object's text, with the `added` fields that
-/// have a value appended.
-fn append(out: &mut Vec<u8>, payload: &[u8], added: &[(&'static str, Option<Added<'_>>)]) -> serde_json::Result<()> {
-    let body = payload.trim_ascii_end();
-    let body = body[..body.len() - 1].trim_ascii_end();
-    out.extend_from_slice(body);
-    let mut first = body.last() == Some(&b'{');
-    for (key, value) in added {
-        let Some(value) = value else { continue };
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        serde_json::to_writer(&mut *out, key)?;
-        out.push(b':');
-        serde_json::to_writer(&mut *out, value)?;
-    }
-    out.push(b'}');
-    Ok(())
 }
 
 /// Reads the event's fields and the reference data: everything

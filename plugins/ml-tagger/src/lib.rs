@@ -52,7 +52,7 @@ pub mod model;
 
 use serde::Deserialize;
 use weir_sdk::serde_json::{self, Value};
-use weir_sdk::{Config, Error, Event, Output, Path, Selection, Stage};
+use weir_sdk::{Config, Error, Event, Output, Path, Selection, Stage, append_members};
 
 pub use model::{Inference, Kind, Label, Model};
 
@@ -251,18 +251,8 @@ impl Tagger {
         let output = &self.settings.output;
         let key = output.as_str();
         if !key.contains('.') && read.get(key).is_none() {
-            // An object (checked) whose text ends with `}`: insert before it.
-            let body = payload.trim_ascii_end();
-            let body = body[..body.len() - 1].trim_ascii_end();
             let mut out = Vec::with_capacity(payload.len() + 64 + 64 * tags.len());
-            out.extend_from_slice(body);
-            if body.last() != Some(&b'{') {
-                out.push(b',');
-            }
-            serde_json::to_writer(&mut out, key).map_err(Error::from)?;
-            out.push(b':');
-            serde_json::to_writer(&mut out, tags).map_err(Error::from)?;
-            out.push(b'}');
+            append_members(&mut out, payload, [(key, tags)])?;
             return Ok(out);
         }
         let mut event: Value = serde_json::from_slice(payload)?;
