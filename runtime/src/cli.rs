@@ -193,7 +193,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => control(&global, &args, "status"),
         Command::Kv(KvCommand::Load(args)) => kv_load(&global, &args),
         Command::Run(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("weir-io").build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(global.io_threads)
+                .enable_all()
+                .thread_name("weir-io")
+                .build()?;
             runtime.block_on(async {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(signals(shutdown.clone()));

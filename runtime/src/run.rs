@@ -90,7 +90,7 @@ pub async fn run(global: &Global, paths: &[PathBuf], shutdown: CancellationToken
     // makes "ready" true for events published right after it.
     nats.flush().await.map_err(|e| anyhow::anyhow!("NATS at {}: {e}", nats.url()))?;
     metrics.set_running(supervisor.len(), true);
-    tracing::info!(url = %nats.url(), workers = workers.len(), "ready: {} pipelines running", supervisor.len());
+    tracing::info!(url = %nats.url(), workers = workers.len(), io_threads = global.io_threads, "ready: {} pipelines running", supervisor.len());
 
     loop {
         tokio::select! {

@@ -330,6 +330,12 @@ integer_newtype!(
     1024
 );
 integer_newtype!(
+    /// `io_threads`: threads of the async reactor.
+    IoThreads(usize),
+    1,
+    256
+);
+integer_newtype!(
     /// `max_deliver` and `max_ack_pending`: JetStream counts, where 0 is meaningless.
     PositiveCount(i64),
     1,
