@@ -309,10 +309,11 @@ impl Sink {
                 if outputs.is_empty() {
                     stats.dropped.inc();
                 }
+                let stamp = [(headers::PIPELINE, &*self.name), (headers::VERSION, version)];
                 for (index, mut event) in outputs.into_iter().enumerate() {
-                    prepare_output(&mut event, &self.name, version);
+                    strip_server_directives(&mut event);
                     let msg_id = id.as_ref().map(|id| format!("{}:{id}:{index}", self.name));
-                    match self.publisher.publish(event, msg_id.as_deref(), self.to_stream).await {
+                    match self.publisher.publish(event, &stamp, msg_id.as_deref(), self.to_stream).await {
                         Ok(p) => pending.push(p),
                         Err(e) => return Err(self.publish_failed("output", &e)),
                     }
@@ -337,10 +338,9 @@ impl Sink {
                     return Ok(Settle::Ack);
                 };
                 tracing::debug!(pipeline = %self.name, stage = %letter.stage, kind = %letter.kind, subject = %letter.event.subject, "dead letter: {}", letter.message);
-                let mut event = letter.to_event(&self.name, subject);
-                event.set_header(headers::VERSION, version);
+                let event = letter.to_event(&self.name, subject);
                 let msg_id = id.as_ref().map(|id| format!("{}:{id}:dead", self.name));
-                match self.publisher.publish(event, msg_id.as_deref(), *to_stream).await {
+                match self.publisher.publish(event, &[(headers::VERSION, version)], msg_id.as_deref(), *to_stream).await {
                     Ok(p) => pending.push(p),
                     Err(e) => return Err(self.publish_failed("dead letter", &e)),
                 }
@@ -372,10 +372,9 @@ fn retry_delay(delivered: u64) -> Duration {
 /// Outputs keep their input's headers, but not the server directives among
 /// them (`Nats-Msg-Id`, `Nats-Expected-*` …): those belong to the input's own
 /// publish and would make the output's fail or be dropped as a duplicate.
-fn prepare_output(event: &mut Event, pipeline: &str, version: &str) {
+/// (`weir-pipeline` and `weir-version` are stamped on at publish.)
+fn strip_server_directives(event: &mut Event) {
     event.headers.retain(|(name, _)| !name.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("nats-")));
-    event.set_header(headers::PIPELINE, pipeline);
-    event.set_header(headers::VERSION, version);
 }
 
 #[cfg(test)]
@@ -393,14 +392,7 @@ mod tests {
     fn outputs_lose_server_directives() {
         let mut e = Event::new("a", Vec::new());
         e.headers = vec![("Nats-Msg-Id".into(), "1".into()), ("nats-expected-stream".into(), "X".into()), ("trace".into(), "t".into())];
-        prepare_output(&mut e, "p", "abc123");
-        assert_eq!(
-            e.headers,
-            vec![
-                ("trace".to_owned(), "t".to_owned()),
-                ("weir-pipeline".to_owned(), "p".to_owned()),
-                ("weir-version".to_owned(), "abc123".to_owned())
-            ]
-        );
+        strip_server_directives(&mut e);
+        assert_eq!(e.headers, vec![("trace".to_owned(), "t".to_owned())]);
     }
 }

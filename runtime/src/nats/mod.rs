@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy, AckKind};
-use async_nats::{HeaderMap, Subscriber};
+use async_nats::{HeaderMap, HeaderName, Subscriber};
 use bytes::Bytes;
 use futures::{FutureExt as _, StreamExt as _};
 use tokio_util::sync::CancellationToken;
@@ -426,6 +426,23 @@ fn to_event(subject: &str, headers: Option<&HeaderMap>, payload: &Bytes) -> Even
     Event { subject: subject.to_owned(), headers, payload: payload.to_vec() }
 }
 
+/// The NATS headers of an output: `headers` in order, then `stamp`, which
+/// replaces any of the event's own headers of the same names. Built straight
+/// from the pairs, with the stamp's names static, as this runs once per
+/// published event.
+fn header_map(headers: Vec<(String, String)>, stamp: &[(&'static str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        if !stamp.iter().any(|(n, _)| *n == name) {
+            map.append(name, value);
+        }
+    }
+    for (name, value) in stamp {
+        map.insert(HeaderName::from_static(name), *value);
+    }
+    map
+}
+
 /// Publishes events, to core NATS or to JetStream with acknowledgements.
 #[derive(Clone)]
 pub struct Publisher {
@@ -457,15 +474,14 @@ impl Publisher {
         Publisher { nats: nats.clone() }
     }
 
-    /// Publishes `event`; with `jetstream` the server must acknowledge it
-    /// (await [`Published::confirmed`]). `msg_id` becomes `Nats-Msg-Id`.
-    pub async fn publish(&self, event: Event, msg_id: Option<&str>, jetstream: bool) -> Result<Published, String> {
-        let mut headers = HeaderMap::new();
-        for (name, value) in event.headers {
-            headers.append(name, value);
-        }
+    /// Publishes `event` with the headers of `stamp` set (replacing the
+    /// event's own of those names); with `jetstream` the server must
+    /// acknowledge it (await [`Published::confirmed`]). `msg_id` becomes
+    /// `Nats-Msg-Id`.
+    pub async fn publish(&self, event: Event, stamp: &[(&'static str, &str)], msg_id: Option<&str>, jetstream: bool) -> Result<Published, String> {
+        let mut headers = header_map(event.headers, stamp);
         if let Some(id) = msg_id {
-            headers.insert("Nats-Msg-Id", id);
+            headers.insert(HeaderName::from_static("Nats-Msg-Id"), id);
         }
         let payload = Bytes::from(event.payload);
         if jetstream {
@@ -496,5 +512,28 @@ impl Publisher {
                 SourceError::JetStream { what: format!("looking up stream \"{stream}\""), message: e.to_string() }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(map: &HeaderMap, name: &str) -> Vec<String> {
+        map.get_all(name).map(|v| v.as_str().to_owned()).collect()
+    }
+
+    #[test]
+    fn the_stamp_replaces_the_events_own_headers_of_its_names() {
+        let headers = vec![
+            ("trace".to_owned(), "t1".to_owned()),
+            ("weir-version".to_owned(), "old".to_owned()),
+            ("trace".to_owned(), "t2".to_owned()),
+        ];
+        let map = header_map(headers, &[("weir-pipeline", "p"), ("weir-version", "abc123")]);
+        assert_eq!(values(&map, "trace"), ["t1", "t2"]);
+        assert_eq!(values(&map, "weir-pipeline"), ["p"]);
+        assert_eq!(values(&map, "weir-version"), ["abc123"]);
+        assert_eq!(map.len(), 3);
     }
 }
