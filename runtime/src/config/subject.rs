@@ -302,6 +302,15 @@ impl SubjectTemplate {
     /// is missing from `input` or the result is not a valid publish subject.
     pub fn render(&self, subject: &str, input: &str) -> Result<String, String> {
         let mut out = String::with_capacity(self.literal_len + subject.len() + input.len());
+        self.render_into(&mut out, subject, input)?;
+        Ok(out)
+    }
+
+    /// [`render`](Self::render) into `out`, which is cleared first: a caller
+    /// rendering many subjects reuses one buffer instead of allocating each.
+    pub fn render_into(&self, out: &mut String, subject: &str, input: &str) -> Result<(), String> {
+        out.clear();
+        out.reserve(self.literal_len + subject.len() + input.len());
         for segment in &self.segments {
             match segment {
                 Segment::Literal(text) => out.push_str(text),
@@ -319,8 +328,8 @@ impl SubjectTemplate {
                 },
             }
         }
-        if is_publish_subject(&out) {
-            Ok(out)
+        if is_publish_subject(out) {
+            Ok(())
         } else {
             Err(format!(
                 "subject template {:?} rendered {out:?}, which is not a valid subject to publish to",

@@ -292,17 +292,20 @@ impl Chain {
         // published (bad subject or headers) fails its input like any stage would.
         let sink = &self.blueprint.inner.sink;
         let mut outputs: Vec<Vec<Event>> = (0..n).map(|_| Vec::new()).collect();
+        // Each subject is rendered into the buffer of the one it replaces:
+        // no allocation per event once the buffers are large enough.
+        let mut scratch = String::new();
         for (mut event, owner) in current.into_iter().zip(owners) {
             if failed[owner].is_some() {
                 continue;
             }
             let rendered = sink
-                .render(&event.subject, &originals[owner].subject)
+                .render_into(&mut scratch, &event.subject, &originals[owner].subject)
                 .map_err(|message| format!("output subject {:?}: {message}", event.subject))
-                .and_then(|subject| event.check_publishable().map(|()| subject));
+                .and_then(|()| event.check_publishable());
             match rendered {
-                Ok(subject) => {
-                    event.subject = subject;
+                Ok(()) => {
+                    std::mem::swap(&mut event.subject, &mut scratch);
                     outputs[owner].push(event);
                 }
                 Err(message) => {
