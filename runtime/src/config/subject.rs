@@ -301,7 +301,7 @@ impl SubjectTemplate {
     /// last stage, `input` the subject the input event arrived on. Fails if a `{N}` token
     /// is missing from `input` or the result is not a valid publish subject.
     pub fn render(&self, subject: &str, input: &str) -> Result<String, String> {
-        let mut out = String::with_capacity(self.literal_len + subject.len() + input.len());
+        let mut out = String::new();
         self.render_into(&mut out, subject, input)?;
         Ok(out)
     }
