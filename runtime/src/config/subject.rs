@@ -310,7 +310,14 @@ impl SubjectTemplate {
     /// rendering many subjects reuses one buffer instead of allocating each.
     pub fn render_into(&self, out: &mut String, subject: &str, input: &str) -> Result<(), String> {
         out.clear();
-        out.reserve(self.literal_len + subject.len() + input.len());
+        // Exactly what the result needs (a token counts as the whole input):
+        // a buffer that already holds a subject of that size does not grow.
+        let needed = self.segments.iter().fold(self.literal_len, |n, segment| match segment {
+            Segment::Literal(_) => n,
+            Segment::Subject => n + subject.len(),
+            Segment::Input | Segment::Token(_) => n + input.len(),
+        });
+        out.reserve(needed);
         for segment in &self.segments {
             match segment {
                 Segment::Literal(text) => out.push_str(text),
