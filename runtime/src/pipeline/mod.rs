@@ -256,11 +256,30 @@ impl Chain {
         let mut owners: Vec<usize> = (0..n).collect();
         let mut current = inputs;
         let mut originals: Option<Vec<Event>> = None;
+        // What each input became after the last stage. The last stage's list
+        // for an input is taken as it is when it is the input's only one (a
+        // map or a filter): no new list per event.
+        let mut outputs: Vec<Vec<Event>> = (0..n).map(|_| Vec::new()).collect();
+        let last = self.stages.len().saturating_sub(1);
 
         for (index, slot) in self.stages.iter_mut().enumerate() {
             let (lent, results) = slot.run(current, batch);
             if index == 0 {
                 originals = Some(lent);
+            }
+            if index == last {
+                for (result, &owner) in results.into_iter().zip(&owners) {
+                    if failed[owner].is_some() {
+                        continue;
+                    }
+                    match result {
+                        Ok(events) if outputs[owner].is_empty() => outputs[owner] = events,
+                        Ok(events) => outputs[owner].extend(events),
+                        Err(failure) => failed[owner] = Some((index, failure)),
+                    }
+                }
+                current = Vec::new();
+                break;
             }
             let mut next = Vec::with_capacity(results.len());
             let mut next_owners = Vec::with_capacity(results.len());
@@ -286,32 +305,40 @@ impl Chain {
             current = next;
             owners = next_owners;
         }
-        let originals = originals.unwrap_or_else(|| current.clone());
+        // No stage at all: every input is its own output.
+        let originals = originals.unwrap_or_else(|| {
+            for (output, event) in outputs.iter_mut().zip(&current) {
+                output.push(event.clone());
+            }
+            current
+        });
 
         // Render the sink subject of every output; an output that cannot be
         // published (bad subject or headers) fails its input like any stage would.
         let sink = &self.blueprint.inner.sink;
-        let mut outputs: Vec<Vec<Event>> = (0..n).map(|_| Vec::new()).collect();
         // Each subject is rendered into the buffer of the one it replaces:
         // no allocation per event once the buffers are large enough.
         let mut scratch = String::new();
-        for (mut event, owner) in current.into_iter().zip(owners) {
-            if failed[owner].is_some() {
+        for ((events, failure), original) in outputs.iter_mut().zip(&mut failed).zip(&originals) {
+            if failure.is_some() {
+                events.clear();
                 continue;
             }
-            let rendered = sink
-                .render_into(&mut scratch, &event.subject, &originals[owner].subject)
-                .map_err(|message| format!("output subject {:?}: {message}", event.subject))
-                .and_then(|()| event.check_publishable());
-            match rendered {
-                Ok(()) => {
-                    std::mem::swap(&mut event.subject, &mut scratch);
-                    outputs[owner].push(event);
+            for event in events.iter_mut() {
+                let rendered = sink
+                    .render_into(&mut scratch, &event.subject, &original.subject)
+                    .map_err(|message| format!("output subject {:?}: {message}", event.subject))
+                    .and_then(|()| event.check_publishable());
+                match rendered {
+                    Ok(()) => std::mem::swap(&mut event.subject, &mut scratch),
+                    Err(message) => {
+                        *failure = Some((usize::MAX, Failure { kind: ErrorKind::BadOutput, message }));
+                        break;
+                    }
                 }
-                Err(message) => {
-                    failed[owner] = Some((usize::MAX, Failure { kind: ErrorKind::BadOutput, message }));
-                    outputs[owner].clear();
-                }
+            }
+            if failure.is_some() {
+                events.clear();
             }
         }
 
