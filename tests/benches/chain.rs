@@ -8,6 +8,10 @@
 //!
 //! Run with `./dev bench` (or `cargo bench -p weir-tests --bench chain`).
 
+// The weir binary's allocator, for weir and the native baseline alike.
+#[global_allocator]
+static ALLOCATOR: weir::Allocator = weir::ALLOCATOR;
+
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -13,6 +13,10 @@
 //! after the first, as in a long-running worker with a stable mix; and
 //! `agent_cache = 0`, which parses every agent every time.
 
+// The weir binary's allocator, for weir and the native baseline alike.
+#[global_allocator]
+static ALLOCATOR: weir::Allocator = weir::ALLOCATOR;
+
 use std::collections::{HashMap, HashSet};
 use std::hint::black_box;
 use std::path::Path;
