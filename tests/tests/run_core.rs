@@ -352,3 +352,58 @@ async fn a_graceful_stop_processes_what_was_already_delivered() {
     assert!(weir.wait_exit(Duration::from_secs(15)).success(), "weir exits 0 on SIGTERM");
     assert_exactly_once("burst outputs", got.iter().map(id_of), 0..N);
 }
+
+/// A batch goes to an idle worker, not behind one that is busy: while one of
+/// two workers is stuck in an endless loop (until its 4 s deadline), events
+/// published after it still come through at once, on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_takes_the_next_batch_while_the_other_is_busy() {
+    const DEADLINE: Duration = Duration::from_secs(4);
+    let pipeline = format!(
+        r#"
+name = "busy"
+
+[source]
+subject = "in"
+
+[[stages]]
+name = "chaos"
+plugin = {chaos}
+limits = {{ timeout = "{}s" }}
+
+[sink]
+subject = "out"
+
+[dead_letter]
+subject = "dlq"
+"#,
+        DEADLINE.as_secs(),
+        chaos = toml_str(plugins::CHAOS),
+    );
+    let server = NatsServer::new();
+    let _weir = Weir::builder(&server).workers(2).pipeline("busy.toml", &pipeline).start();
+    let client = server.client().await;
+    let mut out = subscribe(&client, "out").await;
+    let mut dlq = subscribe(&client, "dlq").await;
+
+    let stuck = serde_json::to_vec(&json!({ "id": 0, "chaos": "loop" })).unwrap();
+    publish(&client, "in", test_headers(0), stuck).await;
+    // Let the loop reach a worker before anything else arrives.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    for id in 1..=3 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        publish(&client, "in", test_headers(id), serde_json::to_vec(&order(id)).unwrap()).await;
+    }
+    let got = collect_exactly(&mut out, "outputs on out", 3, Duration::from_secs(30), Duration::from_millis(200)).await;
+    let waited = started.elapsed();
+    assert!(
+        waited < DEADLINE - Duration::from_secs(1),
+        "the events after the endless loop took {waited:?}: they waited for the busy worker (deadline {DEADLINE:?}) while the other was idle"
+    );
+    let ids: BTreeSet<u64> = got.iter().map(id_of).collect();
+    assert_eq!(ids, BTreeSet::from([1, 2, 3]));
+    // The loop itself ends at its deadline, as a dead letter.
+    let letters = collect_exactly(&mut dlq, "dead letters", 1, Duration::from_secs(30), Duration::from_millis(200)).await;
+    assert_eq!(header(&letters[0], "weir-error-kind").as_deref(), Some("timeout"), "{}", describe(&letters[0]));
+}

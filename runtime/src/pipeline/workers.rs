@@ -4,11 +4,14 @@
 //! Each worker owns one [`Chain`] per pipeline, with its own instances: no
 //! locks on the hot path. Each worker has a short bounded queue; when every
 //! queue is full, [`Workers::dispatch`] waits, which slows the source down
-//! instead of growing memory.
+//! instead of growing memory. A batch goes to the worker with the fewest
+//! batches in hand (queued or being processed), so that an idle worker is
+//! never passed over for a busy one.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
@@ -40,6 +43,8 @@ pub struct Done<T> {
 /// A pool of worker threads.
 pub struct Workers<T> {
     queues: Vec<mpsc::Sender<Job<T>>>,
+    /// Per worker: batches dispatched to it and not yet processed.
+    loads: Vec<Arc<AtomicUsize>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -47,13 +52,16 @@ impl<T: Send + 'static> Workers<T> {
     /// Starts `count` worker threads (at least one).
     pub fn start(count: usize) -> std::io::Result<Self> {
         let mut queues = Vec::new();
+        let mut loads = Vec::new();
         let mut threads = Vec::new();
         for index in 0..count.max(1) {
             let (tx, rx) = mpsc::channel(QUEUE);
+            let load = Arc::new(AtomicUsize::new(0));
             queues.push(tx);
-            threads.push(std::thread::Builder::new().name(format!("weir-worker-{index}")).spawn(move || work(rx))?);
+            loads.push(load.clone());
+            threads.push(std::thread::Builder::new().name(format!("weir-worker-{index}")).spawn(move || work(rx, &load))?);
         }
-        Ok(Workers { queues, threads })
+        Ok(Workers { queues, loads, threads })
     }
 
     /// How many workers there are.
@@ -70,10 +78,12 @@ impl<T: Send + 'static> Workers<T> {
     ///
     /// With `ordered`, events with the same subject always go to the same
     /// worker, in order, so their outcomes reach `reply` in order. Otherwise
-    /// the whole batch goes to the least busy worker.
+    /// the whole batch goes to the least busy worker: the one with the
+    /// fewest batches in hand (the first of those, on a tie). A channel's free
+    /// capacity would not do: it does not count the batch being processed.
     pub async fn dispatch(&self, blueprint: &Blueprint, batch: Vec<(Event, T)>, ordered: bool, reply: &mpsc::Sender<Done<T>>) {
         if !ordered || self.queues.len() == 1 {
-            let index = (0..self.queues.len()).max_by_key(|&i| self.queues[i].capacity()).unwrap_or(0);
+            let index = (0..self.loads.len()).min_by_key(|&i| self.loads[i].load(Ordering::Relaxed)).unwrap_or(0);
             let (events, tickets) = batch.into_iter().unzip();
             self.send(index, blueprint, events, tickets, reply).await;
             return;
@@ -95,6 +105,7 @@ impl<T: Send + 'static> Workers<T> {
 
     async fn send(&self, index: usize, blueprint: &Blueprint, events: Vec<Event>, tickets: Vec<T>, reply: &mpsc::Sender<Done<T>>) {
         let job = Job { blueprint: blueprint.clone(), events, tickets, reply: reply.clone() };
+        self.loads[index].fetch_add(1, Ordering::Relaxed);
         if self.queues[index].send(job).await.is_err() {
             // Only when a worker thread died, which `work` never lets happen.
             tracing::error!(worker = index, "worker is gone; batch lost");
@@ -110,9 +121,11 @@ impl<T: Send + 'static> Workers<T> {
     }
 }
 
-fn work<T>(mut rx: mpsc::Receiver<Job<T>>) {
+fn work<T>(mut rx: mpsc::Receiver<Job<T>>, load: &AtomicUsize) {
     let mut chains: HashMap<String, Chain> = HashMap::new();
     while let Some(job) = rx.blocking_recv() {
+        // Done with it once its outcomes are handed on, however that ends.
+        let _in_hand = InHand(load);
         let Job { blueprint, events, tickets, reply } = job;
         let chain = chains.entry(blueprint.name().to_owned()).or_insert_with(|| blueprint.chain());
         if !chain.blueprint().same(&blueprint) {
@@ -133,5 +146,14 @@ fn work<T>(mut rx: mpsc::Receiver<Job<T>>) {
         let results = outcomes.into_iter().zip(tickets).collect();
         // The receiver is gone only when its pipeline was stopped abruptly.
         let _ = reply.blocking_send(Done { results, version: blueprint.version().into() });
+    }
+}
+
+/// Counts a batch out of its worker's load when dropped.
+struct InHand<'a>(&'a AtomicUsize);
+
+impl Drop for InHand<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
