@@ -4,6 +4,7 @@
 //!
 //! (a) a native Rust relay in this process: subscribe to `in`, republish to
 //!     `out` (the ceiling);
+//! (a2) for orientation, (a) adding the two headers weir adds to outputs;
 //! (b) `weir run` with one `noop` stage;
 //! (c) `weir run` with `filter` + `json-map` + `router` (all events pass,
 //!     routed to `out.<country>`);
@@ -14,7 +15,13 @@
 //! at a fixed 20k events/s for 3 s (p50 / p99 / max of arrival - send).
 //! Prints a markdown table and the ratios against the targets.
 //!
-//! Run with `cargo bench -p weir-tests --bench relay`. Every wait is bounded,
+//! Throughput runs also report the CPU time the whole machine spent per
+//! event (nats-server, weir and this process together): on 2 cores that
+//! total is what bounds a relay, and it is steadier than events/s.
+//!
+//! Run with `cargo bench -p weir-tests --bench relay`;
+//! `WEIR_RELAY_PAIRS=3` runs only (a) and (b), as 3 interleaved pairs, to
+//! compare two builds of weir (`WEIR_BIN`). Every wait is bounded,
 //! and a watchdog ends the run (and the processes it started) after
 //! `WATCHDOG` in case something still hangs.
 
@@ -49,14 +56,37 @@ fn main() {
     let payloads = payloads();
     eprintln!("[relay] payload size: {} bytes", payloads[0].len());
 
+    // WEIR_RELAY_PAIRS=N: only (a) and (b), N interleaved pairs, for
+    // comparing two builds of weir without the rest of the run.
+    if let Some(pairs) = std::env::var("WEIR_RELAY_PAIRS").ok().and_then(|n| n.parse::<usize>().ok()) {
+        let mut cases = Vec::new();
+        for _ in 0..pairs {
+            cases.push(native_relay(&runtime, &payloads));
+            cases.push(native_stamping_relay(&runtime, &payloads));
+            cases.push(weir_noop(&runtime, &payloads));
+        }
+        print_cases(&cases.iter().collect::<Vec<_>>());
+        for run in cases.chunks(3) {
+            println!(
+                "(b)/(a) throughput {:.2}, machine CPU per event (b)/(a) {:.2}; (a2)/(a) throughput {:.2}, CPU {:.2}",
+                run[2].events_per_s / run[0].events_per_s,
+                run[2].cpu_us_per_event / run[0].cpu_us_per_event,
+                run[1].events_per_s / run[0].events_per_s,
+                run[1].cpu_us_per_event / run[0].cpu_us_per_event
+            );
+        }
+        return;
+    }
+
     let a = native_relay(&runtime, &payloads);
+    let a2 = native_stamping_relay(&runtime, &payloads);
     let b = weir_noop(&runtime, &payloads);
     let c = weir_chain(&runtime, &payloads);
     let d = native_chain(&runtime, &payloads);
     // Observability's cost: the same chain with metrics on (Prometheus
     // endpoint served, stage calls timed); (c) runs with them off.
     let e = weir_chain_metered(&runtime, &payloads);
-    print_report(&payloads, &[&a, &b, &c, &d, &e]);
+    print_report(&payloads, &[&a, &a2, &b, &c, &d, &e]);
 
     // One pair of runs is at the mercy of this machine's noise (±20%):
     // price metrics over interleaved pairs and compare the medians.
@@ -89,6 +119,20 @@ fn native_relay(runtime: &tokio::runtime::Runtime, payloads: &[Bytes]) -> CaseRe
     runtime.block_on(async {
         let relay = spawn_relay(&server, "in", |message| Some((Subject::from_static("out"), message.payload.clone()))).await;
         let result = measure("(a) native relay", &server, "in", "out", payloads).await;
+        relay.abort();
+        result
+    })
+}
+
+/// (a2) For orientation: (a), adding to every output the two headers weir
+/// adds (`weir-pipeline`, and `weir-version` with a value as long as weir's),
+/// which nats-server and the consumer then parse too.
+fn native_stamping_relay(runtime: &tokio::runtime::Runtime, payloads: &[Bytes]) -> CaseResult {
+    const STAMP: [(&str, &str); 2] = [("weir-pipeline", "relay"), ("weir-version", "0123456789ab")];
+    let server = NatsServer::new();
+    runtime.block_on(async {
+        let relay = spawn_stamping_relay(&server, "in", &STAMP, |message| Some((Subject::from_static("out"), message.payload.clone()))).await;
+        let result = measure("(a2) native relay adding two headers", &server, "in", "out", payloads).await;
         relay.abort();
         result
     })
@@ -227,7 +271,7 @@ fn payloads() -> Vec<Bytes> {
 // ---------------------------------------------------------------- report
 
 fn print_report(payloads: &[Bytes], cases: &[&CaseResult]) {
-    let [a, b, c, d, e] = cases else { unreachable!("five cases") };
+    let [a, a2, b, c, d, e] = cases else { unreachable!("six cases") };
     println!();
     println!(
         "Core NATS on 127.0.0.1, {}-byte JSON events, 1 publisher, 1 consumer; weir: 2 workers, default batch size.",
@@ -249,6 +293,9 @@ fn print_report(payloads: &[Bytes], cases: &[&CaseResult]) {
     println!("| (b)/(a) throughput | {tput_b:.2} | >= 0.85 | {} |", verdict(tput_b >= 0.85));
     println!("| (c)/(d) throughput | {tput_c:.2} | >= 0.60 | {} |", verdict(tput_c >= 0.6));
     println!("| p99(b)/p99(a) | {p99_b:.2} | <= 1.5 | {} |", verdict(p99_b <= 1.5));
+    println!("| machine CPU per event, (b)/(a) | {:.2} | | for orientation |", b.cpu_us_per_event / a.cpu_us_per_event);
+    println!("| (a2)/(a) throughput: the cost of weir's two headers alone | {:.2} | | for orientation |", a2.events_per_s / a.events_per_s);
+    println!("| machine CPU per event, (c)/(d) | {:.2} | | for orientation |", c.cpu_us_per_event / d.cpu_us_per_event);
     let cost = 1.0 - e.events_per_s / c.events_per_s;
     println!("| metrics cost: 1 - (e)/(c) throughput | {:.1}% | <= 5% | {} |", cost * 100.0, verdict(cost <= 0.05));
     print_losses(cases);

@@ -49,6 +49,11 @@ pub struct CaseResult {
     /// server logged about slow consumers (drops in either place).
     pub client_slow: u64,
     pub server_slow: usize,
+    /// CPU time the whole machine spent per delivered event during the
+    /// throughput run (every process: nats-server, weir, this bench), in µs;
+    /// NaN where `/proc/stat` cannot be read. Less noisy than events/s on a
+    /// shared VM: on 2 cores the relay is bound by the total.
+    pub cpu_us_per_event: f64,
 }
 
 impl CaseResult {
@@ -75,7 +80,13 @@ pub async fn measure(name: &str, server: &NatsServer, input: &str, out: &str, pa
     let (latency_sent, latencies, sub) = latency(&publisher, input, sub, payloads).await;
     let mut sub = sub;
     warm_up(name, &publisher, input, &mut sub, payloads).await;
+    let cpu_before = machine_cpu();
     let (events_per_s, delivered) = throughput(&publisher, input, sub, payloads).await;
+    let cpu = machine_cpu().zip(cpu_before).map(|(after, before)| after.saturating_sub(before));
+    let cpu_us_per_event = match cpu {
+        Some(cpu) if delivered > 0 => cpu.as_secs_f64() * 1e6 / delivered as f64,
+        _ => f64::NAN,
+    };
 
     let result = CaseResult {
         name: name.into(),
@@ -86,10 +97,12 @@ pub async fn measure(name: &str, server: &NatsServer, input: &str, out: &str, pa
         latencies,
         client_slow: pub_slow.load(Ordering::Relaxed) + sub_slow.load(Ordering::Relaxed),
         server_slow: server.logs().matches("Slow Consumer").count(),
+        cpu_us_per_event,
     };
     eprintln!(
-        "[bench] {name}: {:.0} events/s, {delivered}/{N} delivered; latency p50 {:.2} ms p99 {:.2} ms ({} of {latency_sent})",
+        "[bench] {name}: {:.0} events/s ({:.2} µs of machine CPU per event), {delivered}/{N} delivered; latency p50 {:.2} ms p99 {:.2} ms ({} of {latency_sent})",
         result.events_per_s,
+        result.cpu_us_per_event,
         result.percentile_ms(0.50),
         result.percentile_ms(0.99),
         result.latencies.len()
@@ -122,6 +135,17 @@ async fn receive_until(sub: &mut Subscriber, n: usize, idle: Duration) -> usize 
         }
     }
     got
+}
+
+/// CPU time spent so far by the whole machine (user, nice, system, irq and
+/// softirq of every core), from `/proc/stat`; `None` off Linux.
+fn machine_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).map(|f| f.parse().unwrap_or(0)).collect();
+    // user nice system idle iowait irq softirq steal ...; in clock ticks,
+    // which are 1/100 s on every Linux this runs on (USER_HZ).
+    let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum();
+    Some(Duration::from_millis(busy * 10))
 }
 
 /// Publishes `N` events as fast as the client takes them, then flushes; a
@@ -289,12 +313,25 @@ pub async fn spawn_relay<F>(server: &NatsServer, input: &str, work: F) -> tokio:
 where
     F: Fn(&async_nats::Message) -> Option<(Subject, Bytes)> + Send + 'static,
 {
+    spawn_stamping_relay(server, input, &[], work).await
+}
+
+/// [`spawn_relay`], adding the headers of `stamp` to every output, as weir
+/// adds `weir-pipeline` and `weir-version`.
+pub async fn spawn_stamping_relay<F>(server: &NatsServer, input: &str, stamp: &[(&'static str, &'static str)], work: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(&async_nats::Message) -> Option<(Subject, Bytes)> + Send + 'static,
+{
     let (client, _) = connect(server).await;
     let mut sub = subscribe(&client, input).await;
+    let stamp = stamp.to_vec();
     tokio::spawn(async move {
         while let Some(message) = sub.next().await {
             if let Some((subject, payload)) = work(&message) {
-                let headers = message.headers.clone().unwrap_or_default();
+                let mut headers = message.headers.clone().unwrap_or_default();
+                for (name, value) in &stamp {
+                    headers.insert(*name, *value);
+                }
                 if client.publish_with_headers(subject, headers, payload).await.is_err() {
                     break;
                 }
@@ -306,13 +343,14 @@ where
 /// Prints the cases as a markdown table: throughput, what was delivered,
 /// latency percentiles, slow-consumer reports.
 pub fn print_cases(cases: &[&CaseResult]) {
-    println!("| case | events/s | delivered/N | p50 ms | p99 ms | max ms | latency delivered | slow-consumer (client/server) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| case | events/s | machine CPU µs/event | delivered/N | p50 ms | p99 ms | max ms | latency delivered | slow-consumer (client/server) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for case in cases {
         println!(
-            "| {} | {:.0} | {}/{} | {:.2} | {:.2} | {:.2} | {}/{} | {}/{} |",
+            "| {} | {:.0} | {:.2} | {}/{} | {:.2} | {:.2} | {:.2} | {}/{} | {}/{} |",
             case.name,
             case.events_per_s,
+            case.cpu_us_per_event,
             case.delivered,
             case.published,
             case.percentile_ms(0.50),
