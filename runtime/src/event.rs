@@ -1,25 +1,37 @@
 //! The event: weir's own representation of a message, shared by every module.
 //!
 //! Sources produce [`Event`]s, the pipeline hands them to stages and back, and
-//! sinks publish them. Neither wasmtime's nor async-nats's types appear here.
+//! sinks publish them. Neither wasmtime's nor async-nats's types appear here;
+//! the derives let wasmtime move an [`Event`] and a [`StageError`] in and out
+//! of the sandbox as they are, shaped as the WIT's `event` and `stage-error`,
+//! with no conversion.
 
 use std::fmt;
 
+use bytes::Bytes;
+use wasmtime::component::{ComponentType, Lift, Lower};
+
 /// One message: its subject, its headers in order (a name may repeat) and its
 /// payload bytes, which weir never interprets.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// The payload is shared, not copied: a message's payload from the NATS
+/// client, handed to the stages (which copy it into their sandbox) and back
+/// to the client to publish, is one buffer throughout, and cloning an event
+/// does not copy it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, ComponentType, Lift, Lower)]
+#[component(record)]
 pub struct Event {
     /// The NATS subject the event arrived on or will be published to.
     pub subject: String,
     /// Header names and values, in order.
     pub headers: Vec<(String, String)>,
     /// The payload, untouched.
-    pub payload: Vec<u8>,
+    pub payload: Bytes,
 }
 
 impl Event {
     /// An event with no headers.
-    pub fn new(subject: impl Into<String>, payload: impl Into<Vec<u8>>) -> Self {
+    pub fn new(subject: impl Into<String>, payload: impl Into<Bytes>) -> Self {
         Event { subject: subject.into(), headers: Vec::new(), payload: payload.into() }
     }
 
@@ -51,11 +63,14 @@ impl Event {
 }
 
 /// A stage's refusal of one event, as the stage returned it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, ComponentType, Lift, Lower)]
+#[component(variant)]
 pub enum StageError {
     /// The event is bad for this stage: dead-letter it, never retry.
+    #[component(name = "invalid")]
     Invalid(String),
     /// A transient failure: redeliver where the source can, else dead-letter.
+    #[component(name = "retry")]
     Retry(String),
 }
 
@@ -197,7 +212,7 @@ mod tests {
         };
         let out = dl.to_event("views", "weir.dlq.views");
         assert_eq!(out.subject, "weir.dlq.views");
-        assert_eq!(out.payload, b"{}");
+        assert_eq!(out.payload, &b"{}"[..]);
         assert_eq!(out.header("trace"), Some("abc"));
         assert_eq!(out.header("weir-error-kind"), Some("trap"));
         assert_eq!(out.header("weir-error"), Some("panicked at src/lib.rs:3:5: boom"));

@@ -143,7 +143,7 @@ pub fn run(
                 Err(message) => {
                     summary.dead_lettered += 1;
                     let letter = DeadLetter {
-                        event: Event::new(options.subject.clone().unwrap_or_default(), trim_newline(line)),
+                        event: Event::new(options.subject.clone().unwrap_or_default(), trim_newline(line).to_vec()),
                         stage: "input".into(),
                         kind: ErrorKind::Malformed,
                         message: format!("line {number}: {message}"),
@@ -228,7 +228,7 @@ pub fn parse_line(line: &[u8], default_subject: Option<&str>) -> Result<Event, S
         ("payload_base64", Value::String(s)) => BASE64.decode(s).map_err(|e| format!("\"payload_base64\" is not base64: {e}"))?,
         (key, other) => return Err(format!("{key:?} must be a string, not {other}")),
     };
-    Ok(Event { subject, headers, payload })
+    Ok(Event { subject, headers, payload: payload.into() })
 }
 
 fn raw_payload(line: &[u8]) -> Result<Vec<u8>, String> {
@@ -307,10 +307,10 @@ mod tests {
         let e = parse_line(br#"{"subject":"a.b","headers":{"x":"1","y":["2","3"]},"payload":{"k":1}}"#, None).unwrap();
         assert_eq!(e.subject, "a.b");
         assert_eq!(e.headers, vec![("x".into(), "1".into()), ("y".into(), "2".into()), ("y".into(), "3".into())]);
-        assert_eq!(e.payload, br#"{"k":1}"#);
+        assert_eq!(e.payload, &br#"{"k":1}"#[..]);
 
         let e = parse_line(br#"{"z":1, "a":2}"#, Some("s")).unwrap();
-        assert_eq!(e.payload, br#"{"z":1, "a":2}"#, "bare payloads are kept byte for byte");
+        assert_eq!(e.payload, &br#"{"z":1, "a":2}"#[..], "bare payloads are kept byte for byte");
 
         let e = parse_line(br#"{"subject":"a","payload_base64":"/wA="}"#, None).unwrap();
         assert_eq!(e.payload, vec![0xff, 0]);
@@ -334,7 +334,7 @@ mod tests {
             let back = parse_line(line.as_bytes(), None).unwrap();
             assert_eq!(back.headers, event.headers);
             if payload.starts_with(b"{\n") {
-                assert_eq!(back.payload, br#"{"a":1}"#);
+                assert_eq!(back.payload, &br#"{"a":1}"#[..]);
             } else {
                 assert_eq!(back.payload, payload, "{line}");
             }

@@ -216,7 +216,7 @@ fn a_granted_directory_is_readable_read_only_and_nothing_else_is() {
         json("in.x", serde_json::json!({"chaos": "read", "path": "/models/labels.txt"})),
         json("in.x", serde_json::json!({"chaos": "read", "path": "/etc/hostname"})),
     ]);
-    assert_eq!(done(&out[0])[0].payload, b"shirt,shoe", "the granted directory is seen at /models");
+    assert_eq!(done(&out[0])[0].payload, &b"shirt,shoe"[..], "the granted directory is seen at /models");
     let refused = dead(&out[1]);
     assert_eq!(refused.kind, ErrorKind::Invalid);
     assert!(refused.message.starts_with("cannot read /etc/hostname"), "{}", refused.message);

@@ -30,7 +30,7 @@ pub use host::KvSource;
 use cache::CodeCache;
 use host::{HostState, MemoryLimitExceeded, StageLabel};
 
-use crate::event::{ErrorKind, Event, StageError, StageResult};
+use crate::event::{ErrorKind, Event, StageResult};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -39,7 +39,11 @@ mod bindings {
     });
 }
 
-use bindings::weir::stage::types as wit;
+/// `process`, typed with weir's own [`Event`] and [`StageError`] (which derive
+/// the WIT's `event` and `stage-error`) rather than the bindings' copies of
+/// them: events cross into the sandbox and back without conversion, and
+/// their payloads (`bytes::Bytes`) without a copy on the host.
+type Process<'a> = wasmtime::component::TypedFunc<(&'a [Event],), (Vec<StageResult>,)>;
 
 /// How often the epoch advances: the resolution of deadlines.
 const TICK: Duration = Duration::from_millis(1);
@@ -207,7 +211,14 @@ impl Plugin {
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(ticks(INIT_TIMEOUT));
-        let bindings = match self.pre.instantiate(&mut store) {
+        let instantiated = self.pre.instance_pre().instantiate(&mut store).and_then(|instance| {
+            let bindings = bindings::Stage::new(&mut store, &instance)?;
+            // Checks `process` against weir's types, once per instance; each
+            // call then skips the check (see `Instance::process`).
+            let process = instance.get_typed_func::<(&[Event],), (Vec<StageResult>,)>(&mut store, "process")?.func().clone();
+            Ok((bindings, process))
+        });
+        let (bindings, process) = match instantiated {
             Ok(b) => b,
             Err(e) => {
                 return Err(match classify(&e, &store, INIT_TIMEOUT) {
@@ -221,7 +232,7 @@ impl Plugin {
             Ok(Err(message)) => return Err(InitError::Refused(message)),
             Err(e) => return Err(InitError::Fault(fault(&e, &store, INIT_TIMEOUT))),
         }
-        Ok(Instance { store, bindings, timeout: spec.timeout })
+        Ok(Instance { store, process, timeout: spec.timeout })
     }
 }
 
@@ -229,7 +240,8 @@ impl Plugin {
 /// its instances.
 pub struct Instance {
     store: Store<HostState>,
-    bindings: bindings::Stage,
+    /// The export `process`, checked against [`Process`] when instantiated.
+    process: wasmtime::component::Func,
     timeout: Duration,
 }
 
@@ -239,15 +251,15 @@ impl Instance {
     /// fault the instance is dead: drop it.
     pub fn process(&mut self, events: Vec<Event>) -> (Vec<Event>, Result<Vec<StageResult>, Fault>) {
         let n = events.len();
-        // Moves, not copies: the layouts match, so these collects reuse the
-        // vectors' allocations.
-        let lent: Vec<wit::Event> = events.into_iter().map(into_wit).collect();
         let budget = self.timeout.saturating_mul(n.max(1) as u32);
         self.store.set_epoch_deadline(ticks(budget));
-        let called = self.bindings.call_process(&mut self.store, &lent);
-        let events = lent.into_iter().map(from_wit).collect();
+        // SAFETY: `instantiate` checked this function's type against
+        // `Process` (`get_typed_func`); the check does not depend on the
+        // lifetime of the borrow, only on the types.
+        let process: Process<'_> = unsafe { Process::new_unchecked(self.process) };
+        let called = process.call(&mut self.store, (&events,)).map(|(results,)| results);
         let results = match called {
-            Ok(results) if results.len() == n => Ok(results.into_iter().map(result_from_wit).collect()),
+            Ok(results) if results.len() == n => Ok(results),
             Ok(results) => Err(Fault::BadOutput {
                 message: format!("returned {} results for {n} events; process must return exactly one per event", results.len()),
             }),
@@ -421,22 +433,6 @@ fn describe_head(bytes: &[u8]) -> String {
     match std::str::from_utf8(head) {
         Ok(text) if text.chars().all(|c| !c.is_control() || c.is_whitespace()) => format!("{text:?}"),
         _ => head.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "),
-    }
-}
-
-fn into_wit(e: Event) -> wit::Event {
-    wit::Event { subject: e.subject, headers: e.headers, payload: e.payload }
-}
-
-fn from_wit(e: wit::Event) -> Event {
-    Event { subject: e.subject, headers: e.headers, payload: e.payload }
-}
-
-fn result_from_wit(r: Result<Vec<wit::Event>, wit::StageError>) -> StageResult {
-    match r {
-        Ok(events) => Ok(events.into_iter().map(from_wit).collect()),
-        Err(wit::StageError::Invalid(m)) => Err(StageError::Invalid(m)),
-        Err(wit::StageError::Retry(m)) => Err(StageError::Retry(m)),
     }
 }
 

@@ -423,7 +423,8 @@ fn to_event(subject: &str, headers: Option<&HeaderMap>, payload: &Bytes) -> Even
                 .collect()
         })
         .unwrap_or_default();
-    Event { subject: subject.to_owned(), headers, payload: payload.to_vec() }
+    // The payload is shared with the client's message, not copied.
+    Event { subject: subject.to_owned(), headers, payload: payload.clone() }
 }
 
 /// The NATS headers of an output: `headers` in order, then `stamp`, which
@@ -483,7 +484,7 @@ impl Publisher {
         if let Some(id) = msg_id {
             headers.insert(HeaderName::from_static("Nats-Msg-Id"), id);
         }
-        let payload = Bytes::from(event.payload);
+        let payload = event.payload;
         if jetstream {
             let ack = self
                 .nats
