@@ -217,6 +217,8 @@ struct Sink {
     publisher: Publisher,
     nats: Nats,
     to_stream: bool,
+    /// Whether outputs get `weir-pipeline` and `weir-version`.
+    stamp: bool,
     dead_letter: Option<(String, bool)>,
     max_deliver: Option<u64>,
     metrics: PipelineMetrics,
@@ -238,6 +240,7 @@ impl Sink {
             publisher,
             nats: nats.clone(),
             to_stream: pipeline.sink.stream.is_some(),
+            stamp: pipeline.sink.stamp,
             dead_letter: pipeline.dead_letter.as_ref().map(|d| (d.subject.as_str().to_owned(), d.stream.is_some())),
             max_deliver,
             metrics,
@@ -310,10 +313,11 @@ impl Sink {
                     stats.dropped.inc();
                 }
                 let stamp = [(headers::PIPELINE, &*self.name), (headers::VERSION, version)];
+                let stamp = if self.stamp { &stamp[..] } else { &[] };
                 for (index, mut event) in outputs.into_iter().enumerate() {
                     strip_server_directives(&mut event);
                     let msg_id = id.as_ref().map(|id| format!("{}:{id}:{index}", self.name));
-                    match self.publisher.publish(event, &stamp, msg_id.as_deref(), self.to_stream).await {
+                    match self.publisher.publish(event, stamp, msg_id.as_deref(), self.to_stream).await {
                         Ok(p) => pending.push(p),
                         Err(e) => return Err(self.publish_failed("output", &e)),
                     }

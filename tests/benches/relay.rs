@@ -6,6 +6,7 @@
 //!     `out` (the ceiling);
 //! (a2) for orientation, (a) adding the two headers weir adds to outputs;
 //! (b) `weir run` with one `noop` stage;
+//! (b2) for orientation, (b) with `[sink] stamp = false` (no headers added);
 //! (c) `weir run` with `filter` + `json-map` + `router` (all events pass,
 //!     routed to `out.<country>`);
 //! (d) a native relay doing the work of (c) in this process.
@@ -20,8 +21,8 @@
 //! total is what bounds a relay, and it is steadier than events/s.
 //!
 //! Run with `cargo bench -p weir-tests --bench relay`;
-//! `WEIR_RELAY_PAIRS=3` runs only (a) and (b), as 3 interleaved pairs, to
-//! compare two builds of weir (`WEIR_BIN`). Every wait is bounded,
+//! `WEIR_RELAY_PAIRS=3` runs only (a), (a2), (b) and (b2), three times in
+//! turn, to compare two builds of weir (`WEIR_BIN`). Every wait is bounded,
 //! and a watchdog ends the run (and the processes it started) after
 //! `WATCHDOG` in case something still hangs.
 
@@ -56,23 +57,28 @@ fn main() {
     let payloads = payloads();
     eprintln!("[relay] payload size: {} bytes", payloads[0].len());
 
-    // WEIR_RELAY_PAIRS=N: only (a) and (b), N interleaved pairs, for
-    // comparing two builds of weir without the rest of the run.
-    if let Some(pairs) = std::env::var("WEIR_RELAY_PAIRS").ok().and_then(|n| n.parse::<usize>().ok()) {
+    // WEIR_RELAY_PAIRS=N: only (a), (a2), (b) and (b2), N rounds in turn,
+    // for comparing two builds of weir without the rest of the run.
+    if let Some(rounds) = std::env::var("WEIR_RELAY_PAIRS").ok().and_then(|n| n.parse::<usize>().ok()) {
         let mut cases = Vec::new();
-        for _ in 0..pairs {
+        for _ in 0..rounds {
             cases.push(native_relay(&runtime, &payloads));
             cases.push(native_stamping_relay(&runtime, &payloads));
             cases.push(weir_noop(&runtime, &payloads));
+            cases.push(weir_noop_unstamped(&runtime, &payloads));
         }
         print_cases(&cases.iter().collect::<Vec<_>>());
-        for run in cases.chunks(3) {
+        for round in cases.chunks(4) {
+            let [a, a2, b, b2] = round else { unreachable!("four cases a round") };
             println!(
-                "(b)/(a) throughput {:.2}, machine CPU per event (b)/(a) {:.2}; (a2)/(a) throughput {:.2}, CPU {:.2}",
-                run[2].events_per_s / run[0].events_per_s,
-                run[2].cpu_us_per_event / run[0].cpu_us_per_event,
-                run[1].events_per_s / run[0].events_per_s,
-                run[1].cpu_us_per_event / run[0].cpu_us_per_event
+                "(b)/(a) {:.2} (machine CPU per event {:.2}); (a2)/(a) {:.2} ({:.2}); (b)/(a2) {:.2}; (b2)/(a) {:.2} ({:.2})",
+                b.events_per_s / a.events_per_s,
+                b.cpu_us_per_event / a.cpu_us_per_event,
+                a2.events_per_s / a.events_per_s,
+                a2.cpu_us_per_event / a.cpu_us_per_event,
+                b.events_per_s / a2.events_per_s,
+                b2.events_per_s / a.events_per_s,
+                b2.cpu_us_per_event / a.cpu_us_per_event,
             );
         }
         return;
@@ -81,12 +87,13 @@ fn main() {
     let a = native_relay(&runtime, &payloads);
     let a2 = native_stamping_relay(&runtime, &payloads);
     let b = weir_noop(&runtime, &payloads);
+    let b2 = weir_noop_unstamped(&runtime, &payloads);
     let c = weir_chain(&runtime, &payloads);
     let d = native_chain(&runtime, &payloads);
     // Observability's cost: the same chain with metrics on (Prometheus
     // endpoint served, stage calls timed); (c) runs with them off.
     let e = weir_chain_metered(&runtime, &payloads);
-    print_report(&payloads, &[&a, &a2, &b, &c, &d, &e]);
+    print_report(&payloads, &[&a, &a2, &b, &b2, &c, &d, &e]);
 
     // One pair of runs is at the mercy of this machine's noise (±20%):
     // price metrics over interleaved pairs and compare the medians.
@@ -145,6 +152,16 @@ fn weir_noop(runtime: &tokio::runtime::Runtime, payloads: &[Bytes]) -> CaseResul
         toml_str(plugins::NOOP)
     );
     run_weir(runtime, "(b) weir noop", &pipeline, "out", payloads)
+}
+
+/// (b2) For orientation: (b) with `[sink] stamp = false`, the outputs
+/// without `weir-pipeline` and `weir-version`: the counterpart of (a2).
+fn weir_noop_unstamped(runtime: &tokio::runtime::Runtime, payloads: &[Bytes]) -> CaseResult {
+    let pipeline = format!(
+        "name = \"relay\"\n\n[source]\nsubject = \"in\"\n\n[[stages]]\nname = \"noop\"\nplugin = {}\n\n[sink]\nsubject = \"out\"\nstamp = false\n",
+        toml_str(plugins::NOOP)
+    );
+    run_weir(runtime, "(b2) weir noop, stamp = false", &pipeline, "out", payloads)
 }
 
 /// (c) `weir run` with filter (every event passes) + json-map + router to
@@ -271,7 +288,7 @@ fn payloads() -> Vec<Bytes> {
 // ---------------------------------------------------------------- report
 
 fn print_report(payloads: &[Bytes], cases: &[&CaseResult]) {
-    let [a, a2, b, c, d, e] = cases else { unreachable!("six cases") };
+    let [a, a2, b, b2, c, d, e] = cases else { unreachable!("seven cases") };
     println!();
     println!(
         "Core NATS on 127.0.0.1, {}-byte JSON events, 1 publisher, 1 consumer; weir: 2 workers, default batch size.",
@@ -295,6 +312,8 @@ fn print_report(payloads: &[Bytes], cases: &[&CaseResult]) {
     println!("| p99(b)/p99(a) | {p99_b:.2} | <= 1.5 | {} |", verdict(p99_b <= 1.5));
     println!("| machine CPU per event, (b)/(a) | {:.2} | | for orientation |", b.cpu_us_per_event / a.cpu_us_per_event);
     println!("| (a2)/(a) throughput: the cost of weir's two headers alone | {:.2} | | for orientation |", a2.events_per_s / a.events_per_s);
+    println!("| (b)/(a2) throughput: weir against a native relay adding the same headers | {:.2} | | for orientation |", b.events_per_s / a2.events_per_s);
+    println!("| (b2)/(a) throughput: weir without the two headers (`stamp = false`) | {:.2} | | for orientation |", b2.events_per_s / a.events_per_s);
     println!("| machine CPU per event, (c)/(d) | {:.2} | | for orientation |", c.cpu_us_per_event / d.cpu_us_per_event);
     let cost = 1.0 - e.events_per_s / c.events_per_s;
     println!("| metrics cost: 1 - (e)/(c) throughput | {:.1}% | <= 5% | {} |", cost * 100.0, verdict(cost <= 0.05));

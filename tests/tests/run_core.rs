@@ -148,6 +148,53 @@ subject = "out.{{2}}.{{subject}}.from.{{input}}"
     assert_eq!(json(&got[0]), plain, "a pass-through event is unchanged");
 }
 
+/// `[sink] stamp = false`: outputs carry the input's and the stages' headers
+/// but not weir's own; dead letters still say where they came from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stamp_false_leaves_weirs_headers_off_outputs_but_not_off_dead_letters() {
+    let server = NatsServer::new();
+    let pipeline = format!(
+        r#"
+name = "bare"
+
+[source]
+subject = "bare.in"
+
+[[stages]]
+name = "chaos"
+plugin = {chaos}
+
+[sink]
+subject = "bare.out"
+stamp = false
+
+[dead_letter]
+subject = "bare.dlq"
+"#,
+        chaos = toml_str(plugins::CHAOS)
+    );
+    let _weir = Weir::builder(&server).pipeline("bare.toml", &pipeline).start();
+    let client = server.client().await;
+    let mut out = subscribe(&client, "bare.out").await;
+    let mut dlq = subscribe(&client, "bare.dlq").await;
+
+    publish(&client, "bare.in", test_headers(1), serde_json::to_vec(&json!({ "id": 1 })).unwrap()).await;
+    publish(&client, "bare.in", test_headers(2), serde_json::to_vec(&json!({ "id": 2, "chaos": "invalid" })).unwrap()).await;
+
+    let output = collect_exactly(&mut out, "outputs on bare.out", 1, Duration::from_secs(30), Duration::from_millis(300)).await;
+    let output = &output[0];
+    assert_eq!(header(output, TEST_ID_HEADER).as_deref(), Some("1"), "the input's headers are kept: {}", describe(output));
+    assert_eq!(header(output, "weir-pipeline"), None, "{}", describe(output));
+    assert_eq!(header(output, "weir-version"), None, "{}", describe(output));
+    assert_eq!(json(output), json!({ "id": 1 }));
+
+    let dead = collect_exactly(&mut dlq, "dead letters on bare.dlq", 1, Duration::from_secs(30), Duration::from_millis(300)).await;
+    let dead = &dead[0];
+    assert_eq!(header(dead, "weir-pipeline").as_deref(), Some("bare"), "{}", describe(dead));
+    assert_eq!(header(dead, "weir-error-kind").as_deref(), Some("invalid"), "{}", describe(dead));
+    assert!(header(dead, "weir-version").is_some(), "{}", describe(dead));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordered_pipeline_keeps_the_order_of_each_subject() {
     let server = NatsServer::new();

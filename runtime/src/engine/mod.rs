@@ -215,7 +215,7 @@ impl Plugin {
             let bindings = bindings::Stage::new(&mut store, &instance)?;
             // Checks `process` against weir's types, once per instance; each
             // call then skips the check (see `Instance::process`).
-            let process = instance.get_typed_func::<(&[Event],), (Vec<StageResult>,)>(&mut store, "process")?.func().clone();
+            let process = *instance.get_typed_func::<(&[Event],), (Vec<StageResult>,)>(&mut store, "process")?.func();
             Ok((bindings, process))
         });
         let (bindings, process) = match instantiated {
