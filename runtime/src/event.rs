@@ -15,9 +15,10 @@ use wasmtime::component::{ComponentType, Lift, Lower};
 /// payload bytes, which weir never interprets.
 ///
 /// The payload is shared, not copied: a message's payload from the NATS
-/// client, handed to the stages (which copy it into their sandbox) and back
-/// to the client to publish, is one buffer throughout, and cloning an event
-/// does not copy it.
+/// client becomes the event's payload as it is, and cloning an event (the
+/// outputs of a pipeline without stages, the input a dead letter keeps) does
+/// not copy it. A stage gets its own copy inside its sandbox, and what it
+/// returns is a new buffer, published as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Default, ComponentType, Lift, Lower)]
 #[component(record)]
 pub struct Event {
