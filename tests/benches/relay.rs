@@ -122,13 +122,7 @@ fn main() {
 /// (a) Subscribe to `in`, republish each message (headers kept, as weir
 /// keeps them) to `out`.
 fn native_relay(runtime: &tokio::runtime::Runtime, payloads: &[Bytes]) -> CaseResult {
-    let server = NatsServer::new();
-    runtime.block_on(async {
-        let relay = spawn_relay(&server, "in", |message| Some((Subject::from_static("out"), message.payload.clone()))).await;
-        let result = measure("(a) native relay", &server, "in", "out", payloads).await;
-        relay.abort();
-        result
-    })
+    plain_relay(runtime, "(a) native relay", &[], payloads)
 }
 
 /// (a2) For orientation: (a), adding to every output the two headers weir
@@ -136,10 +130,15 @@ fn native_relay(runtime: &tokio::runtime::Runtime, payloads: &[Bytes]) -> CaseRe
 /// which nats-server and the consumer then parse too.
 fn native_stamping_relay(runtime: &tokio::runtime::Runtime, payloads: &[Bytes]) -> CaseResult {
     const STAMP: [(&str, &str); 2] = [("weir-pipeline", "relay"), ("weir-version", "0123456789ab")];
+    plain_relay(runtime, "(a2) native relay adding two headers", &STAMP, payloads)
+}
+
+/// A native relay from `in` to `out` that adds the headers of `stamp`.
+fn plain_relay(runtime: &tokio::runtime::Runtime, name: &str, stamp: &[(&'static str, &'static str)], payloads: &[Bytes]) -> CaseResult {
     let server = NatsServer::new();
     runtime.block_on(async {
-        let relay = spawn_stamping_relay(&server, "in", &STAMP, |message| Some((Subject::from_static("out"), message.payload.clone()))).await;
-        let result = measure("(a2) native relay adding two headers", &server, "in", "out", payloads).await;
+        let relay = spawn_stamping_relay(&server, "in", stamp, |message| Some((Subject::from_static("out"), message.payload.clone()))).await;
+        let result = measure(name, &server, "in", "out", payloads).await;
         relay.abort();
         result
     })
@@ -147,21 +146,21 @@ fn native_stamping_relay(runtime: &tokio::runtime::Runtime, payloads: &[Bytes]) 
 
 /// (b) `weir run` with one `noop` stage, default batch size.
 fn weir_noop(runtime: &tokio::runtime::Runtime, payloads: &[Bytes]) -> CaseResult {
-    let pipeline = format!(
-        "name = \"relay\"\n\n[source]\nsubject = \"in\"\n\n[[stages]]\nname = \"noop\"\nplugin = {}\n\n[sink]\nsubject = \"out\"\n",
-        toml_str(plugins::NOOP)
-    );
-    run_weir(runtime, "(b) weir noop", &pipeline, "out", payloads)
+    run_weir(runtime, "(b) weir noop", &noop_pipeline(""), "out", payloads)
 }
 
 /// (b2) For orientation: (b) with `[sink] stamp = false`, the outputs
 /// without `weir-pipeline` and `weir-version`: the counterpart of (a2).
 fn weir_noop_unstamped(runtime: &tokio::runtime::Runtime, payloads: &[Bytes]) -> CaseResult {
-    let pipeline = format!(
-        "name = \"relay\"\n\n[source]\nsubject = \"in\"\n\n[[stages]]\nname = \"noop\"\nplugin = {}\n\n[sink]\nsubject = \"out\"\nstamp = false\n",
+    run_weir(runtime, "(b2) weir noop, stamp = false", &noop_pipeline("stamp = false\n"), "out", payloads)
+}
+
+/// One `noop` stage from `in` to `out`; `sink_extra` is added to `[sink]`.
+fn noop_pipeline(sink_extra: &str) -> String {
+    format!(
+        "name = \"relay\"\n\n[source]\nsubject = \"in\"\n\n[[stages]]\nname = \"noop\"\nplugin = {}\n\n[sink]\nsubject = \"out\"\n{sink_extra}",
         toml_str(plugins::NOOP)
-    );
-    run_weir(runtime, "(b2) weir noop, stamp = false", &pipeline, "out", payloads)
+    )
 }
 
 /// (c) `weir run` with filter (every event passes) + json-map + router to
