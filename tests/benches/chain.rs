@@ -1,6 +1,9 @@
 //! Per-event cost of the chain in one process, no NATS: 300-byte JSON events,
 //! instances reused, default limits on (deadline and memory cap).
 //!
+//! (a0) the floor of the contract: `floor.wat`, a hand-written stage that
+//!      hands every event back with the least a guest can do, so that what
+//!      it costs is what the host spends crossing into the sandbox and back;
 //! (a) one `noop` stage: what weir itself costs per event;
 //! (b) `json-map` in wasm: parse the JSON, add two fields, serialise;
 //! (c) the same `json-map` code compiled natively, no wasm;
@@ -44,12 +47,13 @@ fn pipeline(batch: usize, stage: &str) -> config::Pipeline {
     config::parse_pipeline(&text, Path::new("bench.toml")).expect("bench pipeline parses")
 }
 
+const FLOOR: &str = "[[stages]]\nname = \"floor\"\nplugin = \"{FLOOR}\"\n";
 const NOOP: &str = "[[stages]]\nname = \"noop\"\nplugin = \"{NOOP}\"\n";
 const JSON_MAP: &str = "[[stages]]\nname = \"map\"\nplugin = \"{JSON_MAP}\"\nconfig = { set = { processed_by = \"weir\", score = 0.87 } }\n";
 
 /// Best ns/event over `ROUNDS` of `EVENTS` events through the chain.
 fn wasm(engine: &Engine, batch: usize, stage: &str) -> f64 {
-    let stage = stage.replace("{NOOP}", plugins::NOOP).replace("{JSON_MAP}", plugins::JSON_MAP);
+    let stage = stage.replace("{NOOP}", plugins::NOOP).replace("{JSON_MAP}", plugins::JSON_MAP).replace("{FLOOR}", &floor_plugin());
     let (blueprint, _) = Blueprint::build(engine, &pipeline(batch, &stage)).expect("bench pipeline builds");
     let mut chain = blueprint.chain();
     let events: Vec<Event> = (0..EVENTS).map(event).collect();
@@ -82,6 +86,15 @@ fn native(batch: usize) -> f64 {
     })
 }
 
+/// `floor.wat` as a component file (in the temporary directory), for a
+/// pipeline to load; its path, as it goes into the TOML string.
+fn floor_plugin() -> String {
+    let component = wat::parse_str(include_str!("floor.wat")).expect("floor.wat is a valid component");
+    let path = std::env::temp_dir().join(format!("weir-bench-floor-{}.wasm", std::process::id()));
+    std::fs::write(&path, component).expect("write the floor component");
+    path.to_str().expect("a UTF-8 temporary directory").to_owned()
+}
+
 fn best(mut round: impl FnMut() -> Duration) -> f64 {
     round(); // warm-up
     let fastest = (0..ROUNDS).map(|_| round()).min().expect("at least one round");
@@ -100,6 +113,8 @@ fn main() {
     println!("|---|---:|---:|");
     let zero = [wasm(&engine, 1, ""), wasm(&engine, 64, "")];
     println!("| (0) no stage: weir's own bookkeeping | {:.0} | {:.0} |", zero[0], zero[1]);
+    let floor = [wasm(&engine, 1, FLOOR), wasm(&engine, 64, FLOOR)];
+    println!("| (a0) floor.wat: the contract's crossing alone, no guest work | {:.0} | {:.0} |", floor[0], floor[1]);
     let a = [wasm(&engine, 1, NOOP), wasm(&engine, 64, NOOP)];
     println!("| (a) noop stage (wasm) | {:.0} | {:.0} |", a[0], a[1]);
     let b = [wasm(&engine, 1, JSON_MAP), wasm(&engine, 64, JSON_MAP)];
