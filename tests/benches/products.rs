@@ -167,7 +167,7 @@ fn weir_pipeline(runtime: &tokio::runtime::Runtime, payloads: &[Bytes]) -> CaseR
         .cache_dir(&shared_cache_dir())
         .pipeline("products.toml", &pipeline)
         .start();
-    let result = runtime.block_on(measure("weir run pipelines/products.toml", &server, "tracking.product.view", "processed.>", payloads));
+    let result = runtime.block_on(measure("weir run pipelines/products.toml", &server, Some(weir.pid()), "tracking.product.view", "processed.>", payloads));
     weir.interrupt();
     let status = weir.wait_exit(Duration::from_secs(15));
     if !status.success() {
@@ -206,7 +206,7 @@ fn native_pipeline(runtime: &tokio::runtime::Runtime, payloads: &[Bytes]) -> Cas
     let server = NatsServer::new();
     runtime.block_on(async {
         let relay = spawn_relay(&server, "tracking.product.view", move |message| work(&message.payload)).await;
-        let result = measure("native relay, the same work", &server, "tracking.product.view", "processed.>", payloads).await;
+        let result = measure("native relay, the same work", &server, None, "tracking.product.view", "processed.>", payloads).await;
         relay.abort();
         result
     })

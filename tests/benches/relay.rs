@@ -18,7 +18,11 @@
 //!
 //! Throughput runs also report the CPU time the whole machine spent per
 //! event (nats-server, weir and this process together): on 2 cores that
-//! total is what bounds a relay, and it is steadier than events/s.
+//! total is what bounds a relay, and it is steadier than events/s. It is
+//! split by process: nats-server, `weir run`, and this bench (publisher,
+//! consumer, and the native relays, which run in it). (b) - (b2) then says
+//! who pays for weir's two headers: mostly the consumer, whose async-nats
+//! client parses them into a map for every message.
 //!
 //! Run with `cargo bench -p weir-tests --bench relay`;
 //! `WEIR_RELAY_PAIRS=3` runs only (a), (a2), (b) and (b2), three times in
@@ -80,6 +84,7 @@ fn main() {
                 b2.events_per_s / a.events_per_s,
                 b2.cpu_us_per_event / a.cpu_us_per_event,
             );
+            println!("  what the two headers cost, (b) - (b2), µs of CPU per event: {}", header_cost(b, b2));
         }
         return;
     }
@@ -138,7 +143,7 @@ fn plain_relay(runtime: &tokio::runtime::Runtime, name: &str, stamp: &[(&'static
     let server = NatsServer::new();
     runtime.block_on(async {
         let relay = spawn_stamping_relay(&server, "in", stamp, |message| Some((Subject::from_static("out"), message.payload.clone()))).await;
-        let result = measure(name, &server, "in", "out", payloads).await;
+        let result = measure(name, &server, None, "in", "out", payloads).await;
         relay.abort();
         result
     })
@@ -226,7 +231,7 @@ fn native_chain(runtime: &tokio::runtime::Runtime, payloads: &[Bytes]) -> CaseRe
             Some((subject, serde_json::to_vec(&event).ok()?.into()))
         })
         .await;
-        let result = measure("(d) native filter+map+router", &server, "in", "out.>", payloads).await;
+        let result = measure("(d) native filter+map+router", &server, None, "in", "out.>", payloads).await;
         relay.abort();
         result
     })
@@ -253,7 +258,7 @@ fn run_weir_with(
         builder = builder.metrics(&format!("127.0.0.1:{}", weir_tests::harness::free_port()));
     }
     let mut weir = builder.start();
-    let result = runtime.block_on(measure(name, &server, "in", out, payloads));
+    let result = runtime.block_on(measure(name, &server, Some(weir.pid()), "in", out, payloads));
     weir.interrupt();
     let status = weir.wait_exit(Duration::from_secs(15));
     if !status.success() {
@@ -286,6 +291,20 @@ fn payloads() -> Vec<Bytes> {
 
 // ---------------------------------------------------------------- report
 
+/// Where the CPU that weir's two headers cost goes, from the difference
+/// between `stamped` and `unstamped` (the same weir pipeline without them):
+/// nats-server, weir and this bench, whose consumer parses the headers.
+fn header_cost(stamped: &CaseResult, unstamped: &CaseResult) -> String {
+    let (s, u) = (stamped.cpu_by_process, unstamped.cpu_by_process);
+    format!(
+        "nats-server {:+.2}, weir {:+.2}, the bench's consumer {:+.2}; the machine {:+.2}",
+        s.server - u.server,
+        s.weir - u.weir,
+        s.bench - u.bench,
+        stamped.cpu_us_per_event - unstamped.cpu_us_per_event
+    )
+}
+
 fn print_report(payloads: &[Bytes], cases: &[&CaseResult]) {
     let [a, a2, b, b2, c, d, e] = cases else { unreachable!("seven cases") };
     println!();
@@ -313,6 +332,7 @@ fn print_report(payloads: &[Bytes], cases: &[&CaseResult]) {
     println!("| (a2)/(a) throughput: the cost of weir's two headers alone | {:.2} | | for orientation |", a2.events_per_s / a.events_per_s);
     println!("| (b)/(a2) throughput: weir against a native relay adding the same headers | {:.2} | | for orientation |", b.events_per_s / a2.events_per_s);
     println!("| (b2)/(a) throughput: weir without the two headers (`stamp = false`) | {:.2} | | for orientation |", b2.events_per_s / a.events_per_s);
+    println!("| what the two headers cost, (b) - (b2), µs of CPU per event: {} | | | for orientation |", header_cost(b, b2));
     println!("| machine CPU per event, (c)/(d) | {:.2} | | for orientation |", c.cpu_us_per_event / d.cpu_us_per_event);
     let cost = 1.0 - e.events_per_s / c.events_per_s;
     println!("| metrics cost: 1 - (e)/(c) throughput | {:.1}% | <= 5% | {} |", cost * 100.0, verdict(cost <= 0.05));

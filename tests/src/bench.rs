@@ -54,6 +54,24 @@ pub struct CaseResult {
     /// NaN where `/proc/stat` cannot be read. Less noisy than events/s on a
     /// shared VM: on 2 cores the relay is bound by the total.
     pub cpu_us_per_event: f64,
+    /// The same, for nats-server, `weir run` (when the case runs it) and this
+    /// bench's own process (publisher, consumer, and the native relays),
+    /// from `/proc/<pid>/stat`: where the machine's CPU went.
+    pub cpu_by_process: CpuSplit,
+}
+
+/// CPU µs per delivered event by process; NaN where unknown (or no weir).
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSplit {
+    pub server: f64,
+    pub weir: f64,
+    pub bench: f64,
+}
+
+impl Default for CpuSplit {
+    fn default() -> Self {
+        CpuSplit { server: f64::NAN, weir: f64::NAN, bench: f64::NAN }
+    }
 }
 
 impl CaseResult {
@@ -70,8 +88,9 @@ impl CaseResult {
 /// The shared measurement: a publisher on `in` and a consumer of `out` on
 /// two connections of their own (so neither waits behind the other's
 /// socket). Latency first, on a quiet system; then the full-speed run,
-/// whose overload could otherwise leave a backlog behind.
-pub async fn measure(name: &str, server: &NatsServer, input: &str, out: &str, payloads: &[Bytes]) -> CaseResult {
+/// whose overload could otherwise leave a backlog behind. `weir` is the
+/// process id of the `weir run` under test, if any, for the CPU split.
+pub async fn measure(name: &str, server: &NatsServer, weir: Option<u32>, input: &str, out: &str, payloads: &[Bytes]) -> CaseResult {
     let (publisher, pub_slow) = connect(server).await;
     let (consumer, sub_slow) = connect(server).await;
     let mut sub = subscribe(&consumer, out).await;
@@ -80,13 +99,17 @@ pub async fn measure(name: &str, server: &NatsServer, input: &str, out: &str, pa
     let (latency_sent, latencies, sub) = latency(&publisher, input, sub, payloads).await;
     let mut sub = sub;
     warm_up(name, &publisher, input, &mut sub, payloads).await;
+    let processes = [server.pid(), weir, Some(std::process::id())];
     let cpu_before = machine_cpu();
+    let processes_before = processes.map(|pid| pid.and_then(process_cpu));
     let (events_per_s, delivered) = throughput(&publisher, input, sub, payloads).await;
-    let cpu = machine_cpu().zip(cpu_before).map(|(after, before)| after.saturating_sub(before));
-    let cpu_us_per_event = match cpu {
-        Some(cpu) if delivered > 0 => cpu.as_secs_f64() * 1e6 / delivered as f64,
+    let processes_after = processes.map(|pid| pid.and_then(process_cpu));
+    let per_event = |before: Option<Duration>, after: Option<Duration>| match after.zip(before) {
+        Some((after, before)) if delivered > 0 => after.saturating_sub(before).as_secs_f64() * 1e6 / delivered as f64,
         _ => f64::NAN,
     };
+    let cpu_us_per_event = per_event(cpu_before, machine_cpu());
+    let [server_cpu, weir_cpu, bench_cpu] = [0, 1, 2].map(|i| per_event(processes_before[i], processes_after[i]));
 
     let result = CaseResult {
         name: name.into(),
@@ -98,6 +121,7 @@ pub async fn measure(name: &str, server: &NatsServer, input: &str, out: &str, pa
         client_slow: pub_slow.load(Ordering::Relaxed) + sub_slow.load(Ordering::Relaxed),
         server_slow: server.logs().matches("Slow Consumer").count(),
         cpu_us_per_event,
+        cpu_by_process: CpuSplit { server: server_cpu, weir: weir_cpu, bench: bench_cpu },
     };
     eprintln!(
         "[bench] {name}: {:.0} events/s ({:.2} µs of machine CPU per event), {delivered}/{N} delivered; latency p50 {:.2} ms p99 {:.2} ms ({} of {latency_sent})",
@@ -146,6 +170,19 @@ fn machine_cpu() -> Option<Duration> {
     // which are 1/100 s on every Linux this runs on (USER_HZ).
     let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum();
     Some(Duration::from_millis(busy * 10))
+}
+
+/// CPU time process `pid` has spent so far (user and system), from
+/// `/proc/<pid>/stat`; `None` if it cannot be read.
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (which may hold spaces): state is field 3, utime
+    // and stime are fields 14 and 15, in clock ticks (USER_HZ = 100).
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 /// Publishes `N` events as fast as the client takes them, then flushes; a
@@ -343,14 +380,18 @@ where
 /// Prints the cases as a markdown table: throughput, what was delivered,
 /// latency percentiles, slow-consumer reports.
 pub fn print_cases(cases: &[&CaseResult]) {
-    println!("| case | events/s | machine CPU µs/event | delivered/N | p50 ms | p99 ms | max ms | latency delivered | slow-consumer (client/server) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| case | events/s | machine CPU µs/event | of which nats-server / weir / bench | delivered/N | p50 ms | p99 ms | max ms | latency delivered | slow-consumer (client/server) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for case in cases {
+        let split = case.cpu_by_process;
+        let weir = if split.weir.is_nan() { "-".to_owned() } else { format!("{:.2}", split.weir) };
         println!(
-            "| {} | {:.0} | {:.2} | {}/{} | {:.2} | {:.2} | {:.2} | {}/{} | {}/{} |",
+            "| {} | {:.0} | {:.2} | {:.2} / {weir} / {:.2} | {}/{} | {:.2} | {:.2} | {:.2} | {}/{} | {}/{} |",
             case.name,
             case.events_per_s,
             case.cpu_us_per_event,
+            split.server,
+            split.bench,
             case.delivered,
             case.published,
             case.percentile_ms(0.50),

@@ -135,6 +135,11 @@ impl NatsServer {
         self.store.path()
     }
 
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// What the server logged since its last start.
     pub fn logs(&self) -> String {
         self.output.as_ref().map(Output::text).unwrap_or_default()
