@@ -4,6 +4,9 @@
 //! (a0) the floor of the contract: `floor.wat`, a hand-written stage that
 //!      hands every event back with the least a guest can do, so that what
 //!      it costs is what the host spends crossing into the sandbox and back;
+//! (a1) for orientation, the floor of a contract weir does not have: the
+//!      batch crossing as one buffer each way (`flat.wat`, called through
+//!      wasmtime directly, with the host encoding and decoding the events);
 //! (a) one `noop` stage: what weir itself costs per event;
 //! (b) `json-map` in wasm: parse the JSON, add two fields, serialise;
 //! (c) the same `json-map` code compiled natively, no wasm;
@@ -95,6 +98,75 @@ fn floor_plugin() -> String {
     path.to_str().expect("a UTF-8 temporary directory").to_owned()
 }
 
+/// (a1): each batch encoded into one buffer (per event: subject, headers,
+/// payload, each length-prefixed), passed to `flat.wat` and back, and the
+/// result decoded into events whose payloads share the returned buffer.
+/// Deadline on, as in weir; no weir bookkeeping around it.
+fn flat(batch: usize) -> f64 {
+    use wasmtime::component::{Component, Linker};
+    let mut config = wasmtime::Config::new();
+    config.epoch_interruption(true);
+    let engine = wasmtime::Engine::new(&config).expect("engine");
+    let component = wat::parse_str(include_str!("flat.wat")).expect("flat.wat is a valid component");
+    let component = Component::new(&engine, component).expect("flat.wat compiles");
+    let mut store = wasmtime::Store::new(&engine, ());
+    // Nothing advances the epoch here: the check runs, the deadline never comes.
+    store.set_epoch_deadline(1);
+    let instance = Linker::new(&engine).instantiate(&mut store, &component).expect("instantiates");
+    let process = instance.get_typed_func::<(&[u8],), (bytes::Bytes,)>(&mut store, "process").expect("process");
+    let events: Vec<Event> = (0..EVENTS).map(event).collect();
+    let mut buffer = Vec::new();
+    best(|| {
+        let batches: Vec<Vec<Event>> = events.chunks(batch).map(<[Event]>::to_vec).collect();
+        let started = Instant::now();
+        for b in batches {
+            buffer.clear();
+            for e in &b {
+                encode(e, &mut buffer);
+            }
+            let (out,) = process.call(&mut store, (&buffer,)).expect("process");
+            let outputs = decode(&out);
+            assert_eq!(outputs.len(), b.len(), "every event comes back");
+            black_box(outputs);
+        }
+        started.elapsed()
+    })
+}
+
+fn encode(event: &Event, out: &mut Vec<u8>) {
+    let mut put = |bytes: &[u8]| {
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(bytes);
+    };
+    put(event.subject.as_bytes());
+    put(&(event.headers.len() as u32).to_le_bytes());
+    for (name, value) in &event.headers {
+        put(name.as_bytes());
+        put(value.as_bytes());
+    }
+    put(&event.payload);
+}
+
+fn decode(buffer: &bytes::Bytes) -> Vec<Event> {
+    let mut events = Vec::new();
+    let mut at = 0;
+    let take = |at: &mut usize| {
+        let len = u32::from_le_bytes(buffer[*at..*at + 4].try_into().expect("4 bytes")) as usize;
+        let part = buffer.slice(*at + 4..*at + 4 + len);
+        *at += 4 + len;
+        part
+    };
+    let text = |b: bytes::Bytes| String::from_utf8(b.to_vec()).expect("UTF-8");
+    while at < buffer.len() {
+        let subject = text(take(&mut at));
+        let count = u32::from_le_bytes(take(&mut at)[..].try_into().expect("a count"));
+        let headers = (0..count).map(|_| (text(take(&mut at)), text(take(&mut at)))).collect();
+        let payload = take(&mut at);
+        events.push(Event { subject, headers, payload });
+    }
+    events
+}
+
 fn best(mut round: impl FnMut() -> Duration) -> f64 {
     round(); // warm-up
     let fastest = (0..ROUNDS).map(|_| round()).min().expect("at least one round");
@@ -115,6 +187,8 @@ fn main() {
     println!("| (0) no stage: weir's own bookkeeping | {:.0} | {:.0} |", zero[0], zero[1]);
     let floor = [wasm(&engine, 1, FLOOR), wasm(&engine, 64, FLOOR)];
     println!("| (a0) floor.wat: the contract's crossing alone, no guest work | {:.0} | {:.0} |", floor[0], floor[1]);
+    let one_buffer = [flat(1), flat(64)];
+    println!("| (a1) for orientation: one buffer each way, a contract weir does not have (flat.wat; no bookkeeping) | {:.0} | {:.0} |", one_buffer[0], one_buffer[1]);
     let a = [wasm(&engine, 1, NOOP), wasm(&engine, 64, NOOP)];
     println!("| (a) noop stage (wasm) | {:.0} | {:.0} |", a[0], a[1]);
     let b = [wasm(&engine, 1, JSON_MAP), wasm(&engine, 64, JSON_MAP)];
