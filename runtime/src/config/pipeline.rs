@@ -151,7 +151,7 @@ pub struct Sink {
     pub stream: Option<String>,
     /// Add `weir-pipeline` and `weir-version` to every output (the default).
     /// Turning it off is a deliberate trade: on a simple relay the two
-    /// headers cost 25–45% of the throughput (nats-server and every consumer
+    /// headers cost 25–47% of the throughput (nats-server and every consumer
     /// parse them; README, "Where performance stands"). Dead letters are
     /// always stamped.
     pub stamp: bool,
