@@ -86,6 +86,38 @@ fn a_chain_maps_routes_and_keeps_headers() {
     assert_eq!(done(&out[1])[0].subject, "out.orders.unknown");
 }
 
+/// `benches/floor.wat`, the chain benchmark's measure of the crossing alone,
+/// must be a faithful stage: every event comes back exactly as it went in,
+/// batch after batch (its bump allocator resets after each call), however
+/// large (its memory grows).
+#[test]
+fn the_benchmarks_floor_stage_hands_every_event_back_unchanged() {
+    let component = wat::parse_str(include_str!("../benches/floor.wat")).unwrap();
+    let path = std::env::temp_dir().join(format!("weir-test-floor-{}.wasm", std::process::id()));
+    std::fs::write(&path, component).unwrap();
+    let mut chain = chain(&format!("[[stages]]\nname = \"floor\"\nplugin = {}\n", weir_tests::harness::toml_str(path.to_str().unwrap())));
+    let mut with_headers = Event::new("in.a", "{}");
+    with_headers.headers = vec![("h".into(), "1".into()), ("h".into(), "2".into()), ("x-trace".into(), "t".into())];
+    let inputs = vec![
+        with_headers,
+        Event::new("in.b", Vec::new()),
+        Event::new("in.c", vec![0xff, 0x00, 0xfe]),
+        Event::new("in.d", vec![b'z'; 3 << 20]),
+    ];
+    for _ in 0..3 {
+        let out = chain.process(inputs.clone());
+        assert_eq!(out.len(), inputs.len());
+        for (outcome, input) in out.iter().zip(&inputs) {
+            let outputs = done(outcome);
+            assert_eq!(outputs.len(), 1);
+            assert_eq!(outputs[0].subject, format!("out.{}", input.subject));
+            assert_eq!(outputs[0].headers, input.headers);
+            assert_eq!(outputs[0].payload, input.payload);
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
 #[test]
 fn a_split_yields_every_part_in_order() {
     let mut chain = chain(CHAOS);
