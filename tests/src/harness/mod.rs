@@ -6,6 +6,9 @@
 //! - [`NatsServer`]: a `nats-server -js` on a free loopback port with its own
 //!   JetStream store; can be stopped and started again on the same port and
 //!   store (JetStream data survives), optionally with authentication.
+//! - [`NatsCluster`]: three `nats-server -js` nodes clustered on loopback,
+//!   each of which can be killed (SIGKILL) and started again, for the tests
+//!   of a cluster that loses nodes.
 //! - [`Weir`] / [`WeirBuilder`]: `weir run --config <tmp>/weir.toml` over a
 //!   temporary directory of pipeline files; waits for the `ready:` line,
 //!   sends signals, waits for the exit, kills on drop.
@@ -31,13 +34,15 @@
 //! the test's `deps/` directory is used.
 
 mod client;
+mod cluster;
 mod output;
 mod server;
 mod tempdir;
 mod weir;
 
 pub use client::*;
-pub use server::{Auth, NatsServer, NatsServerBuilder, free_port};
+pub use cluster::NatsCluster;
+pub use server::{Auth, NatsServer, NatsServerBuilder, free_port, nats_server_binary};
 pub use tempdir::TempDir;
 pub use weir::{CLI_TIMEOUT, CliRun, Weir, WeirBuilder, cli_with_config, kv_load, shared_cache_dir, warm_cache, warm_shared_cache, weir_binary};
 

@@ -1,6 +1,11 @@
 //! A `nats-server -js` owned by one test (after nats.rs's `nats-server` test
 //! crate): a free loopback port, its own JetStream store, killed on drop.
 //! The system's NATS on 4222 is never used.
+//!
+//! The server binary is `$WEIR_NATS_SERVER` when set (`./dev` points it at
+//! the pinned current nats-server it installs, and at Debian's oldest
+//! supported one for the second pass of the NATS-facing tests), otherwise
+//! `nats-server` on the `PATH`.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -182,7 +187,7 @@ impl NatsServer {
 
     fn spawn_once(&mut self) -> Result<(), String> {
         let port = self.port.map_or_else(|| "-1".to_string(), |p| p.to_string());
-        let mut command = Command::new("nats-server");
+        let mut command = Command::new(nats_server_binary());
         command
             .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
             .arg(self.store.path())
@@ -201,7 +206,7 @@ impl NatsServer {
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                panic!("nats-server not found: run ./dev setup")
+                panic!("{} not found: run ./dev setup (or set WEIR_NATS_SERVER)", nats_server_binary().display())
             }
             Err(e) => panic!("cannot start nats-server: {e}"),
         };
@@ -252,6 +257,12 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The nats-server binary the tests run: `$WEIR_NATS_SERVER`, or
+/// `nats-server` on the `PATH`.
+pub fn nats_server_binary() -> std::path::PathBuf {
+    std::env::var_os("WEIR_NATS_SERVER").map_or_else(|| "nats-server".into(), std::path::PathBuf::from)
 }
 
 /// A loopback port nothing listens on right now (for "unreachable server"
