@@ -56,6 +56,22 @@ impl Event {
         Ok(())
     }
 
+    /// How many weir pipelines the event has passed through: its `weir-hops`
+    /// header; else 1 if it carries `weir-pipeline` (it is the output of a
+    /// pipeline that stamps); else 0. Outputs carry `weir-hops` only from
+    /// their second hop on (or when `weir-pipeline` is not stamped), so the
+    /// common single hop costs no extra header.
+    pub fn hops(&self) -> u32 {
+        let mut pipeline = false;
+        for (name, value) in &self.headers {
+            if name == headers::HOPS {
+                return value.parse().unwrap_or(0);
+            }
+            pipeline |= name == headers::PIPELINE;
+        }
+        u32::from(pipeline)
+    }
+
     /// Replaces every value of header `name` by `value`.
     pub fn set_header(&mut self, name: &str, value: impl Into<String>) {
         self.headers.retain(|(k, _)| k != name);
@@ -98,11 +114,14 @@ pub enum ErrorKind {
     Init,
     /// The input itself could not be read (a malformed `weir exec` line).
     Malformed,
+    /// The event passed through weir pipelines [`MAX_HOPS`] times: pipelines
+    /// feed each other (or themselves) in a loop.
+    Loop,
 }
 
 impl ErrorKind {
     /// Every kind, for metrics and docs.
-    pub const ALL: [ErrorKind; 8] = [
+    pub const ALL: [ErrorKind; 9] = [
         ErrorKind::Invalid,
         ErrorKind::Retry,
         ErrorKind::Trap,
@@ -111,6 +130,7 @@ impl ErrorKind {
         ErrorKind::BadOutput,
         ErrorKind::Init,
         ErrorKind::Malformed,
+        ErrorKind::Loop,
     ];
 
     /// The kind as it appears in the `weir-error-kind` header.
@@ -124,6 +144,7 @@ impl ErrorKind {
             ErrorKind::BadOutput => "bad-output",
             ErrorKind::Init => "init",
             ErrorKind::Malformed => "malformed",
+            ErrorKind::Loop => "loop",
         }
     }
 }
@@ -148,7 +169,17 @@ pub mod headers {
     pub const ERROR: &str = "weir-error";
     /// The subject the dead-lettered event arrived on.
     pub const SUBJECT: &str = "weir-subject";
+    /// How many weir pipelines the event has passed through, when more than
+    /// `weir-pipeline` already tells (see [`Event::hops`](super::Event::hops)).
+    pub const HOPS: &str = "weir-hops";
 }
+
+/// The most weir pipelines an event may pass through: one that arrives having
+/// passed through this many is dead-lettered (kind `loop`) instead of being
+/// processed again. Chains of pipelines are far shorter; a loop through
+/// subjects (a pipeline whose outputs come back to its own source, directly
+/// or through others) reaches it in a few milliseconds.
+pub const MAX_HOPS: u32 = 16;
 
 /// An input event that failed, with the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -264,6 +264,7 @@ fn full_global_parses_to_expected_values() {
     assert_eq!(g.workers, 3);
     assert_eq!(g.shutdown_timeout, Duration::from_secs(30));
     assert_eq!(g.cache_dir, base.join("cache"));
+    assert_eq!(g.cache_size, 512 << 20);
     assert_eq!(g.nats.url, "nats://a.internal:4222, nats://b.internal:4222");
     assert_eq!(
         g.nats.urls().collect::<Vec<_>>(),

@@ -16,7 +16,7 @@ use toml::Spanned;
 use super::error::{ConfigError, InvalidValue, SourceFile, mask_urls};
 use super::names::{Name, StrVisitor};
 use super::table::Table;
-use super::units::{IoThreads, ShutdownTimeout, Workers};
+use super::units::{CacheSize, IoThreads, ShutdownTimeout, Workers};
 
 /// The global configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +37,9 @@ pub struct Global {
     pub shutdown_timeout: Duration,
     /// Compiled-code cache (default `$XDG_CACHE_HOME/weir` or `$HOME/.cache/weir`).
     pub cache_dir: PathBuf,
+    /// Most bytes of compiled code kept in `cache_dir` (default 2 GiB); the
+    /// least recently used entries go first.
+    pub cache_size: u64,
     pub nats: NatsConfig,
     pub metrics: MetricsConfig,
     /// The file this was read from; `None` for all defaults.
@@ -163,6 +166,7 @@ impl Default for Global {
             io_threads: default_io_threads(),
             shutdown_timeout: Duration::from_secs(10),
             cache_dir: default_cache_dir(),
+            cache_size: DEFAULT_CACHE_SIZE,
             metrics: MetricsConfig::default(),
             file: None,
         }
@@ -196,6 +200,10 @@ fn default_io_threads() -> usize {
     (default_workers() / 4).max(1)
 }
 
+/// Room for a few dozen compiled plugins: a Rust stage compiles to a few
+/// MiB, a Python or JavaScript one to a few tens.
+const DEFAULT_CACHE_SIZE: u64 = 2 << 30;
+
 fn default_cache_dir() -> PathBuf {
     let absolute = |var: &str| {
         std::env::var_os(var)
@@ -222,6 +230,7 @@ pub(crate) struct RawGlobal {
     io_threads: Option<IoThreads>,
     shutdown_timeout: Option<ShutdownTimeout>,
     cache_dir: Option<RelPath>,
+    cache_size: Option<CacheSize>,
     nats: Option<Table<RawNats>>,
     metrics: Option<Table<RawMetrics>>,
 }
@@ -381,6 +390,7 @@ impl RawGlobal {
                 .shutdown_timeout
                 .map_or(defaults.shutdown_timeout, |t| t.0),
             cache_dir: self.cache_dir.map_or(defaults.cache_dir, resolve),
+            cache_size: self.cache_size.map_or(defaults.cache_size, |s| s.0),
             nats,
             metrics: MetricsConfig {
                 enabled: metrics.enabled.unwrap_or(defaults.metrics.enabled),

@@ -23,6 +23,7 @@
 mod error;
 mod global;
 mod json;
+mod loops;
 mod names;
 mod pipeline;
 mod subject;
@@ -35,6 +36,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, InvalidValue, Location, Snippet};
 pub use global::{Global, MetricsConfig, NatsAuth, NatsConfig, TlsConfig};
+pub use loops::{Feedback, cycles};
 pub use names::Name;
 pub use pipeline::{
     DeadLetter, Deliver, Grants, JetStreamSource, Limits, Pipeline, Sink, Source, StageConfig,
@@ -86,6 +88,7 @@ pub fn load_pipelines(paths: &[PathBuf]) -> (Vec<Pipeline>, Vec<ConfigError>) {
     // than reported as clashing with itself.
     let mut seen_files = Vec::new();
     let mut names: HashMap<Name, Location> = HashMap::new();
+    let mut texts: Vec<String> = Vec::new();
     for file in files {
         let identity = std::fs::canonicalize(&file).unwrap_or_else(|_| file.clone());
         if seen_files.contains(&identity) {
@@ -112,12 +115,85 @@ pub fn load_pipelines(paths: &[PathBuf]) -> (Vec<Pipeline>, Vec<ConfigError>) {
                 } else {
                     names.insert(pipeline.name.clone(), source.location(&name_span));
                     pipelines.push(pipeline);
+                    texts.push(text);
                 }
             }
             Err(error) => errors.push(error),
         }
     }
+    let looping = loop_errors(&pipelines, &texts);
+    let mut index = 0;
+    pipelines.retain(|_| {
+        index += 1;
+        !looping.iter().any(|(i, _)| *i == index - 1)
+    });
+    errors.extend(looping.into_iter().map(|(_, e)| e));
     (pipelines, errors)
+}
+
+/// The pipelines that publish into a loop through subjects (see `loops`),
+/// each with an error at its `[sink]` or `[dead_letter]` subject; those with
+/// `allow_loops = true` are left out (see [`allowed_loops`]).
+fn loop_errors(pipelines: &[Pipeline], texts: &[String]) -> Vec<(usize, ConfigError)> {
+    let refs: Vec<&Pipeline> = pipelines.iter().collect();
+    let mut out: Vec<(usize, ConfigError)> = Vec::new();
+    for cycle in loops::cycles(&refs) {
+        let path = describe_cycle(&cycle);
+        for edge in &cycle {
+            let Some(index) = pipelines.iter().position(|p| p.name.as_str() == edge.from) else { continue };
+            let pipeline = &pipelines[index];
+            if pipeline.allow_loops || out.iter().any(|(i, _)| *i == index) {
+                continue;
+            }
+            let source = SourceFile::new(&pipeline.file, &texts[index]);
+            let (message, help) = if cycle.len() == 1 {
+                (
+                    format!(
+                        "pipeline \"{}\" feeds itself: its [{}] can publish to {}, which its own [source] reads ({}); every event would come back as an input",
+                        edge.from, edge.key, edge.publishes, edge.reads
+                    ),
+                    format!(
+                        "publish to a subject the source does not read{}; if the stages always change the subject so that nothing comes back, set allow_loops = true (an event is then stopped after {} hops)",
+                        if edge.key == "sink" { ", like \"processed.{subject}\"" } else { "" },
+                        crate::event::MAX_HOPS
+                    ),
+                )
+            } else {
+                (
+                    format!("pipelines form a loop through their subjects: {path}"),
+                    format!(
+                        "make one of them publish to a subject the next does not read; if the stages always change the subject so that nothing comes back, set allow_loops = true in each (an event is then stopped after {} hops)",
+                        crate::event::MAX_HOPS
+                    ),
+                )
+            };
+            let key = format!("{}.subject", edge.key);
+            let span = key_span(&texts[index], edge.key, "subject");
+            out.push((index, source.error(span, Some(key), message, Some(help))));
+        }
+    }
+    out
+}
+
+/// The loops that pipelines with `allow_loops = true` take part in, for a
+/// loud warning when they are loaded.
+pub fn allowed_loops(pipelines: &[Pipeline]) -> Vec<String> {
+    let refs: Vec<&Pipeline> = pipelines.iter().collect();
+    loops::cycles(&refs).iter().map(|c| describe_cycle(c)).collect()
+}
+
+fn describe_cycle(cycle: &[Feedback]) -> String {
+    cycle.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// Where `[table] key`'s value is in `text`.
+fn key_span(text: &str, table: &str, key: &str) -> Option<Range<usize>> {
+    let tree = toml::de::DeTable::parse(text).ok()?;
+    let table = tree.get_ref().get(table)?;
+    match table.get_ref() {
+        toml::de::DeValue::Table(t) => t.get(key).map(toml::Spanned::span),
+        _ => None,
+    }
 }
 
 /// A file is itself; a directory is its `*.toml` files, sorted by name.

@@ -38,6 +38,11 @@ pub struct Pipeline {
     pub stages: Vec<StageConfig>,
     pub sink: Sink,
     pub dead_letter: Option<DeadLetter>,
+    /// Load the pipeline even when its sink or dead letter can feed its own
+    /// source, or other pipelines' sources in a cycle (`allow_loops`, default
+    /// false): for stages that always change the subject. The hop limit
+    /// still stops an event that loops.
+    pub allow_loops: bool,
 }
 
 /// Where events come from.
@@ -180,6 +185,7 @@ pub(crate) struct Raw {
     stages: Vec<Spanned<Table<RawStage>>>,
     sink: Table<RawSink>,
     dead_letter: Option<Table<RawDeadLetter>>,
+    allow_loops: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -342,6 +348,7 @@ impl Raw {
             stages: raw_stages,
             sink,
             dead_letter,
+            allow_loops,
         } = self;
         let pipeline_source = validate_source(raw_source.0, source)?;
 
@@ -412,6 +419,7 @@ impl Raw {
                 subject: d.subject.0,
                 stream: d.stream.map(|s| s.0),
             }),
+            allow_loops: allow_loops.unwrap_or(false),
         })
     }
 }

@@ -213,55 +213,66 @@ pub(crate) struct MemoryLimit(pub(crate) u64);
 impl MemoryLimit {
     const MIN: u64 = MIB;
     const MAX: u64 = 4 * GIB;
+}
 
-    fn check(text: &str, bytes: u64) -> Result<Self, InvalidValue> {
-        let range = format!(
-            "memory must be between {} and {}",
-            format_size(Self::MIN),
-            format_size(Self::MAX)
-        );
-        if bytes < Self::MIN {
-            Err(InvalidValue::new(format!(
-                "memory limit {text} is below the minimum of {}",
-                format_size(Self::MIN)
-            ))
-            .with_help(range))
-        } else if bytes > Self::MAX {
-            Err(InvalidValue::new(format!(
-                "memory limit {text} is over the maximum of {}",
-                format_size(Self::MAX)
-            ))
-            .with_help(range))
-        } else {
-            Ok(Self(bytes))
-        }
+/// `cache_size`: how much compiled code the on-disk cache keeps. Below 64 MiB a
+/// single Python or JavaScript stage would not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CacheSize(pub(crate) u64);
+
+impl CacheSize {
+    const MIN: u64 = 64 * MIB;
+    const MAX: u64 = 1024 * GIB;
+}
+
+/// Checks a size against `min..=max`; `what` names it in the message ("memory limit").
+fn bounded_size(what: &str, key: &str, text: &str, bytes: u64, min: u64, max: u64) -> Result<u64, InvalidValue> {
+    let range = format!("{key} must be between {} and {}", format_size(min), format_size(max));
+    if bytes < min {
+        Err(InvalidValue::new(format!("{what} {text} is below the minimum of {}", format_size(min))).with_help(range))
+    } else if bytes > max {
+        Err(InvalidValue::new(format!("{what} {text} is over the maximum of {}", format_size(max))).with_help(range))
+    } else {
+        Ok(bytes)
     }
 }
 
-impl<'de> Deserialize<'de> for MemoryLimit {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = MemoryLimit;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, r#"a size like "64MiB" or a number of bytes"#)
-            }
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<MemoryLimit, E> {
-                let bytes = parse_size(text).map_err(InvalidValue::into_de)?;
-                MemoryLimit::check(&format!("{text:?}"), bytes).map_err(InvalidValue::into_de)
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<MemoryLimit, E> {
-                let bytes =
-                    u64::try_from(n).map_err(|_| E::invalid_value(Unexpected::Signed(n), &self))?;
-                MemoryLimit::check(&n.to_string(), bytes).map_err(InvalidValue::into_de)
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<MemoryLimit, E> {
-                MemoryLimit::check(&n.to_string(), n).map_err(InvalidValue::into_de)
+/// A size (`"64MiB"` or a number of bytes) within bounds, deserialized into `T`.
+macro_rules! bounded_size {
+    ($type:ident, $what:literal, $key:literal) => {
+        impl<'de> Deserialize<'de> for $type {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct V;
+                impl V {
+                    fn check(text: &str, bytes: u64) -> Result<$type, InvalidValue> {
+                        bounded_size($what, $key, text, bytes, $type::MIN, $type::MAX).map($type)
+                    }
+                }
+                impl Visitor<'_> for V {
+                    type Value = $type;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        write!(f, r#"a size like "64MiB" or a number of bytes"#)
+                    }
+                    fn visit_str<E: de::Error>(self, text: &str) -> Result<$type, E> {
+                        let bytes = parse_size(text).map_err(InvalidValue::into_de)?;
+                        V::check(&format!("{text:?}"), bytes).map_err(InvalidValue::into_de)
+                    }
+                    fn visit_i64<E: de::Error>(self, n: i64) -> Result<$type, E> {
+                        let bytes = u64::try_from(n).map_err(|_| E::invalid_value(Unexpected::Signed(n), &self))?;
+                        V::check(&n.to_string(), bytes).map_err(InvalidValue::into_de)
+                    }
+                    fn visit_u64<E: de::Error>(self, n: u64) -> Result<$type, E> {
+                        V::check(&n.to_string(), n).map_err(InvalidValue::into_de)
+                    }
+                }
+                deserializer.deserialize_any(V)
             }
         }
-        deserializer.deserialize_any(V)
-    }
+    };
 }
+
+bounded_size!(MemoryLimit, "memory limit", "memory");
+bounded_size!(CacheSize, "cache size", "cache_size");
 
 /// An integer that must lie within `min..=max`, for counts like `batch_size` and `workers`.
 /// Serde's own integer types would report `-1` as "expected usize", which tells an operator
