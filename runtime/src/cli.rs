@@ -178,14 +178,14 @@ fn init_logging(format: LogFormat) {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = config::load_global(cli.config.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let engine = || {
-        Engine::new(&EngineOptions { cache_dir: Some(global.cache_dir.clone()), kv: None }).context("cannot start the WebAssembly engine")
+        Engine::new(&EngineOptions { cache_dir: Some(global.cache_dir.clone()), cache_size: Some(global.cache_size), kv: None }).context("cannot start the WebAssembly engine")
     };
     match cli.command {
         Command::Validate(args) => validate(&engine()?, &args.paths),
         Command::Exec(args) => {
             let kv = exec::FileKv::load(&args.kv.iter().map(|f| read_kv_file(f, None)).collect::<anyhow::Result<Vec<_>>>()?);
             let kv = (!args.kv.is_empty()).then(|| std::sync::Arc::new(kv) as std::sync::Arc<dyn crate::engine::KvSource>);
-            let engine = Engine::new(&EngineOptions { cache_dir: Some(global.cache_dir.clone()), kv })
+            let engine = Engine::new(&EngineOptions { cache_dir: Some(global.cache_dir.clone()), cache_size: Some(global.cache_size), kv })
                 .context("cannot start the WebAssembly engine")?;
             exec(&engine, args)
         }

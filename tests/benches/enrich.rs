@@ -376,7 +376,7 @@ fn main() {
     let classes: Vec<String> =
         classes.iter().map(|(class, n)| format!("{class} {:.0}%", 100.0 * *n as f64 / EVENTS as f64)).collect();
 
-    let engine = Engine::new(&EngineOptions { cache_dir: None, kv: Some(kv.clone()) }).expect("engine");
+    let engine = Engine::new(&EngineOptions { cache_dir: None, cache_size: None, kv: Some(kv.clone()) }).expect("engine");
     let uncached = Settings { agent_cache: 0, ..settings.clone() };
     let rows = [
         (

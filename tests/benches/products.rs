@@ -119,7 +119,7 @@ fn best(mut round: impl FnMut() -> Duration) -> f64 {
 /// computed as `inference` says.
 fn tagger_in_process(payloads: &[Bytes], inference: &str) -> (f64, f64) {
     let events: Vec<Vec<u8>> = payloads.iter().cycle().take(IN_PROCESS_EVENTS).map(|p| p.to_vec()).collect();
-    let engine = Engine::new(&EngineOptions { cache_dir: Some(shared_cache_dir()), kv: None }).expect("engine");
+    let engine = Engine::new(&EngineOptions { cache_dir: Some(shared_cache_dir()), cache_size: None, kv: None }).expect("engine");
     let models = repo_root().join("pipelines/models");
     let text = format!(
         "name = \"bench\"\n[source]\nsubject = \"in\"\n[[stages]]\nname = \"tag\"\nplugin = {}\ngrants = {{ dirs = [{}] }}\nconfig = {{ model = \"/models/tagger.onnx\", min_score = 0.4, max_tags = 3, inference = \"{inference}\" }}\n[sink]\nsubject = \"out\"\n",

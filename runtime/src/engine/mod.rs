@@ -60,6 +60,8 @@ pub const WORLD: &str = "weir:stage/stage@0.1.0";
 pub struct EngineOptions {
     /// Where compiled code is kept between runs; `None` keeps it in memory only.
     pub cache_dir: Option<PathBuf>,
+    /// Most bytes of compiled code kept in `cache_dir`; `None`: no limit.
+    pub cache_size: Option<u64>,
     /// Where granted KV buckets are read from (`weir run`'s mirror); `None`
     /// makes every `kv-get` an error.
     pub kv: Option<Arc<dyn KvSource>>,
@@ -114,7 +116,7 @@ impl Engine {
             }
         })?;
 
-        let cache = CodeCache::new(&engine, options.cache_dir.as_deref());
+        let cache = CodeCache::new(&engine, options.cache_dir.as_deref(), options.cache_size.unwrap_or(u64::MAX));
         Ok(Engine { inner: Arc::new(Inner { engine, linker, cache, kv: options.kv.clone() }) })
     }
 
@@ -148,6 +150,15 @@ impl Engine {
         let pre = bindings::StagePre::new(pre)
             .map_err(|e| LoadError::WrongWorld { path: path.clone(), message: chain(&e) })?;
         Ok(Plugin { pre, hash, path: path.into(), origin, kv: self.inner.kv.clone() })
+    }
+}
+
+impl Engine {
+    /// Forgets the compiled code of every plugin whose hash is not in `used`
+    /// (what the running pipelines use), so that a long life of deploys does
+    /// not keep every build ever loaded. Returns how many were forgotten.
+    pub fn retain_code(&self, used: &std::collections::HashSet<ContentHash>) -> usize {
+        self.inner.cache.retain(used)
     }
 }
 
