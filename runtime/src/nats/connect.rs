@@ -47,9 +47,12 @@ pub async fn connect(config: &NatsConfig, cancel: &CancellationToken, metrics: O
     let url = config.url.clone();
     let mut delay = Duration::from_millis(250);
     let mut attempt = 0u32;
+    // The client, once made: the connection callback asks it which server it
+    // is on, to say which one was lost.
+    let server = Arc::new(std::sync::OnceLock::<async_nats::Client>::new());
     loop {
         attempt += 1;
-        let options = options(config, metrics.clone()).await?;
+        let options = options(config, metrics.clone(), server.clone()).await?;
         let servers = config
             .urls()
             .map(str::parse::<async_nats::ServerAddr>)
@@ -63,6 +66,9 @@ pub async fn connect(config: &NatsConfig, cancel: &CancellationToken, metrics: O
                 if let Some(m) = &metrics {
                     m.nats_connected(true);
                 }
+                let info = client.server_info();
+                tracing::info!(url = %url, "connected to NATS server {} ({}:{}, version {})", info.server_name, info.host, info.port, info.version);
+                let _ = server.set(client.clone());
                 let js = async_nats::jetstream::new(client.clone());
                 return Ok(Nats { client, js, url: Arc::from(url.as_str()) });
             }
@@ -96,7 +102,7 @@ pub async fn connect(config: &NatsConfig, cancel: &CancellationToken, metrics: O
     }
 }
 
-async fn options(config: &NatsConfig, metrics: Option<Metrics>) -> Result<ConnectOptions, ConnectError> {
+async fn options(config: &NatsConfig, metrics: Option<Metrics>, client: Arc<std::sync::OnceLock<async_nats::Client>>) -> Result<ConnectOptions, ConnectError> {
     let setup = |what: &str, e: &dyn std::fmt::Display| ConnectError::Setup { what: what.to_owned(), message: e.to_string() };
     let mut options = ConnectOptions::new();
     match &config.auth {
@@ -124,6 +130,8 @@ async fn options(config: &NatsConfig, metrics: Option<Metrics>) -> Result<Connec
         options = options.require_tls(tls.required);
     }
     let url = config.url.clone();
+    // The server the client was last connected to, as "name (host:port)".
+    let last_server: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     Ok(options
         .name(config.name.clone())
         .subscription_capacity(SUBSCRIPTION_CAPACITY)
@@ -133,19 +141,35 @@ async fn options(config: &NatsConfig, metrics: Option<Metrics>) -> Result<Connec
         .event_callback(move |event| {
             let url = url.clone();
             let metrics = metrics.clone();
+            let client = client.clone();
+            let last_server = last_server.clone();
             async move {
+                let current = || {
+                    client.get().map(|c| c.server_info()).filter(|i| !i.host.is_empty()).map(|i| format!("{} ({}:{})", i.server_name, i.host, i.port))
+                };
                 match event {
                     async_nats::Event::Disconnected => {
                         if let Some(m) = &metrics {
                             m.nats_connected(false);
                         }
-                        tracing::warn!(url = %url, "disconnected from NATS; reconnecting")
+                        // Said once per loss, naming the server: with
+                        // several URLs weir goes on with the others.
+                        let lost = last_server.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone().or_else(current);
+                        match lost {
+                            Some(server) => tracing::warn!(url = %url, "lost NATS server {server}; reconnecting (to another server of {url} if there are several)"),
+                            None => tracing::warn!(url = %url, "disconnected from NATS; reconnecting"),
+                        }
                     }
                     async_nats::Event::Connected => {
                         if let Some(m) = &metrics {
                             m.nats_connected(true);
                         }
-                        tracing::info!(url = %url, "connected to NATS")
+                        // The first connection is said by `connect`, once
+                        // it knows the client.
+                        if let Some(server) = current() {
+                            tracing::info!(url = %url, "connected to NATS server {server}");
+                            *last_server.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(server);
+                        }
                     }
                     async_nats::Event::SlowConsumer(sid) => {
                         tracing::warn!(subscription = sid, "NATS dropped messages: weir is a slow consumer (core NATS has no backpressure); add workers or weir processes, or use a JetStream source")
