@@ -233,11 +233,11 @@ pub fn parse_line(line: &[u8], default_subject: Option<&str>) -> Result<Event, S
 
 fn raw_payload(line: &[u8]) -> Result<Vec<u8>, String> {
     #[derive(serde::Deserialize)]
-    struct Raw<'a> {
+    struct PayloadOnly<'a> {
         #[serde(borrow)]
         payload: &'a serde_json::value::RawValue,
     }
-    let raw: Raw<'_> = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+    let raw: PayloadOnly<'_> = serde_json::from_slice(line).map_err(|e| e.to_string())?;
     Ok(raw.payload.get().as_bytes().to_vec())
 }
 

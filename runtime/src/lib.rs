@@ -5,18 +5,32 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: pipeline and process TOML, parsed into validated types with
-//!   errors that name file, line and key.
-//! - [`event`]: weir's own event, stage error and dead-letter types.
+//! The tree follows an event's path; docs/architecture.md says which file
+//! handles each step, which threads and channels carry events, and which
+//! module may depend on which.
+//!
+//! - [`nats`]: everything async-nats. `nats/source.rs`: where events come
+//!   from (core subscription or JetStream pull consumer) and their
+//!   [`Delivery`](nats::Delivery) handles; `nats/publish.rs`: sending events;
+//!   `nats/connect.rs`, `nats/kv.rs`, `nats/service.rs`.
+//! - [`pipeline`]: `pipeline/workers.rs`: the dispatch of batches to worker
+//!   OS threads; `pipeline/chain.rs`: a chain of stages run over a batch,
+//!   one [`Outcome`](pipeline::Outcome) per input; `pipeline/blueprint.rs`:
+//!   building a pipeline's stages (compile, `init`, version).
+//! - `sink.rs`: publishing outcomes, settling inputs (ack, retry backoff),
+//!   dead letters.
+//! - `task.rs`: one running pipeline, source → workers → sink, and what
+//!   starting one needs.
+//! - [`run`]: `weir run`, the process's life: start, signals and reload
+//!   triggers, stop.
+//! - [`reload`]: watching pipeline and plugin files, swapping pipelines live.
 //! - [`engine`]: everything wasmtime: compile (cached), link, limit,
 //!   instantiate and call plugins.
-//! - [`pipeline`]: a chain of stages applied to batches of events, with fault
-//!   isolation and dead letters.
+//! - [`config`]: pipeline and process TOML, parsed into validated types with
+//!   errors that name file, line and key. Pure: no NATS, no wasmtime.
+//! - [`event`]: weir's own event, stage error and dead-letter types.
 //! - [`exec`]: `weir exec`, a pipeline over JSON lines without NATS.
 //! - [`metrics`]: counters and histograms, `/metrics`, `/healthz`, `/readyz`.
-//! - [`nats`]: the NATS connection, sources, publishers and the service face.
-//! - [`run`]: `weir run`, the long-running process: source → workers → sink.
-//! - [`reload`]: watching pipeline and plugin files, swapping pipelines live.
 //! - [`cli`]: the command line.
 
 pub mod cli;
@@ -29,6 +43,8 @@ pub mod nats;
 pub mod pipeline;
 pub mod reload;
 pub mod run;
+mod sink;
+mod task;
 
 /// The allocator of the `weir` binary: jemalloc.
 ///
@@ -59,7 +75,7 @@ pub const ALLOCATOR: Allocator = tikv_jemallocator::Jemalloc;
 /// unused pages to the system from a thread of its own instead of from
 /// whichever allocation or free happens to trigger the purge: without it the
 /// noop relay's p99 at 20k events/s was 4.7–4.9 ms in two runs, against
-/// 1.9–3.8 ms on glibc and 2.0–3.9 ms with it (README). `_RJEM_MALLOC_CONF`
+/// 1.9–3.8 ms on glibc and 2.0–3.9 ms with it (docs/performance.md). `_RJEM_MALLOC_CONF`
 /// in the environment adds to or overrides these.
 ///
 /// jemalloc reads a C `const char *`: a thin pointer to the first byte of a

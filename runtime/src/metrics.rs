@@ -46,10 +46,10 @@ type Histograms = Family<StageLabels, Histogram, fn() -> Histogram>;
 /// Every metric of one weir process. Cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
-    inner: Arc<Inner>,
+    inner: Arc<MetricsInner>,
 }
 
-struct Inner {
+struct MetricsInner {
     registry: Registry,
     events_in: Family<PipelineLabels, Counter>,
     events_out: Family<PipelineLabels, Counter>,
@@ -120,7 +120,7 @@ impl Metrics {
             let _ = reloads.get_or_create(&ResultLabels { result: result.into() }).get();
         }
         Metrics {
-            inner: Arc::new(Inner {
+            inner: Arc::new(MetricsInner {
                 registry,
                 events_in,
                 events_out,

@@ -25,7 +25,7 @@ use crate::config::{self, Pipeline};
 use crate::engine::Engine;
 use crate::nats::PipelineStatus;
 use crate::pipeline::Blueprint;
-use crate::run::{Context, PipelineHandle, start_pipeline};
+use crate::task::{PipelineHandle, ProcessContext, start_pipeline};
 
 /// Quiet time after the last file event before reloading: an editor's save
 /// or a `cp` of a large plugin is several events.
@@ -43,12 +43,12 @@ pub struct ReloadReport {
     /// Pipelines left as they were.
     pub unchanged: Vec<String>,
     /// What could not be reloaded (the running version, if any, goes on).
-    pub failed: Vec<Failure>,
+    pub failed: Vec<ReloadFailure>,
 }
 
 /// One pipeline file that could not be reloaded.
 #[derive(Debug, Serialize)]
-pub struct Failure {
+pub struct ReloadFailure {
     /// The pipeline, when the file could be read that far.
     pub pipeline: Option<String>,
     /// The file.
@@ -66,7 +66,7 @@ struct Entry {
 
 /// The running pipelines and how to change them.
 pub(crate) struct Supervisor {
-    context: Context,
+    context: ProcessContext,
     engine: Engine,
     paths: Vec<PathBuf>,
     running: BTreeMap<String, Entry>,
@@ -74,7 +74,7 @@ pub(crate) struct Supervisor {
 }
 
 impl Supervisor {
-    pub(crate) fn new(context: Context, engine: Engine, paths: Vec<PathBuf>) -> Self {
+    pub(crate) fn new(context: ProcessContext, engine: Engine, paths: Vec<PathBuf>) -> Self {
         Supervisor { context, engine, paths, running: BTreeMap::new(), status: Arc::default() }
     }
 
@@ -107,7 +107,7 @@ impl Supervisor {
         for e in errors {
             let pipeline = self.running.iter().find(|(_, r)| same_file(&r.pipeline.file, &e.file)).map(|(n, _)| n.clone());
             keep.extend(pipeline.clone());
-            report.failed.push(Failure { pipeline, file: e.file.display().to_string(), error: e.to_string() });
+            report.failed.push(ReloadFailure { pipeline, file: e.file.display().to_string(), error: e.to_string() });
         }
         let wanted: BTreeSet<String> = pipelines.iter().map(|p| p.name.to_string()).chain(keep).collect();
 
@@ -124,7 +124,7 @@ impl Supervisor {
             let blueprint = match built {
                 Ok(b) => b,
                 Err(error) => {
-                    report.failed.push(Failure { pipeline: Some(name), file: pipeline.file.display().to_string(), error });
+                    report.failed.push(ReloadFailure { pipeline: Some(name), file: pipeline.file.display().to_string(), error });
                     continue;
                 }
             };
@@ -149,7 +149,7 @@ impl Supervisor {
                             self.running.insert(name.clone(), Entry { pipeline, blueprint, handle, since: Instant::now() });
                             report.changed.push(name);
                         }
-                        Err(e) => report.failed.push(Failure { pipeline: Some(name), file: pipeline.file.display().to_string(), error: format!("{e:#}") }),
+                        Err(e) => report.failed.push(ReloadFailure { pipeline: Some(name), file: pipeline.file.display().to_string(), error: format!("{e:#}") }),
                     }
                 }
                 None => match start_pipeline(&self.context, pipeline.clone(), blueprint.clone()).await {
@@ -158,7 +158,7 @@ impl Supervisor {
                         self.running.insert(name.clone(), Entry { pipeline, blueprint, handle, since: Instant::now() });
                         report.added.push(name);
                     }
-                    Err(e) => report.failed.push(Failure { pipeline: Some(name), file: pipeline.file.display().to_string(), error: format!("{e:#}") }),
+                    Err(e) => report.failed.push(ReloadFailure { pipeline: Some(name), file: pipeline.file.display().to_string(), error: format!("{e:#}") }),
                 },
             }
         }

@@ -16,7 +16,7 @@ use toml::Spanned;
 use super::error::{ConfigError, InvalidValue, SourceFile, mask_urls};
 use super::names::{Name, StrVisitor};
 use super::table::Table;
-use super::units::{CacheSize, IoThreads, ShutdownTimeout, Workers};
+use super::units::{CacheSize, IoThreads, ShutdownTimeout, WorkerCount};
 
 /// The global configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -226,7 +226,7 @@ fn default_cache_dir() -> PathBuf {
 pub(crate) struct RawGlobal {
     instance: Option<Name>,
     pipelines: Option<RelPath>,
-    workers: Option<Workers>,
+    workers: Option<WorkerCount>,
     io_threads: Option<IoThreads>,
     shutdown_timeout: Option<ShutdownTimeout>,
     cache_dir: Option<RelPath>,

@@ -39,7 +39,7 @@ pub use global::{Global, MetricsConfig, NatsAuth, NatsConfig, TlsConfig};
 pub use loops::{Feedback, cycles};
 pub use names::Name;
 pub use pipeline::{
-    DeadLetter, Deliver, Grants, JetStreamSource, Limits, Pipeline, Sink, Source, StageConfig,
+    DeadLetterConfig, Deliver, Grants, JetStreamConfig, Limits, Pipeline, SinkConfig, SourceConfig, StageConfig,
 };
 pub use subject::{Subject, SubjectTemplate};
 pub use units::{format_duration, format_size, parse_duration, parse_size};
@@ -59,7 +59,7 @@ fn parse_pipeline_located(
     file: &Path,
 ) -> Result<(Pipeline, Range<usize>), ConfigError> {
     let source = SourceFile::new(file, text);
-    let raw: pipeline::Raw = deserialize(&source)?;
+    let raw: pipeline::RawPipeline = deserialize(&source)?;
     let name_span = raw.name_span();
     raw.validate(&source).map(|p| (p, name_span))
 }

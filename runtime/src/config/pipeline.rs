@@ -1,8 +1,8 @@
 //! Pipeline files: the validated [`Pipeline`] types, and the TOML shape they are read from.
 //!
-//! Reading happens in two steps. Serde deserializes `Raw*` structs, where every newtype
+//! Reading happens in two steps. Serde deserializes `RawPipeline*` structs, where every newtype
 //! validates its own value (so the `toml` crate reports it with its span), and the keys
-//! that checks across fields need are kept [`Spanned`]. Then [`Raw::validate`] applies
+//! that checks across fields need are kept [`Spanned`]. Then [`RawPipeline::validate`] applies
 //! those checks (stream needs durable, unique stage names, plugin files exist) and builds
 //! the public types.
 
@@ -33,11 +33,11 @@ pub struct Pipeline {
     pub batch_size: usize,
     /// Keep events with the same subject in order (`ordered`, default false).
     pub ordered: bool,
-    pub source: Source,
+    pub source: SourceConfig,
     /// `[[stages]]`, in order; empty for a pure relay.
     pub stages: Vec<StageConfig>,
-    pub sink: Sink,
-    pub dead_letter: Option<DeadLetter>,
+    pub sink: SinkConfig,
+    pub dead_letter: Option<DeadLetterConfig>,
     /// Load the pipeline even when its sink or dead letter can feed its own
     /// source, or other pipelines' sources in a cycle (`allow_loops`, default
     /// false): for stages that always change the subject. The hop limit
@@ -47,16 +47,16 @@ pub struct Pipeline {
 
 /// Where events come from.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Source {
+pub struct SourceConfig {
     /// The subject to subscribe to; may contain wildcards.
     pub subject: Subject,
     /// Core NATS queue group, to share events among weir processes.
     pub queue: Option<String>,
     /// Set when the source reads a JetStream stream (at-least-once).
-    pub jetstream: Option<JetStreamSource>,
+    pub jetstream: Option<JetStreamConfig>,
 }
 
-impl Source {
+impl SourceConfig {
     /// The subject a JetStream consumer filters on: `filter_subject` if set, else `subject`.
     pub fn filter_subject(&self) -> &Subject {
         self.jetstream
@@ -68,10 +68,10 @@ impl Source {
 
 /// A durable JetStream consumer.
 #[derive(Debug, Clone, PartialEq)]
-pub struct JetStreamSource {
+pub struct JetStreamConfig {
     pub stream: String,
     pub durable: String,
-    /// `None`: filter on the source subject (see [`Source::filter_subject`]).
+    /// `None`: filter on the source subject (see [`SourceConfig::filter_subject`]).
     pub filter_subject: Option<Subject>,
     pub ack_wait: Option<Duration>,
     /// At least 1.
@@ -150,21 +150,21 @@ impl Default for Limits {
 
 /// Where results go.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Sink {
+pub struct SinkConfig {
     pub subject: SubjectTemplate,
     /// Publish with JetStream acks into this stream.
     pub stream: Option<String>,
     /// Add `weir-pipeline` and `weir-version` to every output (the default).
     /// Turning it off is a deliberate trade: on a simple relay the two
     /// headers cost 25–47% of the throughput (nats-server and every consumer
-    /// parse them; README, "Where performance stands"). Dead letters are
-    /// always stamped.
+    /// parse them; docs/performance.md). Dead letters
+    /// are always stamped.
     pub stamp: bool,
 }
 
 /// Where failed events go.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DeadLetter {
+pub struct DeadLetterConfig {
     /// A concrete subject (no wildcards).
     pub subject: Subject,
     pub stream: Option<String>,
@@ -176,7 +176,7 @@ pub(crate) const DEFAULT_BATCH_SIZE: usize = 64;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Raw {
+pub(crate) struct RawPipeline {
     name: Spanned<Name>,
     batch_size: Option<BatchSize>,
     ordered: Option<bool>,
@@ -332,7 +332,7 @@ impl<'de> Deserialize<'de> for StartTime {
 
 // ---- checks across fields ------------------------------------------------------------
 
-impl Raw {
+impl RawPipeline {
     /// Where the `name` value is, for errors about names clashing across files.
     pub(crate) fn name_span(&self) -> std::ops::Range<usize> {
         self.name.span()
@@ -410,12 +410,12 @@ impl Raw {
             ordered: ordered.unwrap_or(false),
             source: pipeline_source,
             stages,
-            sink: Sink {
+            sink: SinkConfig {
                 subject: sink.0.subject,
                 stream: sink.0.stream.map(|s| s.0),
                 stamp: sink.0.stamp.unwrap_or(true),
             },
-            dead_letter: dead_letter.map(|d| d.0).map(|d| DeadLetter {
+            dead_letter: dead_letter.map(|d| d.0).map(|d| DeadLetterConfig {
                 subject: d.subject.0,
                 stream: d.stream.map(|s| s.0),
             }),
@@ -487,7 +487,7 @@ fn resolve_plugin(
     }
 }
 
-fn validate_source(raw: RawSource, file: &SourceFile<'_>) -> Result<Source, ConfigError> {
+fn validate_source(raw: RawSource, file: &SourceFile<'_>) -> Result<SourceConfig, ConfigError> {
     let RawSource {
         subject,
         queue,
@@ -538,7 +538,7 @@ fn validate_source(raw: RawSource, file: &SourceFile<'_>) -> Result<Source, Conf
                     Some("set stream and durable in [source] to read from JetStream, or remove this key".to_owned()),
                 ));
             }
-            return Ok(Source {
+            return Ok(SourceConfig {
                 subject,
                 queue: queue.map(|q| q.into_inner().0),
                 jetstream: None,
@@ -553,10 +553,10 @@ fn validate_source(raw: RawSource, file: &SourceFile<'_>) -> Result<Source, Conf
             Some("a JetStream source shares events among weir processes through its durable consumer: remove queue".to_owned()),
         ));
     }
-    Ok(Source {
+    Ok(SourceConfig {
         subject,
         queue: None,
-        jetstream: Some(JetStreamSource {
+        jetstream: Some(JetStreamConfig {
             stream: stream.into_inner().0,
             durable: durable.into_inner().0,
             filter_subject: filter_subject.map(Spanned::into_inner),

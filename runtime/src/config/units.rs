@@ -336,7 +336,7 @@ integer_newtype!(
 );
 integer_newtype!(
     /// `workers`: threads running stages.
-    Workers(usize),
+    WorkerCount(usize),
     1,
     1024
 );

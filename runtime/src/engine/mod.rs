@@ -76,10 +76,10 @@ impl std::fmt::Debug for dyn KvSource {
 /// The shared compiler and linker. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    inner: Arc<EngineInner>,
 }
 
-struct Inner {
+struct EngineInner {
     engine: wasmtime::Engine,
     linker: Linker<HostState>,
     cache: CodeCache,
@@ -103,7 +103,7 @@ impl Engine {
         let mut linker = Linker::new(&engine);
         // Rust, Python and JavaScript guests import parts of WASI even when
         // they never use it; link the real thing with an empty context rather
-        // than stubs (MEASURED.md).
+        // than stubs (docs/performance.md, 'Facts the code relies on').
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         bindings::Stage::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
 
@@ -117,7 +117,7 @@ impl Engine {
         })?;
 
         let cache = CodeCache::new(&engine, options.cache_dir.as_deref(), options.cache_size.unwrap_or(u64::MAX));
-        Ok(Engine { inner: Arc::new(Inner { engine, linker, cache, kv: options.kv.clone() }) })
+        Ok(Engine { inner: Arc::new(EngineInner { engine, linker, cache, kv: options.kv.clone() }) })
     }
 
     /// Loads the plugin at `path`: reads it, compiles it (or takes it from the

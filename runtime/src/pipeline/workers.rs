@@ -16,7 +16,8 @@ use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
 
-use super::{Blueprint, Chain, Outcome};
+use super::blueprint::Blueprint;
+use super::chain::{Chain, Outcome};
 use crate::event::Event;
 
 /// Batches a worker may have queued: enough to keep it busy while the next

@@ -1,0 +1,167 @@
+//! Building a pipeline: every stage's plugin compiled (or taken from the
+//! cache) and its `init` run once, and the pipeline's version.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::{self, SubjectTemplate};
+use crate::engine::{ContentHash, Engine, InitError, LoadError, Origin, Plugin, StageSpec};
+use crate::metrics::{Metrics, StageMetrics};
+
+/// A pipeline ready to run: plugins compiled and linked, configuration
+/// accepted by every stage's `init`. Cheap to clone.
+#[derive(Clone)]
+pub struct Blueprint {
+    pub(super) inner: Arc<BlueprintInner>,
+}
+
+pub(super) struct BlueprintInner {
+    name: String,
+    version: String,
+    pub(super) batch_size: usize,
+    pub(super) stages: Vec<(StageSpec, Plugin)>,
+    /// Where outputs go: the chain renders each output's subject.
+    pub(super) sink: SubjectTemplate,
+    /// Per-stage metrics, once [`Blueprint::instrument`]ed.
+    pub(super) metrics: Option<Vec<StageMetrics>>,
+}
+
+/// A pipeline could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("stage \"{stage}\" of pipeline \"{pipeline}\" ({location}): {reason}")]
+pub struct BuildError {
+    /// The pipeline.
+    pub pipeline: String,
+    /// The stage that failed.
+    pub stage: String,
+    /// Where the stage is declared, `file:line:column`.
+    pub location: String,
+    /// What went wrong.
+    pub reason: BuildFailure,
+}
+
+/// What went wrong while building a stage.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildFailure {
+    /// The plugin could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The plugin loaded but its first instance did not start.
+    #[error(transparent)]
+    Init(#[from] InitError),
+}
+
+/// How a stage's plugin was obtained, for progress messages.
+#[derive(Debug, Clone)]
+pub struct StageReport {
+    /// The stage's name.
+    pub stage: String,
+    /// The plugin file.
+    pub plugin: PathBuf,
+    /// Content hash of the plugin.
+    pub hash: ContentHash,
+    /// Compiled now, or taken from a cache.
+    pub origin: Origin,
+    /// Time spent loading and initialising.
+    pub elapsed: std::time::Duration,
+}
+
+impl Blueprint {
+    /// Loads every stage's plugin and runs its `init` once, so that a
+    /// pipeline that builds is a pipeline that starts.
+    // A build error names pipeline, stage and location; it is returned once
+    // per build, never on the event path, so its size costs nothing.
+    #[allow(clippy::result_large_err)]
+    pub fn build(engine: &Engine, pipeline: &config::Pipeline) -> Result<(Blueprint, Vec<StageReport>), BuildError> {
+        let name = pipeline.name.as_str().to_owned();
+        let mut stages = Vec::with_capacity(pipeline.stages.len());
+        let mut reports = Vec::with_capacity(pipeline.stages.len());
+        for stage in &pipeline.stages {
+            let started = std::time::Instant::now();
+            let fail = |reason: BuildFailure| BuildError {
+                pipeline: name.clone(),
+                stage: stage.name.as_str().to_owned(),
+                location: stage.location.to_string(),
+                reason,
+            };
+            let plugin = engine.load(&stage.plugin).map_err(|e| fail(e.into()))?;
+            let spec = StageSpec {
+                pipeline: name.clone(),
+                stage: stage.name.as_str().to_owned(),
+                timeout: stage.limits.timeout,
+                memory: stage.limits.memory,
+                config: stage.config.to_string(),
+                dirs: stage.grants.dirs.iter().map(|d| (d.clone(), config::Grants::guest_path(d))).collect(),
+                kv: stage.grants.kv.clone(),
+            };
+            plugin.instantiate(&spec).map_err(|e| fail(e.into()))?;
+            reports.push(StageReport {
+                stage: spec.stage.clone(),
+                plugin: stage.plugin.clone(),
+                hash: plugin.hash(),
+                origin: plugin.origin(),
+                elapsed: started.elapsed(),
+            });
+            stages.push((spec, plugin));
+        }
+        let version = version(pipeline, &reports);
+        let inner = BlueprintInner { name, version, batch_size: pipeline.batch_size, stages, sink: pipeline.sink.subject.clone(), metrics: None };
+        Ok((Blueprint { inner: Arc::new(inner) }, reports))
+    }
+
+    /// The same blueprint, with its stages counted and timed in `metrics`.
+    pub fn instrument(&self, metrics: &Metrics) -> Blueprint {
+        let i = &self.inner;
+        let stages = i.stages.iter().map(|(spec, _)| metrics.stage(&i.name, &spec.stage)).collect();
+        let inner = BlueprintInner {
+            name: i.name.clone(),
+            version: i.version.clone(),
+            batch_size: i.batch_size,
+            stages: i.stages.clone(),
+            sink: i.sink.clone(),
+            metrics: Some(stages),
+        };
+        Blueprint { inner: Arc::new(inner) }
+    }
+
+    /// Whether `other` is this very build (not merely an equal one).
+    pub fn same(&self, other: &Blueprint) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// The version: 12 hex digits of a hash over the pipeline's settings and
+    /// its plugins' contents. Outputs carry it in `weir-version`.
+    pub fn version(&self) -> &str {
+        &self.inner.version
+    }
+
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The most events handed to a stage in one call.
+    pub fn batch_size(&self) -> usize {
+        self.inner.batch_size
+    }
+}
+
+/// Hashes what the pipeline does: its parsed settings (the same TOML with
+/// other comments or spacing is the same version) and every plugin's bytes.
+fn version(pipeline: &config::Pipeline, reports: &[StageReport]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut settings = pipeline.clone();
+    // Where the file lives is not what it does.
+    settings.file = PathBuf::new();
+    for stage in &mut settings.stages {
+        stage.location.file = PathBuf::new();
+        stage.location.line = 0;
+        stage.location.column = 0;
+    }
+    h.update(format!("{settings:?}").as_bytes());
+    for r in reports {
+        h.update(r.hash.0);
+    }
+    h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,285 @@
+//! A chain of stages with live instances: runs a batch of input events
+//! through every stage and says what became of each input.
+
+use super::blueprint::Blueprint;
+use crate::engine::{Instance, Plugin, StageSpec};
+use crate::event::{DeadLetter, ErrorKind, Event, StageError};
+use crate::metrics::StageMetrics;
+
+/// What became of one input event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Processed: the events to publish, with their final subjects (none: the
+    /// event was filtered out).
+    Done(Vec<Event>),
+    /// Failed: the original event and why.
+    Dead(DeadLetter),
+}
+
+/// A blueprint's stages with live instances, owned by one worker.
+pub struct Chain {
+    blueprint: Blueprint,
+    stages: Vec<Slot>,
+}
+
+struct Slot {
+    spec: StageSpec,
+    plugin: Plugin,
+    instance: Option<Instance>,
+    restarts: u64,
+    metrics: Option<StageMetrics>,
+}
+
+/// Why one event failed in one stage.
+struct StageFailure {
+    kind: ErrorKind,
+    message: String,
+}
+
+type SlotResult = Result<Vec<Event>, StageFailure>;
+
+impl Blueprint {
+    /// A chain with its own instances. Instances are created lazily, on the
+    /// first batch, so this never fails.
+    pub fn chain(&self) -> Chain {
+        let stages = self
+            .inner
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(index, (spec, plugin))| Slot {
+                spec: spec.clone(),
+                plugin: plugin.clone(),
+                instance: None,
+                restarts: 0,
+                metrics: self.inner.metrics.as_ref().map(|m| m[index].clone()),
+            })
+            .collect();
+        Chain { blueprint: self.clone(), stages }
+    }
+}
+
+impl Chain {
+    /// The blueprint this chain runs.
+    pub fn blueprint(&self) -> &Blueprint {
+        &self.blueprint
+    }
+
+    /// Instances thrown away after a fault, per stage, since the chain was made.
+    pub fn restarts(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.stages.iter().map(|s| (s.spec.stage.as_str(), s.restarts))
+    }
+
+    /// Runs `inputs` through every stage and says, for each input in order,
+    /// what became of it.
+    pub fn process(&mut self, inputs: Vec<Event>) -> Vec<Outcome> {
+        let n = inputs.len();
+        let batch = self.blueprint.inner.batch_size;
+        let mut failed: Vec<Option<(usize, StageFailure)>> = (0..n).map(|_| None).collect();
+        let mut owners: Vec<usize> = (0..n).collect();
+        let mut current = inputs;
+        let mut originals: Option<Vec<Event>> = None;
+        // What each input became after the last stage. The last stage's list
+        // for an input is taken as it is when it is the input's only one (a
+        // map or a filter): no new list per event.
+        let mut outputs: Vec<Vec<Event>> = (0..n).map(|_| Vec::new()).collect();
+        let last = self.stages.len().saturating_sub(1);
+
+        for (index, slot) in self.stages.iter_mut().enumerate() {
+            let (lent, results) = slot.run(current, batch);
+            if index == 0 {
+                originals = Some(lent);
+            }
+            if index == last {
+                for (result, &owner) in results.into_iter().zip(&owners) {
+                    if failed[owner].is_some() {
+                        continue;
+                    }
+                    match result {
+                        Ok(events) if outputs[owner].is_empty() => outputs[owner] = events,
+                        Ok(events) => outputs[owner].extend(events),
+                        Err(failure) => failed[owner] = Some((index, failure)),
+                    }
+                }
+                current = Vec::new();
+                break;
+            }
+            let mut next = Vec::with_capacity(results.len());
+            let mut next_owners = Vec::with_capacity(results.len());
+            for (result, &owner) in results.into_iter().zip(&owners) {
+                if failed[owner].is_some() {
+                    continue;
+                }
+                match result {
+                    Ok(outputs) => {
+                        next_owners.extend(std::iter::repeat_n(owner, outputs.len()));
+                        next.extend(outputs);
+                    }
+                    Err(failure) => failed[owner] = Some((index, failure)),
+                }
+            }
+            // A sibling that failed later in this stage fails its whole input.
+            if next_owners.iter().any(|&o| failed[o].is_some()) {
+                let keep: Vec<bool> = next_owners.iter().map(|&o| failed[o].is_none()).collect();
+                let mut k = keep.iter();
+                next.retain(|_| *k.next().expect("one flag per event"));
+                next_owners.retain(|&o| failed[o].is_none());
+            }
+            current = next;
+            owners = next_owners;
+        }
+        // No stage at all: every input is its own output.
+        let originals = originals.unwrap_or_else(|| {
+            for (output, event) in outputs.iter_mut().zip(&current) {
+                output.push(event.clone());
+            }
+            current
+        });
+
+        // Render the sink subject of every output; an output that cannot be
+        // published (bad subject or headers) fails its input like any stage would.
+        let sink = &self.blueprint.inner.sink;
+        // Each subject is rendered into the buffer of the one it replaces:
+        // no allocation per event once the buffers are large enough.
+        let mut scratch = String::new();
+        for ((events, failure), original) in outputs.iter_mut().zip(&mut failed).zip(&originals) {
+            if failure.is_some() {
+                events.clear();
+                continue;
+            }
+            for event in events.iter_mut() {
+                let rendered = sink
+                    .render_into(&mut scratch, &event.subject, &original.subject)
+                    .map_err(|message| format!("output subject {:?}: {message}", event.subject))
+                    .and_then(|()| event.check_publishable());
+                match rendered {
+                    Ok(()) => std::mem::swap(&mut event.subject, &mut scratch),
+                    Err(message) => {
+                        *failure = Some((usize::MAX, StageFailure { kind: ErrorKind::BadOutput, message }));
+                        break;
+                    }
+                }
+            }
+            if failure.is_some() {
+                events.clear();
+            }
+        }
+
+        originals
+            .into_iter()
+            .zip(failed)
+            .zip(outputs)
+            .map(|((event, failure), outputs)| match failure {
+                None => Outcome::Done(outputs),
+                Some((stage, StageFailure { kind, message })) => Outcome::Dead(DeadLetter {
+                    event,
+                    stage: self.stages.get(stage).map_or_else(|| "sink".to_owned(), |s| s.spec.stage.clone()),
+                    kind,
+                    message,
+                }),
+            })
+            .collect()
+    }
+}
+
+impl Slot {
+    /// Runs `events` through this stage in batches of at most `batch`;
+    /// returns the events (lent, not consumed) and one result per event.
+    fn run(&mut self, events: Vec<Event>, batch: usize) -> (Vec<Event>, Vec<SlotResult>) {
+        if events.len() <= batch {
+            return self.call(events);
+        }
+        let mut lent = Vec::with_capacity(events.len());
+        let mut results = Vec::with_capacity(events.len());
+        let mut rest = events.into_iter();
+        loop {
+            let chunk: Vec<Event> = rest.by_ref().take(batch).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let (back, r) = self.call(chunk);
+            lent.extend(back);
+            results.extend(r);
+        }
+        (lent, results)
+    }
+
+    /// One call; on a fault, replays the batch one event at a time on fresh
+    /// instances so that only the culprit fails.
+    fn call(&mut self, events: Vec<Event>) -> (Vec<Event>, Vec<SlotResult>) {
+        if events.is_empty() {
+            return (events, Vec::new());
+        }
+        let timed = self.metrics.as_ref().is_some_and(|m| m.calls.is_some());
+        let instance = match self.instance() {
+            Ok(i) => i,
+            Err(failure) => {
+                let results = events
+                    .iter()
+                    .map(|_| Err(StageFailure { kind: failure.kind, message: failure.message.clone() }))
+                    .collect();
+                return (events, results);
+            }
+        };
+        let started = timed.then(std::time::Instant::now);
+        let (events, called) = instance.process(events);
+        if let Some(m) = &self.metrics {
+            m.events.inc_by(events.len() as u64);
+            if let (Some(calls), Some(started)) = (&m.calls, started) {
+                calls.observe(started.elapsed().as_secs_f64());
+            }
+        }
+        match called {
+            Ok(results) => (events, results.into_iter().map(|r| r.map_err(StageFailure::from)).collect()),
+            Err(fault) => {
+                self.lose_instance(&fault.to_string(), events.len());
+                if events.len() == 1 {
+                    return (events, vec![Err(StageFailure { kind: fault.kind(), message: fault.to_string() })]);
+                }
+                let mut lent = Vec::with_capacity(events.len());
+                let mut results = Vec::with_capacity(events.len());
+                for event in events {
+                    let (mut back, mut r) = self.call(vec![event]);
+                    lent.append(&mut back);
+                    results.append(&mut r);
+                }
+                (lent, results)
+            }
+        }
+    }
+
+    fn instance(&mut self) -> Result<&mut Instance, StageFailure> {
+        if self.instance.is_none() {
+            let instance = self
+                .plugin
+                .instantiate(&self.spec)
+                .map_err(|e| StageFailure { kind: ErrorKind::Init, message: format!("cannot start a fresh instance: {e}") })?;
+            self.instance = Some(instance);
+        }
+        Ok(self.instance.as_mut().expect("just set"))
+    }
+
+    fn lose_instance(&mut self, fault: &str, batch: usize) {
+        self.instance = None;
+        self.restarts += 1;
+        if let Some(m) = &self.metrics {
+            m.restarts.inc();
+        }
+        tracing::warn!(
+            pipeline = %self.spec.pipeline,
+            stage = %self.spec.stage,
+            batch,
+            "stage {fault}; replacing its instance{}",
+            if batch > 1 { " and replaying the batch one event at a time" } else { "" }
+        );
+    }
+}
+
+impl From<StageError> for StageFailure {
+    fn from(e: StageError) -> Self {
+        match e {
+            StageError::Invalid(message) => StageFailure { kind: ErrorKind::Invalid, message },
+            StageError::Retry(message) => StageFailure { kind: ErrorKind::Retry, message },
+        }
+    }
+}
