@@ -14,10 +14,21 @@
 //! from the input's identity and the output's index, so a redelivered input
 //! cannot put duplicates into a JetStream sink.
 //!
+//! A core subject that a JetStream stream captures gets the stream's
+//! guarantee: the sink publishes to it with JetStream acknowledgements, as
+//! if `stream` were set (see `nats/capture.rs`).
+//!
+//! Every output carries how many weir pipelines it has passed through (see
+//! [`Event::hops`]): `weir-hops`, from the second hop on, or always when the
+//! pipeline does not stamp `weir-pipeline`. The task that feeds the workers
+//! dead-letters an input that has looped [`MAX_HOPS`](crate::event::MAX_HOPS)
+//! times.
+//!
 //! The sink is one tokio task per pipeline; the confirmations it waits for
 //! run in tasks of their own, at most [`CONFIRMS_IN_FLIGHT`] batches at once.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -26,7 +37,7 @@ use tokio::task::JoinSet;
 use crate::config::Pipeline;
 use crate::event::{ErrorKind, Event, headers};
 use crate::metrics::PipelineMetrics;
-use crate::nats::{Delivery, Nats, Published, Publisher};
+use crate::nats::{Captures, Delivery, Nats, Published, Publisher};
 use crate::pipeline::Outcome;
 use crate::pipeline::workers::Done;
 
@@ -44,30 +55,45 @@ pub(crate) struct Sink {
     dead_letter: Option<(String, bool)>,
     max_deliver: Option<u64>,
     metrics: PipelineMetrics,
+    /// Which core subjects a stream captures.
+    captures: Captures,
+    /// The streams already said to capture a subject of this sink.
+    announced: Mutex<HashSet<Arc<str>>>,
 }
 
 impl Sink {
-    /// Checks that the streams it publishes to with acks exist.
-    pub(crate) async fn new(nats: &Nats, pipeline: &Pipeline, max_deliver: Option<u64>, metrics: PipelineMetrics) -> anyhow::Result<Sink> {
-        let publisher = Publisher::new(nats);
-        if let Some(stream) = &pipeline.sink.stream {
-            publisher.check_stream(stream, &pipeline.sink.subject.to_string()).await?;
-        }
-        if let Some(d) = &pipeline.dead_letter
-            && let Some(stream) = &d.stream
-        {
-            publisher.check_stream(stream, d.subject.as_str()).await?;
-        }
-        Ok(Sink {
+    /// A sink for `pipeline`; the streams it names were checked before
+    /// (`nats::check_endpoints`).
+    pub(crate) fn new(nats: &Nats, pipeline: &Pipeline, max_deliver: Option<u64>, metrics: PipelineMetrics, captures: Captures) -> Sink {
+        Sink {
             name: pipeline.name.as_str().into(),
-            publisher,
+            publisher: Publisher::new(nats),
             nats: nats.clone(),
             to_stream: pipeline.sink.stream.is_some(),
             stamp: pipeline.sink.stamp,
             dead_letter: pipeline.dead_letter.as_ref().map(|d| (d.subject.as_str().to_owned(), d.stream.is_some())),
             max_deliver,
             metrics,
-        })
+            captures,
+            announced: Mutex::default(),
+        }
+    }
+
+    /// Whether a publish to `subject` needs JetStream acknowledgements:
+    /// `stream` is set, or a stream captures the subject.
+    fn acked(&self, subject: &str, configured: bool, what: &str) -> bool {
+        if configured {
+            return true;
+        }
+        let Some(stream) = self.captures.stream_for(subject) else { return false };
+        let mut announced = self.announced.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if announced.insert(stream.clone()) {
+            tracing::info!(
+                pipeline = %self.name,
+                "stream \"{stream}\" captures {what} subject {subject}: publishing there with JetStream acknowledgements, so that an input is acknowledged only once the stream stored what it produced"
+            );
+        }
+        true
     }
 
     /// Publishes and settles every processed batch until the workers' side
@@ -137,12 +163,21 @@ impl Sink {
                 if outputs.is_empty() {
                     stats.dropped.inc();
                 }
-                let stamp = [(headers::PIPELINE, &*self.name), (headers::VERSION, version)];
-                let stamp = if self.stamp { &stamp[..] } else { &[] };
                 for (index, mut event) in outputs.into_iter().enumerate() {
                     strip_server_directives(&mut event);
                     let msg_id = id.as_ref().map(|id| format!("{}:{id}:{index}", self.name));
-                    match self.publisher.publish(event, stamp, msg_id.as_deref(), self.to_stream).await {
+                    // The common first hop of a stamping pipeline needs no
+                    // count: `weir-pipeline` says it.
+                    let hops = event.hops().saturating_add(1);
+                    let hops_text = if hops >= 2 || !self.stamp { hops.to_string() } else { String::new() };
+                    let full = [(headers::PIPELINE, &*self.name), (headers::VERSION, version), (headers::HOPS, hops_text.as_str())];
+                    let stamp = match (self.stamp, hops_text.is_empty()) {
+                        (true, true) => &full[..2],
+                        (true, false) => &full[..],
+                        (false, _) => &full[2..],
+                    };
+                    let acked = self.acked(&event.subject, self.to_stream, "output");
+                    match self.publisher.publish(event, stamp, msg_id.as_deref(), acked).await {
                         Ok(p) => pending.push(p),
                         Err(e) => return Err(self.publish_failed("output", &e)),
                     }
@@ -169,7 +204,8 @@ impl Sink {
                 tracing::debug!(pipeline = %self.name, stage = %letter.stage, kind = %letter.kind, subject = %letter.event.subject, "dead letter: {}", letter.message);
                 let event = letter.to_event(&self.name, subject);
                 let msg_id = id.as_ref().map(|id| format!("{}:{id}:dead", self.name));
-                match self.publisher.publish(event, &[(headers::VERSION, version)], msg_id.as_deref(), *to_stream).await {
+                let acked = self.acked(subject, *to_stream, "the dead-letter");
+                match self.publisher.publish(event, &[(headers::VERSION, version)], msg_id.as_deref(), acked).await {
                     Ok(p) => pending.push(p),
                     Err(e) => return Err(self.publish_failed("dead letter", &e)),
                 }

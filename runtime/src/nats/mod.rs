@@ -9,6 +9,8 @@
 //! - `kv`: KV buckets mirrored for stages, and `weir kv load`;
 //! - `service`: the NATS service face (`$SRV` answers, remote reload).
 
+mod capture;
+mod check;
 mod connect;
 mod kv;
 mod publish;
@@ -21,6 +23,8 @@ use std::time::Duration;
 use async_nats::jetstream;
 use bytes::Bytes;
 
+pub use capture::Captures;
+pub use check::check_endpoints;
 pub use connect::{ConnectError, connect};
 pub use kv::{KvMirror, Loaded, load as load_kv};
 pub use publish::{Published, Publisher};
@@ -74,11 +78,13 @@ pub enum SourceError {
     },
     /// The stream does not exist: weir never creates streams.
     #[error(
-        "JetStream stream \"{stream}\" does not exist on {url}; weir never creates or changes streams: create it first (e.g. `nats stream add {stream} --subjects '{subject}'`) or fix [source].stream"
+        "JetStream stream \"{stream}\" ({key}) does not exist on {url}; weir never creates or changes streams: create it first (e.g. `nats stream add {stream} --subjects '{subject}'`) or fix {key}"
     )]
     MissingStream {
         /// The stream.
         stream: String,
+        /// The setting that names it, like `[source] stream`.
+        key: String,
         /// The source subject, for the suggested command.
         subject: String,
         /// The server.

@@ -5,7 +5,7 @@ use async_nats::HeaderMap;
 use async_nats::HeaderName;
 use async_nats::jetstream;
 
-use super::{Nats, SourceError};
+use super::Nats;
 use crate::event::Event;
 
 /// The NATS headers of an output: `headers` in order, then `stamp`, which
@@ -82,18 +82,6 @@ impl Publisher {
                 .map_err(|e| e.to_string())?;
             Ok(Published::Sent)
         }
-    }
-
-    /// Checks that `stream` exists, for a sink that publishes with acks:
-    /// weir never creates streams.
-    pub async fn check_stream(&self, stream: &str, subject: &str) -> Result<(), SourceError> {
-        self.nats.js.get_stream(stream).await.map(|_| ()).map_err(|e| {
-            if e.to_string().contains("not found") {
-                SourceError::MissingStream { stream: stream.to_owned(), subject: subject.to_owned(), url: self.nats.url.to_string() }
-            } else {
-                SourceError::JetStream { what: format!("looking up stream \"{stream}\""), message: e.to_string() }
-            }
-        })
     }
 }
 

@@ -11,9 +11,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use async_nats::service::ServiceExt as _;
 use futures::StreamExt as _;
-use serde_json::{Value, json};
 
 use super::Nats;
+use crate::control::{PipelineReport, ReloadReport, StatusReport};
 use crate::metrics::PipelineMetrics;
 
 /// What the service reports of one running pipeline.
@@ -46,34 +46,35 @@ impl Service {
 pub type SharedStatus = Arc<Mutex<Vec<PipelineStatus>>>;
 
 /// A reload asked for over NATS: the supervisor answers on the channel.
-pub type ReloadRequest = oneshot::Sender<Value>;
+pub type ReloadRequest = oneshot::Sender<ReloadReport>;
 
-fn status(instance: &str, started: Instant, pipelines: &SharedStatus) -> Value {
+fn status(instance: &str, started: Instant, pipelines: &SharedStatus) -> StatusReport {
     let pipelines = pipelines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let pipelines: Vec<Value> = pipelines
+    let pipelines = pipelines
         .iter()
         .map(|p| {
             let m = &p.metrics;
-            json!({
-                "name": p.name,
-                "file": p.file.display().to_string(),
-                "version": p.version,
-                "uptime_seconds": p.since.elapsed().as_secs(),
-                "events_in": m.events_in.get(),
-                "events_out": m.events_out.get(),
-                "dropped": m.dropped.get(),
-                "dead_lettered": m.dead_lettered_total(),
-                "retried": m.retried.get(),
-                "publish_errors": m.publish_errors.get(),
-            })
+            PipelineReport {
+                name: p.name.clone(),
+                file: p.file.display().to_string(),
+                version: p.version.clone(),
+                uptime_seconds: p.since.elapsed().as_secs(),
+                events_in: m.events_in.get(),
+                events_out: m.events_out.get(),
+                dropped: m.dropped.get(),
+                dead_lettered: m.dead_lettered_total(),
+                retried: m.retried.get(),
+                publish_errors: m.publish_errors.get(),
+            }
         })
         .collect();
-    json!({
-        "instance": instance,
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": started.elapsed().as_secs(),
-        "pipelines": pipelines,
-    })
+    StatusReport {
+        instance: instance.to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        uptime_seconds: started.elapsed().as_secs(),
+        pipelines,
+        error: None,
+    }
 }
 
 /// Registers this weir as service `weir` with endpoints `status` on
@@ -93,7 +94,7 @@ pub async fn start_service(
         .service_builder()
         .description("weir: a WebAssembly stream processor")
         .metadata([("instance".to_owned(), instance.to_string())].into())
-        .stats_handler(move |_endpoint, _stats| status(&for_stats.1, started, &for_stats.0))
+        .stats_handler(move |_endpoint, _stats| serde_json::to_value(status(&for_stats.1, started, &for_stats.0)).unwrap_or_default())
         .start("weir", env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|e| e.to_string())?;
@@ -111,7 +112,7 @@ pub async fn start_service(
         .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         while let Some(request) = endpoint.next().await {
-            let body = status(&instance, started, &pipelines).to_string();
+            let body = serde_json::to_string(&status(&instance, started, &pipelines)).unwrap_or_default();
             if let Err(e) = request.respond(Ok(body.into())).await {
                 tracing::debug!(error = %e, "status reply failed");
             }
@@ -121,10 +122,10 @@ pub async fn start_service(
         while let Some(request) = reload.next().await {
             let (tx, rx) = oneshot::channel();
             let report = match reloads.send(tx).await {
-                Ok(()) => rx.await.unwrap_or_else(|_| json!({"error": "weir is shutting down"})),
-                Err(_) => json!({"error": "weir is shutting down"}),
+                Ok(()) => rx.await.unwrap_or_else(|_| ReloadReport::error("weir is shutting down")),
+                Err(_) => ReloadReport::error("weir is shutting down"),
             };
-            if let Err(e) = request.respond(Ok(report.to_string().into())).await {
+            if let Err(e) = request.respond(Ok(serde_json::to_string(&report).unwrap_or_default().into())).await {
                 tracing::debug!(error = %e, "reload reply failed");
             }
         }

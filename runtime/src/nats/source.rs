@@ -129,13 +129,7 @@ impl Source {
             return Ok(Source { kind: SourceKind::Core(sub), max_deliver: Some(1) });
         };
 
-        let stream = nats.js.get_stream(&js.stream).await.map_err(|e| {
-            if e.to_string().contains("not found") {
-                SourceError::MissingStream { stream: js.stream.clone(), subject: subject.clone(), url: nats.url.to_string() }
-            } else {
-                SourceError::JetStream { what: format!("looking up stream \"{}\"", js.stream), message: e.to_string() }
-            }
-        })?;
+        let stream = super::check::get_stream(nats, &js.stream, &subject, "[source] stream").await?;
         let deliver_policy = match &js.deliver {
             Deliver::All => DeliverPolicy::All,
             Deliver::New => DeliverPolicy::New,
