@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Pipeline};
+use crate::control::{ReloadReport, StatusReport};
 use crate::engine::{Engine, EngineOptions, Origin};
 use crate::exec::{self, ExecOptions};
 use crate::pipeline::{Blueprint, StageReport};
@@ -220,45 +221,34 @@ fn control(global: &config::Global, args: &ControlArgs, verb: &str) -> anyhow::R
             .await
             .map_err(|e| anyhow::anyhow!("{e}; is `weir run` with instance \"{instance}\" running on {}?", global.nats.url))
     })?;
-    if let Some(error) = reply.get("error").and_then(|e| e.as_str()) {
-        anyhow::bail!("weir {instance}: {error}");
-    }
-    let names = |key: &str| -> Vec<String> {
-        reply[key].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default()
-    };
+    let unreadable = |e: serde_json::Error| anyhow::anyhow!("weir {instance} answered something this weir cannot read ({e}); are both the same version?");
     if verb == "status" {
-        println!("weir {} (version {}), up {}s", reply["instance"].as_str().unwrap_or("?"), reply["version"].as_str().unwrap_or("?"), reply["uptime_seconds"]);
-        for p in reply["pipelines"].as_array().into_iter().flatten() {
+        let status: StatusReport = serde_json::from_value(reply).map_err(unreadable)?;
+        if let Some(error) = status.error {
+            anyhow::bail!("weir {instance}: {error}");
+        }
+        println!("weir {} (version {}), up {}s", status.instance, status.version, status.uptime_seconds);
+        for p in &status.pipelines {
             println!(
                 "{} {} ({}): up {}s, {} in, {} out, {} dropped, {} dead-lettered, {} retried",
-                p["name"].as_str().unwrap_or("?"),
-                p["version"].as_str().unwrap_or("?"),
-                p["file"].as_str().unwrap_or("?"),
-                p["uptime_seconds"],
-                p["events_in"],
-                p["events_out"],
-                p["dropped"],
-                p["dead_lettered"],
-                p["retried"],
+                p.name, p.version, p.file, p.uptime_seconds, p.events_in, p.events_out, p.dropped, p.dead_lettered, p.retried,
             );
         }
         return Ok(ExitCode::SUCCESS);
     }
-    for key in ["added", "changed", "removed", "unchanged"] {
-        for name in names(key) {
+    let report: ReloadReport = serde_json::from_value(reply).map_err(unreadable)?;
+    if let Some(error) = report.error {
+        anyhow::bail!("weir {instance}: {error}");
+    }
+    for (key, names) in [("added", &report.added), ("changed", &report.changed), ("removed", &report.removed), ("unchanged", &report.unchanged)] {
+        for name in names {
             println!("{key}: {name}");
         }
     }
-    let failed = reply["failed"].as_array().cloned().unwrap_or_default();
-    for f in &failed {
-        println!(
-            "failed: {} ({}): {}",
-            f["pipeline"].as_str().unwrap_or("-"),
-            f["file"].as_str().unwrap_or("?"),
-            f["error"].as_str().unwrap_or("?").replace('\n', "\n    ")
-        );
+    for f in &report.failed {
+        println!("failed: {} ({}): {}", f.pipeline.as_deref().unwrap_or("-"), f.file, f.error.replace('\n', "\n    "));
     }
-    Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// Connects for a one-off command, retrying (and saying so) for at most

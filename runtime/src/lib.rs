@@ -23,7 +23,12 @@
 //!   starting one needs.
 //! - [`run`]: `weir run`, the process's life: start, signals and reload
 //!   triggers, stop.
-//! - [`reload`]: watching pipeline and plugin files, swapping pipelines live.
+//! - [`reload`]: keeping the running pipelines in step with their files:
+//!   `reload/plan.rs` (what to do, from two configurations), `reload/mod.rs`
+//!   (doing it, never running less than before), `reload/watch.rs` (file
+//!   watcher and SIGHUP).
+//! - [`control`]: the answers of `weir status` and `weir reload`, shared by
+//!   the serving side and the command line.
 //! - [`engine`]: everything wasmtime: compile (cached), link, limit,
 //!   instantiate and call plugins.
 //! - [`config`]: pipeline and process TOML, parsed into validated types with
@@ -35,6 +40,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod engine;
 pub mod event;
 pub mod exec;

@@ -116,7 +116,7 @@ impl Metrics {
         registry.register("nats_connected", "1 while connected to NATS", nats_connected.clone());
         registry.register("nats_reconnects", "Reconnections to NATS", nats_reconnects.clone());
         registry.register("pipelines_running", "Pipelines running", pipelines_running.clone());
-        for result in ["ok", "failed"] {
+        for result in ["ok", "failed", "rolled_back"] {
             let _ = reloads.get_or_create(&ResultLabels { result: result.into() }).get();
         }
         Metrics {
@@ -173,8 +173,10 @@ impl Metrics {
     }
 
     /// Counts a reload.
-    pub fn reload(&self, ok: bool) {
-        let result = if ok { "ok" } else { "failed" };
+    /// `result` is `ok`, `failed` (what ran before goes on) or `rolled_back`
+    /// (a new version stopped the old, failed to start, and the old one runs
+    /// again).
+    pub fn reload(&self, result: &str) {
         self.inner.reloads.get_or_create(&ResultLabels { result: result.into() }).inc();
     }
 

@@ -59,7 +59,8 @@ pub async fn run(global: &Global, paths: &[PathBuf], shutdown: CancellationToken
     let kv = KvMirror::default();
     let engine = Engine::new(&EngineOptions { cache_dir: Some(global.cache_dir.clone()), cache_size: Some(global.cache_size), kv: Some(Arc::new(kv.clone())) })?;
     let workers = Arc::new(Workers::start(global.workers)?);
-    let context = ProcessContext { nats: nats.clone(), workers: workers.clone(), metrics: metrics.clone(), kv, stop: shutdown.clone() };
+    let captures = nats::Captures::watch(&nats, shutdown.clone()).await;
+    let context = ProcessContext { nats: nats.clone(), workers: workers.clone(), metrics: metrics.clone(), kv, captures, stop: shutdown.clone() };
     let mut supervisor = Supervisor::new(context, engine, paths);
     let report = supervisor.reload().await;
     if !report.failed.is_empty() {
@@ -94,7 +95,7 @@ pub async fn run(global: &Global, paths: &[PathBuf], shutdown: CancellationToken
             }
             Some(reply) = control_rx.recv() => {
                 let report = supervisor.reload().await;
-                let _ = reply.send(serde_json::to_value(&report).unwrap_or_default());
+                let _ = reply.send(report);
             }
         }
         watcher.watch(&supervisor.watched_paths());

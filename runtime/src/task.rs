@@ -18,10 +18,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Pipeline;
+use crate::event::{DeadLetter, ErrorKind, Event, MAX_HOPS};
 use crate::metrics::{Metrics, PipelineMetrics};
-use crate::nats::{Delivery, KvMirror, Nats, Source};
-use crate::pipeline::Blueprint;
-use crate::pipeline::workers::Workers;
+use crate::nats::{Captures, Delivery, KvMirror, Nats, Source, check_endpoints};
+use crate::pipeline::workers::{Done, Workers};
+use crate::pipeline::{Blueprint, Outcome};
 use crate::sink::Sink;
 
 /// What every pipeline of a running process shares, and starting one needs.
@@ -32,6 +33,8 @@ pub(crate) struct ProcessContext {
     pub metrics: Metrics,
     /// The KV buckets granted to stages, mirrored.
     pub kv: KvMirror,
+    /// Which subjects JetStream streams capture, for the sinks.
+    pub captures: Captures,
     /// Fires on shutdown.
     pub stop: CancellationToken,
 }
@@ -60,16 +63,24 @@ impl PipelineHandle {
     }
 }
 
+/// Checks what the pipeline needs on the server (streams, its durable
+/// consumer), without opening or creating anything: a reload does this
+/// before it stops the version it replaces.
+pub(crate) async fn check_pipeline(context: &ProcessContext, pipeline: &Pipeline) -> anyhow::Result<()> {
+    check_endpoints(&context.nats, pipeline)
+        .await
+        .with_context(|| format!("pipeline \"{}\" ({})", pipeline.name, pipeline.file.display()))
+}
+
 /// Opens the pipeline's source and sink and starts it.
 pub(crate) async fn start_pipeline(context: &ProcessContext, pipeline: Pipeline, blueprint: Blueprint) -> anyhow::Result<PipelineHandle> {
     let what = || format!("pipeline \"{}\" ({})", pipeline.name, pipeline.file.display());
+    check_pipeline(context, &pipeline).await?;
     let counters = context.metrics.pipeline(pipeline.name.as_str());
     let source = Source::open(&context.nats, &pipeline).await.with_context(what)?;
     let stop = CancellationToken::new();
     source.watch_lag(counters.pending.clone(), stop.clone());
-    let sink = Sink::new(&context.nats, &pipeline, source.max_deliver(), counters.clone())
-        .await
-        .with_context(what)?;
+    let sink = Sink::new(&context.nats, &pipeline, source.max_deliver(), counters.clone(), context.captures.clone());
     let (swap, current) = watch::channel(blueprint.instrument(&context.metrics));
     let task = tokio::spawn(run_pipeline(pipeline, current, source, sink, context.workers.clone(), stop.clone()));
     Ok(PipelineHandle { swap, stop, task, metrics: counters, all: context.metrics.clone() })
@@ -89,10 +100,19 @@ pub(crate) async fn run_pipeline(
     let sink = tokio::spawn(sink.run(done_rx));
     loop {
         let batch_size = blueprint.borrow().batch_size();
-        let Some(batch) = source.next_batch(batch_size, &stop).await else { break };
+        let Some(mut batch) = source.next_batch(batch_size, &stop).await else { break };
         // Read after the wait: a batch that arrives after a swap runs on the
         // new version.
         let current = blueprint.borrow().clone();
+        if batch.iter().any(|(event, _)| event.hops() >= MAX_HOPS) {
+            let looped = stop_loops(&mut batch, &pipeline);
+            if done_tx.send(Done { results: looped, version: current.version().into() }).await.is_err() {
+                break;
+            }
+            if batch.is_empty() {
+                continue;
+            }
+        }
         workers.dispatch(&current, batch, pipeline.ordered, &done_tx).await;
     }
     let mut rest = source.stop().await.into_iter().peekable();
@@ -106,4 +126,30 @@ pub(crate) async fn run_pipeline(
         tracing::error!(pipeline = %pipeline.name, error = %e, "sink task failed");
     }
     tracing::info!(pipeline = %pipeline.name, "drained");
+}
+
+/// Takes the inputs that passed through weir [`MAX_HOPS`] times out of
+/// `batch` and makes each a dead letter: pipelines feed each other (or this
+/// one itself) in a loop.
+fn stop_loops<T>(batch: &mut Vec<(Event, T)>, pipeline: &Pipeline) -> Vec<(Outcome, T)> {
+    let (looped, rest): (Vec<_>, Vec<_>) = std::mem::take(batch).into_iter().partition(|(event, _)| event.hops() >= MAX_HOPS);
+    *batch = rest;
+    if !looped.is_empty() {
+        tracing::warn!(
+            pipeline = %pipeline.name,
+            events = looped.len(),
+            "events passed through weir pipelines {MAX_HOPS} times: a loop through subjects; dead-lettering them"
+        );
+    }
+    looped
+        .into_iter()
+        .map(|(event, ticket)| {
+            let message = format!(
+                "passed through weir pipelines {} times (weir-hops): pipelines feed each other in a loop, or \"{}\" feeds itself; make a sink publish to a subject no source in the loop reads",
+                event.hops(),
+                pipeline.name
+            );
+            (Outcome::Dead(DeadLetter { event, stage: "source".into(), kind: ErrorKind::Loop, message }), ticket)
+        })
+        .collect()
 }

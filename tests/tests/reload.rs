@@ -665,3 +665,123 @@ async fn sighup_reloads() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// 6. A new version that cannot start never stops the old one
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_that_cannot_start_leaves_the_old_one_running() {
+    const INSTANCE: &str = "reload-start";
+    let server = NatsServer::new();
+    let (client, js) = server.jetstream().await;
+    create_streams(&js).await;
+    // A push consumer on IN: weir pulls, so it cannot bind to it.
+    js.get_stream("IN")
+        .await
+        .unwrap()
+        .create_consumer(jetstream::consumer::push::Config {
+            durable_name: Some("pushed".into()),
+            deliver_subject: "deliver.pushed".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create a push consumer");
+
+    let pipeline = |generation: u64| {
+        js_pipeline("steady", "weir-steady", "", &stage("map", plugins::JSON_MAP, &format!("{{ set = {{ gen = {generation} }} }}")))
+    };
+    let good = pipeline(0);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let weir = Weir::builder(&server).instance(INSTANCE).workers(2).metrics(&metrics).pipeline("steady.toml", &good).start();
+    let v0 = current_version(&client, INSTANCE, "steady").await;
+    js_publish_spread(&js, 0..100).await;
+    assert_still_flowing(&js, 0..100, &v0, 0, "before any reload").await;
+
+    let with_kv = good.replace(
+        "[sink]",
+        &format!("[[stages]]\nname = \"lookup\"\nplugin = {}\ngrants = {{ kv = [\"no-such-bucket\"] }}\n\n[sink]", toml_str(plugins::NOOP)),
+    );
+    let cases: [(&str, String, &str); 5] = [
+        ("a source stream that does not exist", good.replace("stream = \"IN\"", "stream = \"NO_INPUT\""), "NO_INPUT"),
+        ("a sink stream that does not exist", good.replace("stream = \"OUT\"", "stream = \"NO_OUTPUT\""), "NO_OUTPUT"),
+        ("a dead-letter stream that does not exist", good.replace("stream = \"DLQ\"", "stream = \"NO_DLQ\""), "NO_DLQ"),
+        ("a durable consumer weir cannot pull from", good.replace("durable = \"weir-steady\"", "durable = \"pushed\""), "push consumer"),
+        ("a KV bucket that does not exist", with_kv, "no-such-bucket"),
+    ];
+    let mut next = 100;
+    for (what, toml, expect) in cases {
+        write_pipeline(&weir, "steady.toml", &toml);
+        js_publish_spread(&js, next..next + 50).await;
+        assert_reload_fails(&weir, &client, INSTANCE, &v0, what, expect).await;
+        js_publish_spread(&js, next + 50..next + 100).await;
+        assert_still_flowing(&js, next..next + 100, &v0, 0, what).await;
+        next += 100;
+    }
+    let status = weir.cli(&["status"]).await;
+    assert!(status.stdout.lines().any(|l| l.starts_with("steady") && l.contains(&v0)), "`weir status` shows the old version running; {status}");
+    let body = http_get(&metrics, "/metrics").await;
+    let failed: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("weir_reloads_total{result=\"failed\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no weir_reloads_total{{result=\"failed\"}} in\n{body}"));
+    assert!(failed >= 5, "every failed reload is counted: {failed}\n{body}");
+
+    // The good file back, with a real change: it goes live, nothing was lost.
+    write_pipeline(&weir, "steady.toml", &pipeline(1));
+    let v1 = wait_new_version(&client, INSTANCE, "steady", std::slice::from_ref(&v0)).await;
+    assert_ne!(v1, v0);
+    wait_consumer_done(&js, "IN", "weir-steady", Duration::from_secs(30)).await;
+    let out = read_stream(&js, "OUT").await;
+    assert_exactly_once("every event in OUT", out.iter().map(id_of), 0..next);
+}
+
+/// `GET http://<address><path>`: the body (a plain HTTP/1.0 request, so that
+/// the test needs no HTTP client).
+async fn http_get(address: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap_or_else(|e| panic!("connect to {address}: {e}"));
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response)).await.expect("an answer within 10s").unwrap();
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or(response)
+}
+
+// ---------------------------------------------------------------------------
+// 7. A renamed pipeline file: the new pipeline starts before the old stops
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_pipeline_file_loses_nothing_under_load() {
+    const INSTANCE: &str = "reload-rename";
+    let server = NatsServer::new();
+    let client = server.client().await;
+    // The same work under another name; a queue group, so that while both run
+    // each event goes to one of them.
+    let named = |name: &str| {
+        core_pipeline(name, "in.>", &stage("map", plugins::JSON_MAP, &format!("{{ set = {{ by = \"{name}\" }} }}")))
+            .replace("[source]\nsubject = \"in.>\"", "[source]\nsubject = \"in.>\"\nqueue = \"weir\"")
+    };
+    let weir = Weir::builder(&server).instance(INSTANCE).workers(2).pipeline("old.toml", &named("old-name")).start();
+    current_version(&client, INSTANCE, "old-name").await;
+    let mut out = subscribe(&client, "out.>").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = spawn_core_load(server.client().await, "in.orders", stop.clone(), 60_000);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A rename as a deployment tool does it: the new file, then the old gone,
+    // seen by one reload.
+    std::fs::write(weir.pipelines_dir().join("new.toml"), named("new-name")).unwrap();
+    std::fs::remove_file(weir.pipelines_dir().join("old.toml")).unwrap();
+    eventually("only new-name to run", RELOAD_TIMEOUT, || async {
+        let versions = running_versions(&client, INSTANCE).await?;
+        if versions.keys().eq(["new-name"].iter()) { Ok(()) } else { Err(format!("{versions:?}")) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let published = load.await.expect("the load task");
+    let got = collect_exactly(&mut out, "every event published", published as usize, Duration::from_secs(30), Duration::from_millis(500)).await;
+    assert_exactly_once("outputs across the rename", got.iter().map(id_of), 0..published);
+    let by_new = got.iter().filter(|m| json(m)["by"] == "new-name").count();
+    assert!(by_new > 0, "the new pipeline took over");
+}

@@ -84,6 +84,11 @@ pub(crate) fn overlap(a: &[Token], b: &[Token]) -> bool {
     }
 }
 
+/// Whether some subject matches both subscription subjects.
+pub fn subjects_overlap(a: &Subject, b: &Subject) -> bool {
+    overlap(&subject_pattern(a), &subject_pattern(b))
+}
+
 /// Renders a pattern as a subject with wildcards, for messages.
 pub(crate) fn show(pattern: &[Token]) -> String {
     pattern

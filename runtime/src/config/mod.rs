@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, InvalidValue, Location, Snippet};
 pub use global::{Global, MetricsConfig, NatsAuth, NatsConfig, TlsConfig};
-pub use loops::{Feedback, cycles};
+pub use loops::{Feedback, cycles, subjects_overlap};
 pub use names::Name;
 pub use pipeline::{
     DeadLetterConfig, Deliver, Grants, JetStreamConfig, Limits, Pipeline, SinkConfig, SourceConfig, StageConfig,

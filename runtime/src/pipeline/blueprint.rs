@@ -104,7 +104,7 @@ impl Blueprint {
             });
             stages.push((spec, plugin));
         }
-        let version = version(pipeline, &reports);
+        let version = super::version(pipeline, &reports.iter().map(|r| r.hash).collect::<Vec<_>>());
         let inner = BlueprintInner { name, version, batch_size: pipeline.batch_size, stages, sink: pipeline.sink.subject.clone(), metrics: None };
         Ok((Blueprint { inner: Arc::new(inner) }, reports))
     }
@@ -140,28 +140,14 @@ impl Blueprint {
         &self.inner.name
     }
 
+    /// The content hashes of its stages' plugins: the compiled code it holds.
+    pub fn plugin_hashes(&self) -> impl Iterator<Item = ContentHash> + '_ {
+        self.inner.stages.iter().map(|(_, plugin)| plugin.hash())
+    }
+
     /// The most events handed to a stage in one call.
     pub fn batch_size(&self) -> usize {
         self.inner.batch_size
     }
 }
 
-/// Hashes what the pipeline does: its parsed settings (the same TOML with
-/// other comments or spacing is the same version) and every plugin's bytes.
-fn version(pipeline: &config::Pipeline, reports: &[StageReport]) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    let mut settings = pipeline.clone();
-    // Where the file lives is not what it does.
-    settings.file = PathBuf::new();
-    for stage in &mut settings.stages {
-        stage.location.file = PathBuf::new();
-        stage.location.line = 0;
-        stage.location.column = 0;
-    }
-    h.update(format!("{settings:?}").as_bytes());
-    for r in reports {
-        h.update(r.hash.0);
-    }
-    h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect()
-}

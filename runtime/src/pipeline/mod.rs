@@ -15,11 +15,15 @@
 //! - `chain`: a [`Chain`] running a batch through every stage, one
 //!   [`Outcome`] per input;
 //! - [`workers`]: the OS threads that own the chains, and the dispatch of
-//!   batches to them.
+//!   batches to them;
+//! - `version`: a pipeline's version, from its settings and plugins.
 
 mod blueprint;
 mod chain;
+mod version;
 pub mod workers;
+
+pub use version::{canonical, version};
 
 pub use blueprint::{Blueprint, BuildError, BuildFailure, StageReport};
 pub use chain::{Chain, Outcome};

@@ -33,6 +33,14 @@ pub struct Job<T> {
     reply: mpsc::Sender<Done<T>>,
 }
 
+/// What a worker's queue carries.
+enum Message<T> {
+    /// A batch to process.
+    Batch(Job<T>),
+    /// A pipeline that stopped: drop its chain and instances.
+    Forget(Arc<str>),
+}
+
 /// A processed batch: one outcome per event, with the event's ticket.
 pub struct Done<T> {
     /// `(outcome, ticket)` in the order the events were dispatched.
@@ -43,7 +51,7 @@ pub struct Done<T> {
 
 /// A pool of worker threads.
 pub struct Workers<T> {
-    queues: Vec<mpsc::Sender<Job<T>>>,
+    queues: Vec<mpsc::Sender<Message<T>>>,
     /// Per worker: batches dispatched to it and not yet processed.
     loads: Vec<Arc<AtomicUsize>>,
     threads: Vec<JoinHandle<()>>,
@@ -107,9 +115,19 @@ impl<T: Send + 'static> Workers<T> {
     async fn send(&self, index: usize, blueprint: &Blueprint, events: Vec<Event>, tickets: Vec<T>, reply: &mpsc::Sender<Done<T>>) {
         let job = Job { blueprint: blueprint.clone(), events, tickets, reply: reply.clone() };
         self.loads[index].fetch_add(1, Ordering::Relaxed);
-        if self.queues[index].send(job).await.is_err() {
+        if self.queues[index].send(Message::Batch(job)).await.is_err() {
             // Only when a worker thread died, which `work` never lets happen.
             tracing::error!(worker = index, "worker is gone; batch lost");
+        }
+    }
+
+    /// Has every worker drop its chain (and so its instances) of pipeline
+    /// `name`, once the batches queued before are done: for a pipeline that
+    /// stopped, whose chains would otherwise stay for the life of the process.
+    pub async fn forget(&self, name: &str) {
+        let name: Arc<str> = name.into();
+        for queue in &self.queues {
+            let _ = queue.send(Message::Forget(name.clone())).await;
         }
     }
 
@@ -122,9 +140,16 @@ impl<T: Send + 'static> Workers<T> {
     }
 }
 
-fn work<T>(mut rx: mpsc::Receiver<Job<T>>, load: &AtomicUsize) {
+fn work<T>(mut rx: mpsc::Receiver<Message<T>>, load: &AtomicUsize) {
     let mut chains: HashMap<String, Chain> = HashMap::new();
-    while let Some(job) = rx.blocking_recv() {
+    while let Some(message) = rx.blocking_recv() {
+        let job = match message {
+            Message::Batch(job) => job,
+            Message::Forget(name) => {
+                chains.remove(&*name);
+                continue;
+            }
+        };
         // Done with it once its outcomes are handed on, however that ends.
         let _in_hand = InHand(load);
         let Job { blueprint, events, tickets, reply } = job;
