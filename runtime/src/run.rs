@@ -1,6 +1,7 @@
 //! `weir run`: the long-running process. Loads and builds every pipeline,
 //! connects to NATS, and for each pipeline runs source → workers → sink
-//! until shutdown, then drains.//!
+//! until shutdown, then drains.
+//!
 //! This module is the process's life: start (files checked, metrics served,
 //! NATS connected, worker threads started, every pipeline started through the
 //! reload supervisor), the loop that waits for shutdown and reload triggers

@@ -1,7 +1,7 @@
 //! The sink: the last step of an event's path. It takes what the workers
 //! made of each input (an [`Outcome`]) and
-//! - publishes the outputs, stamped with `weir-pipeline` and `weir-version`
-//!   unless the pipeline turned that off, or the input's dead letter;
+//! - publishes the outputs (stamped with `weir-pipeline` and `weir-version`
+//!   unless the pipeline turned that off), or else the input's dead letter;
 //! - settles the input: acknowledges it (JetStream) once everything it
 //!   produced is confirmed, or asks for a redelivery after a backoff
 //!   (`retry`, or a publish that failed);
@@ -44,6 +44,7 @@ use crate::pipeline::workers::Done;
 /// Batches whose publish acknowledgements may be awaited at once per
 /// pipeline; beyond it the sink waits, which slows the workers and the source.
 const CONFIRMS_IN_FLIGHT: usize = 256;
+
 /// Publishes outcomes and settles their inputs.
 pub(crate) struct Sink {
     name: Arc<str>,
