@@ -5,7 +5,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::reload::plan::Step;
 
 /// `weir status`: the process and what it runs right now.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -101,4 +100,49 @@ pub struct ReloadFailure {
     /// old version was started again.
     #[serde(default)]
     pub rolled_back: bool,
+}
+
+/// What a reload does to one pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Nothing changed: it goes on as it is.
+    Unchanged,
+    /// Its file no longer loads: the running version goes on.
+    Kept,
+    /// A new version with the same source, sink, dead letter and ordering:
+    /// the source is kept and the next batch runs on the new version.
+    Swap,
+    /// A new version that reads or writes elsewhere: the new one is built and
+    /// checked, then replaces the old one.
+    Restart,
+    /// A new pipeline: built and started.
+    Add,
+    /// Its file is gone: drained and stopped, after every new pipeline started.
+    Remove,
+}
+
+impl Action {
+    /// The word `weir reload` prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Unchanged => "unchanged",
+            Action::Kept => "kept",
+            Action::Swap => "swap",
+            Action::Restart => "restart",
+            Action::Add => "add",
+            Action::Remove => "remove",
+        }
+    }
+}
+
+/// One pipeline's step, with why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// The pipeline.
+    pub pipeline: String,
+    /// What happens to it.
+    pub action: Action,
+    /// Why, in words for the operator.
+    pub reason: String,
 }
