@@ -1,10 +1,14 @@
-//! Date dimensions from an RFC 3339 timestamp, without a date crate.
+//! Date dimensions from an RFC 3339 timestamp.
 //!
 //! The timestamp is parsed into whole seconds since the Unix epoch (UTC); a
-//! numeric offset (`+02:00`) is applied, so every dimension is in UTC. Days
-//! are converted with Howard Hinnant's `civil_from_days` / `days_from_civil`
-//! algorithms (proleptic Gregorian calendar), and the ISO 8601 week is the
-//! week of the Thursday of the same Monday-to-Sunday week.
+//! numeric offset (`+02:00`) is applied, so every dimension is in UTC. The
+//! calendar (proleptic Gregorian) and the ISO 8601 week are the `time`
+//! crate's. The text is read here rather than by `time`'s RFC 3339 parser,
+//! for error messages that say where the text is wrong, and because its
+//! dimensions are coarser than what that parser checks (a leap second, any
+//! fraction of a second are accepted).
+
+use time::{Date, Month};
 
 /// The date dimensions of one timestamp, all in UTC.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,19 +41,38 @@ pub fn dims(ts: &str) -> Result<DateDims, String> {
     Ok(dims_from_unix(seconds))
 }
 
+/// The Julian day number of 1970-01-01.
+const UNIX_EPOCH_JULIAN_DAY: i64 = 2_440_588;
+/// 400 Gregorian years: dates, weekdays and ISO weeks repeat after them
+/// (146 097 days are 20 871 weeks).
+const ERA_DAYS: i64 = 146_097;
+/// 1900-01-01, in days since 1970-01-01: days outside the 400 years from it
+/// are moved into them, since `time`'s dates end with the year 9999 and an
+/// offset can carry a timestamp to 10000-01-01.
+const ERA_START: i64 = -25_567;
+
 /// The date dimensions of a Unix time in seconds.
 pub fn dims_from_unix(seconds: i64) -> DateDims {
     let days = seconds.div_euclid(86_400);
     let hour = (seconds.rem_euclid(86_400) / 3600) as u32;
-    let (y, m, d) = civil_from_days(days);
-    let weekday = iso_weekday(days); // 1 = Monday
-    let (week_year, week) = iso_week(days);
+    let (date, years) = date_of(days);
+    let (y, m, d) = date.to_calendar_date();
+    let (week_year, week, weekday) = date.to_iso_week_date();
     DateDims {
-        day: day_text(y, m, d),
-        iso_week: week_text(week_year, week as u32),
+        day: day_text(i64::from(y) + years, u32::from(u8::from(m)), u32::from(d)),
+        iso_week: week_text(i64::from(week_year) + years, u32::from(week)),
         hour,
-        weekday: WEEKDAYS[(weekday - 1) as usize],
+        weekday: WEEKDAYS[usize::from(weekday.number_days_from_monday())],
     }
+}
+
+/// The date of a day count since 1970-01-01: a date within 400 years of
+/// 1900-01-01, and the years to add to its year and ISO week-numbering year.
+fn date_of(days: i64) -> (Date, i64) {
+    let eras = (days - ERA_START).div_euclid(ERA_DAYS);
+    let julian_day = days - eras * ERA_DAYS + UNIX_EPOCH_JULIAN_DAY;
+    let date = i32::try_from(julian_day).ok().and_then(|day| Date::from_julian_day(day).ok());
+    (date.expect("a day between 1900 and 2300 is a valid date"), eras * 400)
 }
 
 /// `2026-11-26`: `format!("{y:04}-{m:02}-{d:02}")`, written by hand for
@@ -110,20 +133,22 @@ pub fn parse_rfc3339(ts: &str) -> Result<i64, String> {
     sep(10, b"Tt ")?;
     sep(13, b":")?;
     sep(16, b":")?;
-    let year = digits(b, 0, 4)? as i64;
+    let year = digits(b, 0, 4)?;
     let month = digits(b, 5, 2)?;
     let day = digits(b, 8, 2)?;
     let hour = digits(b, 11, 2)?;
     let minute = digits(b, 14, 2)?;
     let second = digits(b, 17, 2)?;
-    if !(1..=12).contains(&month) {
+    let Ok(month_name) = Month::try_from(month as u8) else {
         return Err(format!("month {month} is out of range"));
-    }
-    if day == 0 || day > days_in_month(year, month) {
+    };
+    // Four digits: a year `time` can represent.
+    let date = Date::from_calendar_date(year as i32, month_name, day as u8);
+    let Ok(date) = date else {
         return Err(format!(
             "day {day} is out of range for {year:04}-{month:02}"
         ));
-    }
+    };
     if hour > 23 || minute > 59 || second > 60 {
         return Err(format!(
             "time {hour:02}:{minute:02}:{second:02} is out of range"
@@ -155,7 +180,7 @@ pub fn parse_rfc3339(ts: &str) -> Result<i64, String> {
         [] => return Err("no time zone (add Z for UTC)".into()),
         _ => return Err(format!("unexpected text {:?} after the time", &ts[i..])),
     };
-    let days = days_from_civil(year, month, day);
+    let days = i64::from(date.to_julian_day()) - UNIX_EPOCH_JULIAN_DAY;
     // A leap second (:60) counts as the next second.
     let local = days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second);
     Ok(local - offset_seconds)
@@ -172,64 +197,78 @@ fn digits(b: &[u8], start: usize, len: usize) -> Result<u32, String> {
     Ok(n)
 }
 
-fn is_leap(year: i64) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
-fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Hinnant).
-pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400; // [0, 399]
-    let m = i64::from(month);
-    let mp = if m > 2 { m - 3 } else { m + 9 }; // March = 0
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1; // [0, 365]
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy; // [0, 146096]
-    era * 146_097 + doe - 719_468
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Hinnant).
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097; // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // [0, 11]
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// ISO weekday of a day count: 1 = Monday .. 7 = Sunday (1970-01-01 was a
-/// Thursday).
-fn iso_weekday(days: i64) -> i64 {
-    (days + 3).rem_euclid(7) + 1
-}
-
-/// ISO 8601 (week-numbering year, week) of a day count: the week belongs to
-/// the year of its Thursday, and week 1 is the week with the year's first
-/// Thursday.
-fn iso_week(days: i64) -> (i64, i64) {
-    let thursday = days - iso_weekday(days) + 4;
-    let (year, _, _) = civil_from_days(thursday);
-    let ordinal = thursday - days_from_civil(year, 1, 1); // 0-based
-    (year, ordinal / 7 + 1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The hand-written calendar this module used before `time`, kept as a
+    // second opinion: Howard Hinnant's `days_from_civil` and
+    // `civil_from_days`, and the ISO week as the week of the Thursday of
+    // the same Monday-to-Sunday week.
+
+    /// Days since 1970-01-01 of a proleptic Gregorian date (Hinnant).
+    fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+        let y = if month <= 2 { year - 1 } else { year };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400; // [0, 399]
+        let m = i64::from(month);
+        let mp = if m > 2 { m - 3 } else { m + 9 }; // March = 0
+        let doy = (153 * mp + 2) / 5 + i64::from(day) - 1; // [0, 365]
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy; // [0, 146096]
+        era * 146_097 + doe - 719_468
+    }
+
+    /// The proleptic Gregorian date of a day count since 1970-01-01 (Hinnant).
+    fn civil_from_days(days: i64) -> (i64, u32, u32) {
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097; // [0, 146096]
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+        let mp = (5 * doy + 2) / 153; // [0, 11]
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        (year, month, day)
+    }
+
+    /// ISO weekday of a day count: 1 = Monday .. 7 = Sunday (1970-01-01 was a
+    /// Thursday).
+    fn iso_weekday(days: i64) -> i64 {
+        (days + 3).rem_euclid(7) + 1
+    }
+
+    /// ISO 8601 (week-numbering year, week) of a day count: the week belongs to
+    /// the year of its Thursday, and week 1 is the week with the year's first
+    /// Thursday.
+    fn iso_week(days: i64) -> (i64, i64) {
+        let thursday = days - iso_weekday(days) + 4;
+        let (year, _, _) = civil_from_days(thursday);
+        let ordinal = thursday - days_from_civil(year, 1, 1); // 0-based
+        (year, ordinal / 7 + 1)
+    }
+
+    #[test]
+    fn time_agrees_with_the_hand_written_calendar() {
+        // Every day from 1600 to 2600, then every 97th from year -2000 to
+        // 10 000 and beyond, where days are moved by whole 400 years.
+        let every = -135_140..230_000;
+        let sampled = (-1_450_000..3_000_000).step_by(97);
+        for days in every.chain(sampled) {
+            let (y, m, d) = civil_from_days(days);
+            let (week_year, week) = iso_week(days);
+            let weekday = WEEKDAYS[(iso_weekday(days) - 1) as usize];
+            let dims = dims_from_unix(days * 86_400 + 3600 * (days.rem_euclid(24)));
+            assert_eq!(dims.day, format!("{y:04}-{m:02}-{d:02}"), "day {days}");
+            assert_eq!(dims.iso_week, format!("{week_year:04}-W{week:02}"), "day {days}");
+            assert_eq!(dims.weekday, weekday, "day {days}");
+            assert_eq!(i64::from(dims.hour), days.rem_euclid(24), "day {days}");
+            if (0..=9999).contains(&y) {
+                let ts = format!("{y:04}-{m:02}-{d:02}T00:00:00Z");
+                assert_eq!(parse_rfc3339(&ts), Ok(days_from_civil(y, m, d) * 86_400), "{ts}");
+            }
+        }
+    }
 
     fn check(ts: &str, day: &str, week: &str, hour: u32, weekday: &str) {
         let d = dims(ts).unwrap_or_else(|e| panic!("{ts}: {e}"));
