@@ -13,6 +13,8 @@
 //! - [`pipeline`]: a chain of stages applied to batches of events, with fault
 //!   isolation and dead letters.
 //! - [`exec`]: `weir exec`, a pipeline over JSON lines without NATS.
+//! - [`testing`]: `weir test`, test files' cases with expected outputs and
+//!   per-stage budgets, without NATS.
 //! - [`metrics`]: counters and histograms, `/metrics`, `/healthz`, `/readyz`.
 //! - [`nats`]: the NATS connection, sources, publishers and the service face.
 //! - [`run`]: `weir run`, the long-running process: source → workers → sink.
@@ -29,6 +31,7 @@ pub mod nats;
 pub mod pipeline;
 pub mod reload;
 pub mod run;
+pub mod testing;
 
 /// The allocator of the `weir` binary: jemalloc.
 ///

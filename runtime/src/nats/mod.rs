@@ -10,6 +10,7 @@
 
 mod connect;
 mod kv;
+mod record;
 mod service;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use connect::{ConnectError, connect};
 pub use kv::{KvMirror, Loaded, load as load_kv};
+pub use record::{RecordOptions, RecordStart, record};
 pub use service::{PipelineStatus, ReloadRequest, SharedStatus, start_service};
 
 use crate::config::{self, Deliver};
