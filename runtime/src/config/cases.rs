@@ -339,7 +339,17 @@ impl RawFile {
         let mut cases: Vec<Case> = Vec::with_capacity(self.case.len());
         for (index, raw) in self.case.into_iter().enumerate() {
             let location = source.location(&raw.span());
-            let case = raw.into_inner().0.validate(index, location, self.pipeline.as_ref(), &mut cx)?;
+            let raw = raw.into_inner().0;
+            let name_span = raw.name.span();
+            let case = raw.validate(index, location, self.pipeline.as_ref(), &mut cx)?;
+            if let Some(first) = cases.iter().find(|c| c.name == case.name) {
+                return Err(source.error_at(
+                    name_span,
+                    format!("case[{index}].name"),
+                    format!("duplicate case name \"{}\", already used on line {}", case.name, first.location.line),
+                    Some("case names must be unique within a test file: --filter and reports find cases by name".to_owned()),
+                ));
+            }
             cases.push(case);
         }
         Ok(TestFile { file: source.path.to_owned(), cases })

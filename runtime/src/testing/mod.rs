@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{self, Case, Expect, SubjectTemplate, TestFile};
 use crate::engine::{Engine, EngineOptions, KvSource};
-use crate::event::Event;
+use crate::event::{DeadLetter, ErrorKind, Event};
 use crate::pipeline::{Blueprint, Outcome};
 use matcher::Produced;
 use measure::StageFigures;
@@ -228,15 +228,24 @@ fn run_case(engine: &Engine, kv: &CaseKv, file: &Path, case: &Case, options: &Op
 /// Runs one case and records its problems in `report`; `Err` for a case
 /// that could not run at all.
 fn check_case(engine: &Engine, kv: &CaseKv, case: &Case, options: &Options, report: &mut CaseReport) -> Result<(), String> {
-    let inputs = inputs(case)?;
+    let entries = inputs(case)?;
     kv.set(buckets(case)?);
     let pipeline = pipeline_under_test(case)?;
     let (blueprint, _) = Blueprint::build(engine, &pipeline).map_err(|e| format!("the pipeline does not build: {e}"))?;
     let mut chain = blueprint.chain();
-    let mut outcomes = Vec::with_capacity(inputs.len());
+    let inputs: Vec<Event> = entries.iter().filter_map(|e| e.as_ref().ok().cloned()).collect();
+    let mut processed = Vec::with_capacity(inputs.len());
     for chunk in inputs.chunks(pipeline.batch_size.max(1)) {
-        outcomes.extend(chain.process(chunk.to_vec()));
+        processed.extend(chain.process(chunk.to_vec()));
     }
+    let mut processed = processed.into_iter();
+    let outcomes: Vec<Outcome> = entries
+        .into_iter()
+        .map(|entry| match entry {
+            Ok(_) => processed.next().expect("one outcome per input"),
+            Err(letter) => Outcome::Dead(letter),
+        })
+        .collect();
     let dead_subject = pipeline.dead_letter.as_ref().map(|d| d.subject.as_str().to_owned());
     let actual = golden::render(&outcomes, pipeline.name.as_str(), dead_subject.as_deref());
 
@@ -263,7 +272,7 @@ fn check_case(engine: &Engine, kv: &CaseKv, case: &Case, options: &Options, repo
             }
         }
         Expect::Listed { outputs, ordered, dropped, dead_letters } => {
-            let n = inputs.len();
+            let n = outcomes.len();
             let mut problems = Vec::new();
             for (what, number) in outputs
                 .iter()
@@ -413,8 +422,11 @@ fn check_outputs(expected: &[config::OutputExpect], ordered: bool, actual: &[Pro
     }
 }
 
-/// The case's events: `input_file`'s lines, then the inline ones.
-fn inputs(case: &Case) -> Result<Vec<Event>, String> {
+/// The case's events: `input_file`'s lines, then the inline ones. A line
+/// that cannot be read is dead-lettered by stage `input` (kind `malformed`),
+/// as `weir exec` does, so that recorded traffic with a bad message in it
+/// still makes a case.
+fn inputs(case: &Case) -> Result<Vec<Result<Event, DeadLetter>>, String> {
     let mut events = Vec::new();
     if let Some(file) = &case.input_file {
         let text = std::fs::read(file).map_err(|e| format!("cannot read input file {}: {e}", file.display()))?;
@@ -422,11 +434,23 @@ fn inputs(case: &Case) -> Result<Vec<Event>, String> {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let event = crate::exec::parse_line(line, case.subject.as_deref()).map_err(|e| format!("{}:{}: {e}", file.display(), number + 1))?;
-            events.push(event);
+            events.push(crate::exec::parse_line(line, case.subject.as_deref()).map_err(|message| {
+                let mut raw = line.to_vec();
+                while raw.last().is_some_and(|b| *b == b'\r') {
+                    raw.pop();
+                }
+                DeadLetter {
+                    event: Event::new(case.subject.clone().unwrap_or_default(), raw),
+                    stage: "input".into(),
+                    kind: ErrorKind::Malformed,
+                    // The line number alone, as `weir exec` says it: a golden
+                    // file must not depend on where `weir test` runs from.
+                    message: format!("line {}: {message}", number + 1),
+                }
+            }));
         }
     }
-    events.extend(case.inputs.iter().cloned());
+    events.extend(case.inputs.iter().cloned().map(Ok));
     if events.is_empty() {
         return Err("the case has no inputs: its input_file is empty".to_owned());
     }
