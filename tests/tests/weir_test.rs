@@ -66,11 +66,11 @@ const CASES: &str = r#"pipeline = "../shop.toml"
 [[case]]
 name = "kept events are routed"
 subject = "shop.orders"
+dropped = [2]
 [[case.input]]
 payload = { keep = true, country = "DE", price = 10.0 }
 [[case.input]]
 payload = { keep = false }
-dropped = [2]
 [[case.output]]
 subject = "out.DE"
 paths = { price = 10.0 }
@@ -118,9 +118,9 @@ chaos = { memory = "4MiB" }
 [[case]]
 name = "a budget that cannot be measured"
 subject = "shop.orders"
+dropped = [1]
 [[case.input]]
 payload = { keep = false }
-dropped = [1]
 [case.budget]
 route = { per_event = "1s" }
 
