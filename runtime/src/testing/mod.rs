@@ -324,14 +324,18 @@ fn check_case(engine: &Engine, kv: &CaseKv, case: &Case, options: &Options, repo
                     problems.push(format!("expected dead letter {} (line {}) did not happen{closest}", e + 1, expect.location.line));
                 }
             }
+            // An unexpected dead letter (a trap, a refusal) usually explains
+            // the missing outputs: it comes first.
+            let mut unexpected = Vec::new();
             for (a, (input, letter)) in letters.iter().enumerate() {
                 if !got.contains(&Some(a)) {
-                    problems.push(format!(
+                    unexpected.push(format!(
                         "input {input} was dead-lettered by stage \"{}\" ({}): {}",
                         letter.stage, letter.kind, letter.message
                     ));
                 }
             }
+            problems.splice(0..0, unexpected);
             if !problems.is_empty() {
                 problems.push(format!("what came out (outputs, then dead letters with weir-error-* headers):\n{}", indent(actual.trim_end(), "  ")));
             }
