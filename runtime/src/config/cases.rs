@@ -566,7 +566,7 @@ impl RawCase {
                     }
                     (stage_name, BudgetValue::Stage(limits)) => {
                         if !tested.iter().any(|t| t == stage_name) {
-                            return Err(unknown_stage(k.span(), path, stage_name, "budget for stage"));
+                            return Err(unknown_stage(k.span(), path, stage_name, "budget stage"));
                         }
                         let mut b = Budget { stage: stage_name.to_owned(), per_event: None, memory: None, location: source.location(&k.span()) };
                         for (lk, lv) in limits {
