@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use weir_tests::harness::{TempDir, repo_root, toml_str, weir_binary};
 use weir_tests::plugins;
 
-const COLD_RUNS: usize = 3;
+// A cold run compiles every plugin (ml-tagger is 15 MB of WebAssembly): tens of
+// seconds each.
+const COLD_RUNS: usize = 2;
 const WARM_RUNS: usize = 7;
 
 fn copy_dir(from: &Path, to: &Path) {

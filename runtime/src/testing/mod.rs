@@ -149,6 +149,9 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
             Ok(m) if m.is_dir() => {
                 let mut found = Vec::new();
                 walk(path, &mut found).map_err(|e| format!("{}: cannot read directory: {e}", path.display()))?;
+                // `weir test` in a directory shows `tests/a.test.toml`, not `./tests/a.test.toml`.
+                let found = found.into_iter().map(|f| f.strip_prefix("./").map(Path::to_path_buf).unwrap_or(f));
+                let mut found: Vec<PathBuf> = found.collect();
                 found.sort();
                 files.extend(found);
             }
