@@ -66,6 +66,12 @@ enum Command {
     /// NATS KV buckets: reference data that stages read with `kv-get`.
     #[command(subcommand)]
     Kv(KvCommand),
+    /// Run test files' cases without NATS: expected outputs, dead letters
+    /// and per-stage budgets of time and memory. Exits 1 on any failure.
+    Test(crate::testing::command::TestArgs),
+    /// Capture events (with headers) from NATS or a JetStream stream into a
+    /// JSON-lines file that test cases read; --update rewrites their golden files.
+    Record(crate::testing::command::RecordArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,7 +158,8 @@ struct ExecArgs {
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // `weir test` reports faults in its cases itself; the log would repeat them.
+    init_logging(cli.log_format, if matches!(cli.command, Command::Test(_)) { "error" } else { "info,async_nats=warn" });
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -162,9 +169,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -193,6 +200,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reload(args) => control(&global, &args, "reload"),
         Command::Status(args) => control(&global, &args, "status"),
         Command::Kv(KvCommand::Load(args)) => kv_load(&global, &args),
+        Command::Test(args) => crate::testing::command::test(&global, &args),
+        Command::Record(args) => crate::testing::command::record(&global, &args),
         Command::Run(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(global.io_threads)

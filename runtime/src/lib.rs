@@ -35,6 +35,8 @@
 //!   errors that name file, line and key. Pure: no NATS, no wasmtime.
 //! - [`event`]: weir's own event, stage error and dead-letter types.
 //! - [`exec`]: `weir exec`, a pipeline over JSON lines without NATS.
+//! - [`testing`]: `weir test`, test files' cases with expected outputs and
+//!   per-stage budgets, without NATS.
 //! - [`metrics`]: counters and histograms, `/metrics`, `/healthz`, `/readyz`.
 //! - [`cli`]: the command line.
 
@@ -51,6 +53,7 @@ pub mod reload;
 pub mod run;
 mod sink;
 mod task;
+pub mod testing;
 
 /// The allocator of the `weir` binary: jemalloc.
 ///

@@ -75,7 +75,7 @@ pub(crate) fn instant(text: &str) -> Result<String, InvalidValue> {
 }
 
 /// A TOML value converted to JSON.
-struct JsonValue(Value);
+pub(crate) struct JsonValue(pub(crate) Value);
 
 impl<'de> Deserialize<'de> for JsonValue {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

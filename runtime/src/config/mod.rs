@@ -14,12 +14,14 @@
 //! - `json`: a stage's `config` table as JSON
 //! - `error`: [`ConfigError`] and turning `toml` errors into it
 //! - `table`: a struct that must be written as a table
+//! - `cases`: test files (`*.test.toml`) for `weir test`
 
 // `ConfigError` is large (file, position, key, message, help, snippet) by design: it is
 // what an operator reads, it is built only when a file is wrong, and callers report it
 // rather than pass it around.
 #![allow(clippy::result_large_err)]
 
+mod cases;
 mod error;
 mod global;
 mod json;
@@ -34,6 +36,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+pub use cases::{Budget, Case, DeadLetterExpect, Expect, OutputExpect, PayloadCheck, TestFile};
 pub use error::{ConfigError, InvalidValue, Location, Snippet};
 pub use global::{Global, MetricsConfig, NatsAuth, NatsConfig, TlsConfig};
 pub use loops::{Feedback, cycles, subjects_overlap};
@@ -70,8 +73,26 @@ pub fn load_pipeline(file: &Path) -> Result<Pipeline, ConfigError> {
     parse_pipeline(&text, file)
 }
 
+/// The suffix of test files (`weir test`). A directory of pipelines skips them, so that
+/// a test file may sit beside the pipelines it tests.
+pub const TEST_FILE_SUFFIX: &str = ".test.toml";
+
+/// Parses one test file (`*.test.toml`); `file` is used for messages and to resolve the
+/// relative paths in it (pipelines, inputs, KV and golden files).
+pub fn parse_test_file(text: &str, file: &Path) -> Result<TestFile, ConfigError> {
+    let source = SourceFile::new(file, text);
+    let raw: cases::RawFile = deserialize(&source)?;
+    raw.validate(&source)
+}
+
+/// Reads and parses one test file.
+pub fn load_test_file(file: &Path) -> Result<TestFile, ConfigError> {
+    let text = read(file)?;
+    parse_test_file(&text, file)
+}
+
 /// Loads pipelines from files and directories: a directory stands for every `*.toml` file
-/// directly in it, sorted by name. Returns every pipeline that parsed and every error, so
+/// directly in it (except test files, `*.test.toml`), sorted by name. Returns every pipeline that parsed and every error, so
 /// that `weir validate` can report all problems at once. Two files declaring the same
 /// pipeline name is an error naming both; the first one is kept.
 pub fn load_pipelines(paths: &[PathBuf]) -> (Vec<Pipeline>, Vec<ConfigError>) {
@@ -207,7 +228,8 @@ fn expand(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     for entry in entries {
         let entry = entry.map_err(|e| ConfigError::io(path, "directory", &e))?;
         let file = entry.path();
-        let is_toml = file.extension().is_some_and(|ext| ext == "toml");
+        let is_toml = file.extension().is_some_and(|ext| ext == "toml")
+            && !file.to_string_lossy().ends_with(TEST_FILE_SUFFIX);
         // Follow symlinks: a pipeline file may be linked in from elsewhere.
         if is_toml && std::fs::metadata(&file).is_ok_and(|m| m.is_file()) {
             files.push(file);

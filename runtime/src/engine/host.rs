@@ -176,11 +176,23 @@ impl LogBudget {
 /// breach from any other trap.
 pub(crate) struct MemoryLimiter {
     limit: u64,
+    /// Bytes of linear memory the instance holds now, over all its
+    /// memories, and the most it ever held: what `weir test` reports as the
+    /// stage's memory. Linear memory never shrinks, so the peak is also the
+    /// size at the end; it is counted here because the limiter is the one
+    /// place that sees every memory being created and grown.
+    current: u64,
+    peak: u64,
 }
 
 impl MemoryLimiter {
     fn new(limit: u64) -> Self {
-        MemoryLimiter { limit }
+        MemoryLimiter { limit, current: 0, peak: 0 }
+    }
+
+    /// The most linear memory the instance held, in bytes.
+    pub(crate) fn peak(&self) -> u64 {
+        self.peak
     }
 }
 
@@ -195,7 +207,7 @@ pub(crate) struct MemoryLimitExceeded {
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -206,6 +218,9 @@ impl ResourceLimiter for MemoryLimiter {
                 limit: self.limit,
             }));
         }
+        // Called when a memory is created (current 0) and on every grow.
+        self.current = self.current.saturating_add(desired.saturating_sub(current as u64));
+        self.peak = self.peak.max(self.current);
         Ok(true)
     }
 

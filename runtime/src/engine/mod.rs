@@ -278,6 +278,13 @@ impl Instance {
         };
         (events, results)
     }
+
+    /// The most linear memory this instance has held, in bytes, over all
+    /// its memories since it was created (`init` included): what
+    /// `weir test` checks against a stage's memory budget.
+    pub fn peak_memory(&self) -> u64 {
+        self.store.data().limiter.peak()
+    }
 }
 
 /// A call that ended the instance. The message says what happened in words a

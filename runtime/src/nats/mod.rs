@@ -14,6 +14,7 @@ mod check;
 mod connect;
 mod kv;
 mod publish;
+mod record;
 mod service;
 mod source;
 
@@ -28,6 +29,7 @@ pub use check::check_endpoints;
 pub use connect::{ConnectError, connect};
 pub use kv::{KvMirror, Loaded, load as load_kv};
 pub use publish::{Published, Publisher};
+pub use record::{RecordOptions, RecordStart, record};
 pub use service::{PipelineStatus, ReloadRequest, SharedStatus, start_service};
 pub use source::{DEFAULT_MAX_DELIVER, Delivery, JsDelivery, SUBSCRIPTION_CAPACITY, Source};
 

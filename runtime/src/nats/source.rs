@@ -332,7 +332,7 @@ fn js_event(stream: &Arc<str>, m: jetstream::Message) -> Option<(Event, Delivery
     Some((event, Delivery::JetStream(Box::new(JsDelivery { acker, stream: stream.clone(), sequence, delivered }))))
 }
 
-fn to_event(subject: &str, headers: Option<&HeaderMap>, payload: &Bytes) -> Event {
+pub(super) fn to_event(subject: &str, headers: Option<&HeaderMap>, payload: &Bytes) -> Event {
     let headers = headers
         .map(|h| {
             h.iter()
