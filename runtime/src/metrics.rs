@@ -18,6 +18,9 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::event::ErrorKind;
 
+mod endpoint;
+pub use endpoint::serve;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PipelineLabels {
     pipeline: String,
@@ -259,61 +262,6 @@ pub struct StageMetrics {
     pub calls: Option<Histogram>,
     /// Instances replaced after a fault.
     pub restarts: Counter,
-}
-
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `stop`.
-///
-/// Three fixed GET routes for scrapers and probes on a trusted network do
-/// not need a web framework: each connection sends one request line, gets
-/// one response, and is closed.
-pub async fn serve(metrics: Metrics, listener: tokio::net::TcpListener, stop: tokio_util::sync::CancellationToken) {
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics endpoint: accept failed");
-                    continue;
-                }
-            },
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), respond(&metrics, stream)).await;
-        });
-    }
-}
-
-async fn respond(metrics: &Metrics, mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut request = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        request.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&request);
-    let mut words = line.split_whitespace();
-    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or(path);
-    let (status, content_type, body) = match (method, path) {
-        ("GET", "/metrics") => ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics.render()),
-        ("GET", "/healthz") => ("200 OK", "text/plain; charset=utf-8", "ok\n".to_owned()),
-        ("GET", "/readyz") => match metrics.readiness() {
-            Ok(()) => ("200 OK", "text/plain; charset=utf-8", "ready\n".to_owned()),
-            Err(why) => ("503 Service Unavailable", "text/plain; charset=utf-8", format!("not ready: {why}\n")),
-        },
-        ("GET", _) => ("404 Not Found", "text/plain; charset=utf-8", "not found: try /metrics, /healthz or /readyz\n".to_owned()),
-        _ => ("405 Method Not Allowed", "text/plain; charset=utf-8", "only GET\n".to_owned()),
-    };
-    let head = format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
 }
 
 #[cfg(test)]

@@ -46,6 +46,9 @@ pub struct Selection {
     root: Node,
 }
 
+/// Selects all of a value.
+static WHOLE: Node = Node { whole: true, children: Vec::new() };
+
 /// A node of the selection tree: a path ends here (`whole`), or some of
 /// its children are selected.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -140,12 +143,19 @@ impl Node {
     }
 
     fn element(&self, index: usize) -> Option<&Node> {
-        self.children.iter().find(|(_, i, _)| *i == Some(index)).map(|(_, _, node)| node)
+        let mut named = self.children.iter().filter(|(_, i, _)| *i == Some(index)).map(|(_, _, node)| node);
+        let first = named.next()?;
+        // "1" and "01" are two members of an object but one element of an
+        // array: rather than merge what each selects, keep the element whole.
+        match named.next() {
+            Some(_) => Some(&WHOLE),
+            None => Some(first),
+        }
     }
 
     /// One past the highest selected element index.
     fn elements(&self) -> usize {
-        self.children.iter().filter_map(|(_, i, _)| i.map(|i| i + 1)).max().unwrap_or(0)
+        self.children.iter().filter_map(|(_, i, _)| i.map(|i| i.saturating_add(1))).max().unwrap_or(0)
     }
 }
 
@@ -198,8 +208,11 @@ impl<'de> Visitor<'de> for &Node {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        // The index comes from the stage's config and may be far past the
+        // end (`items.4000000000`): the array's own length bounds the
+        // elements kept, not the index.
         let wanted = self.elements();
-        let mut items = Vec::with_capacity(wanted);
+        let mut items = Vec::with_capacity(wanted.min(seq.size_hint().unwrap_or(0)).min(64));
         while items.len() < wanted {
             let next = match self.element(items.len()) {
                 Some(node) => seq.next_element_seed(node)?,
@@ -337,6 +350,25 @@ mod tests {
         for bad in [&br#"{"a": 1, "b": [1, }"#[..], br#"{"a": 1} trailing"#, b"", br#"{"b": "unterminated}"#, b"\xff", b"{\"a\": 1, \"skipped\": \"\xff\"}"] {
             let error = selection.parse(bad).unwrap_err();
             assert!(error.message().starts_with("payload is not valid JSON"), "{}", error.message());
+        }
+    }
+
+    /// An index from the config far past any array reads nothing, and
+    /// does not size anything by it (this once aborted on allocation).
+    #[test]
+    fn an_index_far_past_the_end_reads_nothing() {
+        let read = select(&["items.4000000000000", "items.18446744073709551615.a"]).parse(br#"{"items": [1, 2]}"#).unwrap();
+        assert_eq!(read, json!({ "items": [null, null] }));
+    }
+
+    /// "0" and "00" name one element: both paths read as on the whole.
+    #[test]
+    fn one_element_named_two_ways() {
+        let doc = json!([{ "a": 1, "b": 2, "c": 3 }]);
+        let read = select(&["0.a", "00.b"]).parse(&serde_json::to_vec(&doc).unwrap()).unwrap();
+        for path in ["0.a", "00.b"] {
+            let path = Path::parse(path).unwrap();
+            assert_eq!(path.get(&read), path.get(&doc), "{path}");
         }
     }
 

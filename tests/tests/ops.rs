@@ -176,3 +176,93 @@ async fn the_service_face_answers_ping_info_stats_and_status() {
     assert_eq!(status["instance"], "edge-1");
     assert_eq!(status["pipelines"][0]["events_in"], 5);
 }
+
+/// Sends `request` as written and reads the whole response, in at most 5 s:
+/// (status line, headers, body).
+fn exchange(address: &str, request: &str) -> (String, String, String) {
+    let mut stream = std::net::TcpStream::connect(address).unwrap_or_else(|e| panic!("connect {address}: {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap_or_else(|e| panic!("{request:?}: no full answer within 5 s: {e}"));
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{request:?}: not an HTTP response: {response:?}"));
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (status.to_owned(), headers.to_owned(), body.to_owned())
+}
+
+/// Whether weir closed `stream` (end of stream or reset, after whatever it
+/// wrote) before `deadline`.
+fn closed_by_weir(stream: &mut std::net::TcpStream, deadline: std::time::Instant) -> bool {
+    let mut buf = [0u8; 512];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_do_not_keep_probes_out() {
+    let server = NatsServer::new();
+    let address = format!("127.0.0.1:{}", free_port());
+    let mut weir = Weir::builder(&server).metrics(&address).pipeline("ops.toml", &pipeline()).start();
+    eventually("/readyz to say ready", Duration::from_secs(10), || {
+        let address = address.clone();
+        async move {
+            let (status, body) = get(&address, "/readyz");
+            if status == 200 { Ok(()) } else { Err(format!("{status}: {body}")) }
+        }
+    })
+    .await;
+
+    // 500 connections that send nothing, many more than the endpoint serves
+    // at once, held open while others ask.
+    let mut silent: Vec<std::net::TcpStream> = (0..500)
+        .map(|i| {
+            std::net::TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("silent connection {i}: {e}"))
+        })
+        .collect();
+    let opened = std::time::Instant::now();
+
+    // Each request is answered in full within exchange's 5 s.
+    let (status, _, body) = exchange(&address, "GET /readyz HTTP/1.1\r\nHost: weir\r\n\r\n");
+    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "ready\n"));
+    let (status, _, body) = exchange(&address, "GET /metrics HTTP/1.1\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(sample(&body, "weir_pipelines_running"), Some(1.0), "{body}");
+    // HEAD: GET's status and length, no body.
+    let (status, headers, body) = exchange(&address, "HEAD /readyz HTTP/1.1\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(headers.contains("Content-Length: 6"), "{headers}");
+    assert_eq!(body, "");
+    let (status, headers, body) = exchange(&address, "HEAD /metrics HTTP/1.1\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(headers.contains("Content-Length: "), "{headers}");
+    assert_eq!(body, "");
+    let (status, headers, _) = exchange(&address, "POST /readyz HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+    assert!(headers.contains("Allow: GET, HEAD"), "{headers}");
+    let (status, _, body) = exchange(&address, &format!("GET /metrics HTTP/1.1\r\nCookie: {}\r\n\r\n", "x".repeat(20_000)));
+    assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large", "{body}");
+    // All of it came before a silent connection could have timed out (5 s):
+    // they were not waited for.
+    assert!(opened.elapsed() < Duration::from_secs(5), "answers took {:?}", opened.elapsed());
+
+    // Every silent connection is closed by weir: the oldest to make room,
+    // the rest when their 5 s to send a request run out.
+    let deadline = opened + Duration::from_secs(20);
+    let open = silent.iter_mut().map(|s| closed_by_weir(s, deadline)).filter(|closed| !closed).count();
+    assert_eq!(open, 0, "silent connections still open after 20 s");
+    assert!(weir.is_running(), "{}", weir.stderr());
+    assert_eq!(get(&address, "/healthz"), (200, "ok\n".to_owned()));
+    assert_eq!(get(&address, "/readyz"), (200, "ready\n".to_owned()));
+}
