@@ -31,19 +31,10 @@ const COMPONENT_HEADER: [u8; 8] = *b"\0asm\x0d\x00\x01\x00";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
-    let root = manifest_dir
-        .parent()
-        .expect("tests/ is inside the workspace")
-        .to_path_buf();
+    let root = manifest_dir.parent().expect("tests/ is inside the workspace").to_path_buf();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
 
-    for path in [
-        "Cargo.toml",
-        "Cargo.lock",
-        "sdk/Cargo.toml",
-        "sdk/src",
-        "sdk/wit",
-    ] {
+    for path in ["Cargo.toml", "Cargo.lock", "sdk/Cargo.toml", "sdk/src", "sdk/wit"] {
         rerun_if_changed(&root.join(path));
     }
     for (_, _, dir) in PLUGINS {
@@ -84,13 +75,10 @@ fn main() {
     }
     command.stdout(Stdio::null());
 
-    let output = command
-        .output()
-        .expect("could not run cargo to build the plugins");
+    let output = command.output().expect("could not run cargo to build the plugins");
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        if stderr.contains("may not be installed") || stderr.contains("can't find crate for `core`")
-        {
+        if stderr.contains("may not be installed") || stderr.contains("can't find crate for `core`") {
             missing_target();
         }
         panic!("building the plugins for {TARGET} failed:\n{stderr}");
@@ -100,12 +88,7 @@ fn main() {
     let mut source = String::from("// Written by tests/build.rs.\n");
     for (constant, package, dir) in PLUGINS {
         let file = artifacts.join(format!("{}.wasm", package.replace('-', "_")));
-        let header = fs::read(&file).unwrap_or_else(|e| {
-            panic!(
-                "{package} was built but {} is unreadable: {e}",
-                file.display()
-            )
-        });
+        let header = fs::read(&file).unwrap_or_else(|e| panic!("{package} was built but {} is unreadable: {e}", file.display()));
         if !header.starts_with(&COMPONENT_HEADER) {
             panic!("{} is not a WebAssembly component", file.display());
         }
@@ -137,10 +120,7 @@ fn plugin_target_dir(out_dir: &Path) -> PathBuf {
         .find(|dir| dir.file_name().is_some_and(|name| name == "build"))
         .and_then(Path::parent)
         .unwrap_or(out_dir);
-    profile_dir
-        .parent()
-        .unwrap_or(profile_dir)
-        .join("wasm-plugins")
+    profile_dir.parent().unwrap_or(profile_dir).join("wasm-plugins")
 }
 
 /// Fails early, with the fix, when the Rust standard library for the target
@@ -150,12 +130,7 @@ fn check_target_installed() {
     let sysroot = Command::new(rustc).args(["--print", "sysroot"]).output();
     if let Ok(output) = sysroot {
         let sysroot = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-        if output.status.success()
-            && !Path::new(&sysroot)
-                .join("lib/rustlib")
-                .join(TARGET)
-                .is_dir()
-        {
+        if output.status.success() && !Path::new(&sysroot).join("lib/rustlib").join(TARGET).is_dir() {
             missing_target();
         }
     }

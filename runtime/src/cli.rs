@@ -186,7 +186,8 @@ fn init_logging(format: LogFormat, default_filter: &str) {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = config::load_global(cli.config.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let engine = || {
-        Engine::new(&EngineOptions { cache_dir: Some(global.cache_dir.clone()), cache_size: Some(global.cache_size), kv: None }).context("cannot start the WebAssembly engine")
+        Engine::new(&EngineOptions { cache_dir: Some(global.cache_dir.clone()), cache_size: Some(global.cache_size), kv: None })
+            .context("cannot start the WebAssembly engine")
     };
     match cli.command {
         Command::Validate(args) => validate(&engine()?, &args.paths),
@@ -306,19 +307,19 @@ fn kv_load(global: &config::Global, args: &KvLoadArgs) -> anyhow::Result<ExitCod
 /// `bucket` or after the file. Values become compact JSON bytes.
 fn read_kv_file(file: &std::path::Path, bucket: Option<&str>) -> anyhow::Result<(String, exec::KvEntries)> {
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
-        .with_context(|| format!("{}: expected a JSON object of key to value", file.display()))?;
+    let object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&text).with_context(|| format!("{}: expected a JSON object of key to value", file.display()))?;
     let bucket = match bucket {
         Some(bucket) => bucket.to_owned(),
         None => file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned(),
     };
     if bucket.is_empty() || !bucket.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        anyhow::bail!(
-            "{}: \"{bucket}\" is not a valid bucket name: name the file after its bucket (letters, digits, - and _)",
-            file.display()
-        );
+        anyhow::bail!("{}: \"{bucket}\" is not a valid bucket name: name the file after its bucket (letters, digits, - and _)", file.display());
     }
-    let entries = object.iter().map(|(key, value)| (key.clone(), serde_json::to_vec(value).expect("JSON values serialise"))).collect();
+    let entries = object
+        .iter()
+        .map(|(key, value)| (key.clone(), serde_json::to_vec(value).expect("JSON values serialise")))
+        .collect();
     Ok((bucket, entries))
 }
 
@@ -383,10 +384,7 @@ fn exec(engine: &Engine, args: ExecArgs) -> anyhow::Result<ExitCode> {
         )),
         None => Box::new(std::io::stderr()),
     };
-    let options = ExecOptions {
-        subject: args.subject,
-        dead_letter_subject: pipeline.dead_letter.as_ref().map(|d| d.subject.as_str().to_owned()),
-    };
+    let options = ExecOptions { subject: args.subject, dead_letter_subject: pipeline.dead_letter.as_ref().map(|d| d.subject.as_str().to_owned()) };
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     let summary = exec::run(&blueprint, &options, input, &mut stdout, &mut *dead)?;
     stdout.flush()?;

@@ -5,7 +5,6 @@
 
 use serde::{Deserialize, Serialize};
 
-
 /// `weir status`: the process and what it runs right now.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {

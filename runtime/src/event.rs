@@ -199,11 +199,7 @@ impl DeadLetter {
     /// The message to publish on the dead-letter `subject`: the original
     /// payload and headers plus headers that explain the failure.
     pub fn to_event(&self, pipeline: &str, subject: &str) -> Event {
-        let mut out = Event {
-            subject: subject.to_owned(),
-            headers: self.event.headers.clone(),
-            payload: self.event.payload.clone(),
-        };
+        let mut out = Event { subject: subject.to_owned(), headers: self.event.headers.clone(), payload: self.event.payload.clone() };
         out.set_header(headers::PIPELINE, pipeline);
         out.set_header(headers::ERROR_STAGE, header_safe(&self.stage));
         out.set_header(headers::ERROR_KIND, self.kind.as_str());
@@ -236,12 +232,7 @@ mod tests {
     fn dead_letter_event_keeps_the_original_and_explains() {
         let mut event = Event::new("orders.new", b"{}".to_vec());
         event.headers.push(("trace".into(), "abc".into()));
-        let dl = DeadLetter {
-            event,
-            stage: "tag".into(),
-            kind: ErrorKind::Trap,
-            message: "panicked at src/lib.rs:3:5:\nboom".into(),
-        };
+        let dl = DeadLetter { event, stage: "tag".into(), kind: ErrorKind::Trap, message: "panicked at src/lib.rs:3:5:\nboom".into() };
         let out = dl.to_event("views", "weir.dlq.views");
         assert_eq!(out.subject, "weir.dlq.views");
         assert_eq!(out.payload, &b"{}"[..]);

@@ -83,7 +83,10 @@ impl FileKv {
     /// Builds the buckets from `(bucket, [(key, value)])`.
     pub fn load(buckets: &[(String, KvEntries)]) -> FileKv {
         FileKv {
-            buckets: buckets.iter().map(|(bucket, entries)| (bucket.clone(), entries.iter().cloned().collect())).collect(),
+            buckets: buckets
+                .iter()
+                .map(|(bucket, entries)| (bucket.clone(), entries.iter().cloned().collect()))
+                .collect(),
         }
     }
 }
@@ -201,9 +204,8 @@ pub fn parse_line(line: &[u8], default_subject: Option<&str>) -> Result<Event, S
         _ => None,
     };
     let Some(map) = envelope else {
-        let subject = default_subject.ok_or(
-            "not an envelope ({\"subject\": ..., \"headers\": {...}, \"payload\": ...}); pass --subject to read bare payloads",
-        )?;
+        let subject =
+            default_subject.ok_or("not an envelope ({\"subject\": ..., \"headers\": {...}, \"payload\": ...}); pass --subject to read bare payloads")?;
         return Ok(Event::new(subject, line));
     };
 
@@ -320,8 +322,16 @@ mod tests {
     fn malformed_lines_say_why() {
         assert!(parse_line(b"{nope", None).unwrap_err().starts_with("not JSON"));
         assert!(parse_line(br#"{"price":1}"#, None).unwrap_err().contains("--subject"));
-        assert!(parse_line(br#"{"subject":"a","payload":1,"payload_text":"x"}"#, None).unwrap_err().contains("give one payload"));
-        assert!(parse_line(br#"{"subject":"a","headers":{"h":1},"payload":1}"#, None).unwrap_err().contains("header \"h\""));
+        assert!(
+            parse_line(br#"{"subject":"a","payload":1,"payload_text":"x"}"#, None)
+                .unwrap_err()
+                .contains("give one payload")
+        );
+        assert!(
+            parse_line(br#"{"subject":"a","headers":{"h":1},"payload":1}"#, None)
+                .unwrap_err()
+                .contains("header \"h\"")
+        );
     }
 
     #[test]

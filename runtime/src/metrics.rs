@@ -108,12 +108,7 @@ impl Metrics {
         registry.register("source_redeliveries", "JetStream inputs delivered more than once", redeliveries.clone());
         registry.register("source_pending_messages", "JetStream messages not yet delivered to the pipeline's consumer", pending.clone());
         registry.register("stage_events", "Events handed to a stage", stage_events.clone());
-        registry.register_with_unit(
-            "stage_call_duration",
-            "Duration of one call into a stage (a batch)",
-            Unit::Seconds,
-            stage_calls.clone(),
-        );
+        registry.register_with_unit("stage_call_duration", "Duration of one call into a stage (a batch)", Unit::Seconds, stage_calls.clone());
         registry.register("stage_instance_restarts", "Stage instances replaced after a fault", restarts.clone());
         registry.register("reloads", "Pipeline reloads, by result", reloads.clone());
         registry.register("nats_connected", "1 while connected to NATS", nats_connected.clone());

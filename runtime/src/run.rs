@@ -58,7 +58,8 @@ pub async fn run(global: &Global, paths: &[PathBuf], shutdown: CancellationToken
 
     let nats = nats::connect(&global.nats, &shutdown, Some(metrics.clone())).await?;
     let kv = KvMirror::default();
-    let engine = Engine::new(&EngineOptions { cache_dir: Some(global.cache_dir.clone()), cache_size: Some(global.cache_size), kv: Some(Arc::new(kv.clone())) })?;
+    let engine =
+        Engine::new(&EngineOptions { cache_dir: Some(global.cache_dir.clone()), cache_size: Some(global.cache_size), kv: Some(Arc::new(kv.clone())) })?;
     let workers = Arc::new(Workers::start(global.workers)?);
     let captures = nats::Captures::watch(&nats, shutdown.clone()).await;
     let context = ProcessContext { nats: nats.clone(), workers: workers.clone(), metrics: metrics.clone(), kv, captures, stop: shutdown.clone() };

@@ -38,14 +38,8 @@ fn check_snapshot(expected: &Path, actual: &str) -> Option<String> {
     }
     match std::fs::read_to_string(expected) {
         Ok(text) if text == actual => None,
-        Ok(text) => Some(format!(
-            "{}: snapshot differs\n--- expected\n{text}--- actual\n{actual}",
-            expected.display()
-        )),
-        Err(_) => Some(format!(
-            "{}: no snapshot; run with UPDATE_SNAPSHOTS=1 to create it\n--- actual\n{actual}",
-            expected.display()
-        )),
+        Ok(text) => Some(format!("{}: snapshot differs\n--- expected\n{text}--- actual\n{actual}", expected.display())),
+        Err(_) => Some(format!("{}: no snapshot; run with UPDATE_SNAPSHOTS=1 to create it\n--- actual\n{actual}", expected.display())),
     }
 }
 
@@ -64,11 +58,7 @@ fn invalid_files_match_their_snapshots() {
 
     let mut failures = Vec::new();
     for case in &cases {
-        let result = if is_global(case) {
-            config::load_global(Some(case)).map(|_| ())
-        } else {
-            config::load_pipeline(case).map(|_| ())
-        };
+        let result = if is_global(case) { config::load_global(Some(case)).map(|_| ()) } else { config::load_pipeline(case).map(|_| ()) };
         let actual = match result {
             Ok(()) => {
                 failures.push(format!("{}: parsed, but should be invalid", case.display()));
@@ -76,11 +66,7 @@ fn invalid_files_match_their_snapshots() {
             }
             Err(error) => error.to_string(),
         };
-        assert!(
-            !actual.contains(env!("CARGO_MANIFEST_DIR")),
-            "{}: absolute path in message",
-            case.display()
-        );
+        assert!(!actual.contains(env!("CARGO_MANIFEST_DIR")), "{}: absolute path in message", case.display());
         if let Some(failure) = check_snapshot(&case.with_extension("err"), &actual) {
             failures.push(failure);
         }
@@ -89,10 +75,7 @@ fn invalid_files_match_their_snapshots() {
     // Every snapshot belongs to a case (or to a directory case below).
     for entry in std::fs::read_dir(DIR).expect("fixture directory") {
         let path = entry.expect("directory entry").path();
-        if path.extension().is_some_and(|e| e == "err")
-            && !path.with_extension("toml").is_file()
-            && !path.with_extension("").is_dir()
-        {
+        if path.extension().is_some_and(|e| e == "err") && !path.with_extension("toml").is_file() && !path.with_extension("").is_dir() {
             failures.push(format!("{}: snapshot without a case", path.display()));
         }
     }
@@ -100,9 +83,7 @@ fn invalid_files_match_their_snapshots() {
 }
 
 fn is_global(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("global-"))
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("global-"))
 }
 
 #[test]
@@ -114,10 +95,7 @@ fn duplicate_pipeline_names_across_files() {
     assert_eq!(pipelines.len(), 1);
     assert_eq!(pipelines[0].file, dir.join("a-views.toml"));
     let actual: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    if let Some(failure) = check_snapshot(
-        &Path::new(DIR).join("duplicate-names.err"),
-        &actual.join("\n"),
-    ) {
+    if let Some(failure) = check_snapshot(&Path::new(DIR).join("duplicate-names.err"), &actual.join("\n")) {
         panic!("{failure}");
     }
 }
@@ -136,10 +114,7 @@ fn load_pipelines_reports_every_error_and_loads_the_rest() {
     let (pipelines, errors) = config::load_pipelines(&paths);
     let names: Vec<&str> = pipelines.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["product-views", "views"]);
-    let messages: Vec<String> = errors
-        .iter()
-        .map(|e| e.to_string().lines().next().unwrap_or_default().to_owned())
-        .collect();
+    let messages: Vec<String> = errors.iter().map(|e| e.to_string().lines().next().unwrap_or_default().to_owned()).collect();
     assert_eq!(
         messages,
         [
@@ -166,29 +141,17 @@ fn full_pipeline_parses_to_expected_values() {
     let js = p.source.jetstream.as_ref().expect("a JetStream source");
     assert_eq!(js.stream, "TRACKING");
     assert_eq!(js.durable, "weir-product-views");
-    assert_eq!(
-        js.filter_subject.as_ref().map(|s| s.as_str()),
-        Some("tracking.product.viewed")
-    );
-    assert_eq!(
-        p.source.filter_subject().as_str(),
-        "tracking.product.viewed"
-    );
+    assert_eq!(js.filter_subject.as_ref().map(|s| s.as_str()), Some("tracking.product.viewed"));
+    assert_eq!(p.source.filter_subject().as_str(), "tracking.product.viewed");
     assert_eq!(js.ack_wait, Some(Duration::from_secs(45)));
     assert_eq!(js.max_deliver, Some(5));
     assert_eq!(js.max_ack_pending, Some(1000));
-    assert_eq!(
-        js.deliver,
-        Deliver::StartTime("2024-05-01T00:00:00Z".to_owned())
-    );
+    assert_eq!(js.deliver, Deliver::StartTime("2024-05-01T00:00:00Z".to_owned()));
 
     assert_eq!(p.stages.len(), 2);
     let tag = &p.stages[0];
     assert_eq!(tag.name.as_str(), "tag");
-    assert_eq!(
-        tag.plugin,
-        Path::new(DIR).join("valid/../plugins/dummy.wasm")
-    );
+    assert_eq!(tag.plugin, Path::new(DIR).join("valid/../plugins/dummy.wasm"));
     assert_eq!(tag.limits.timeout, Duration::from_millis(20));
     assert_eq!(tag.limits.memory, 32 * 1024 * 1024);
     assert_eq!(
@@ -201,22 +164,14 @@ fn full_pipeline_parses_to_expected_values() {
             "nested": { "on": true, "n": 3 }
         })
     );
-    assert_eq!(
-        tag.location.to_string(),
-        "tests/config_errors/valid/pipeline-full.toml:16:1"
-    );
+    assert_eq!(tag.location.to_string(), "tests/config_errors/valid/pipeline-full.toml:16:1");
     let enrich = &p.stages[1];
     assert_eq!(enrich.limits, config::Limits::default());
     assert_eq!(enrich.config, serde_json::json!({}));
     assert_eq!(enrich.location.line, 22);
 
     assert_eq!(p.sink.subject.as_str(), "processed.{1}.{subject}");
-    assert_eq!(
-        p.sink
-            .subject
-            .render("views.shoe", "tracking.product.viewed"),
-        Ok("processed.tracking.views.shoe".to_owned())
-    );
+    assert_eq!(p.sink.subject.render("views.shoe", "tracking.product.viewed"), Ok("processed.tracking.views.shoe".to_owned()));
     assert_eq!(p.sink.stream.as_deref(), Some("PROCESSED"));
     let dlq = p.dead_letter.as_ref().expect("a dead letter");
     assert_eq!(dlq.subject.as_str(), "weir.dlq.product-views");
@@ -227,24 +182,17 @@ fn full_pipeline_parses_to_expected_values() {
 fn deliver_forms() {
     at_crate_root();
     let parse = |deliver: &str| {
-        let text = format!(
-            "name = \"d\"\n[source]\nsubject = \"a\"\nstream = \"S\"\ndurable = \"d\"\ndeliver = {deliver}\n[sink]\nsubject = \"b\"\n"
-        );
+        let text = format!("name = \"d\"\n[source]\nsubject = \"a\"\nstream = \"S\"\ndurable = \"d\"\ndeliver = {deliver}\n[sink]\nsubject = \"b\"\n");
         config::parse_pipeline(&text, Path::new("d.toml"))
             .map(|p| p.source.jetstream.map(|js| js.deliver))
             .map_err(|e| e.to_string())
     };
     assert_eq!(parse("\"all\""), Ok(Some(Deliver::All)));
     assert_eq!(parse("\"new\""), Ok(Some(Deliver::New)));
-    assert_eq!(
-        parse("{ start_sequence = 42 }"),
-        Ok(Some(Deliver::StartSequence(42)))
-    );
+    assert_eq!(parse("{ start_sequence = 42 }"), Ok(Some(Deliver::StartSequence(42))));
     assert_eq!(
         parse("{ start_time = \"2024-05-01T02:00:00+02:00\" }"),
-        Ok(Some(Deliver::StartTime(
-            "2024-05-01T02:00:00+02:00".to_owned()
-        )))
+        Ok(Some(Deliver::StartTime("2024-05-01T02:00:00+02:00".to_owned())))
     );
     assert!(parse("{ start_sequence = 0 }").is_err());
     assert!(parse("{ start_sequence = 1, start_time = 2024-05-01T00:00:00Z }").is_err());
@@ -266,18 +214,9 @@ fn full_global_parses_to_expected_values() {
     assert_eq!(g.cache_dir, base.join("cache"));
     assert_eq!(g.cache_size, 512 << 20);
     assert_eq!(g.nats.url, "nats://a.internal:4222, nats://b.internal:4222");
-    assert_eq!(
-        g.nats.urls().collect::<Vec<_>>(),
-        ["nats://a.internal:4222", "nats://b.internal:4222"]
-    );
+    assert_eq!(g.nats.urls().collect::<Vec<_>>(), ["nats://a.internal:4222", "nats://b.internal:4222"]);
     assert_eq!(g.nats.name, "weir-edge");
-    assert_eq!(
-        g.nats.auth,
-        NatsAuth::UserPassword {
-            user: "weir".to_owned(),
-            password: "hunter2".to_owned()
-        }
-    );
+    assert_eq!(g.nats.auth, NatsAuth::UserPassword { user: "weir".to_owned(), password: "hunter2".to_owned() });
     let tls = g.nats.tls.as_ref().expect("TLS settings");
     assert_eq!(tls.ca, Some(base.join("certs/ca.pem")));
     assert_eq!(tls.cert, Some(base.join("certs/client.pem")));
@@ -295,9 +234,6 @@ fn shipped_example_pipelines_parse() {
     // when they are there, and otherwise that the only complaint is the missing plugin.
     let (_, errors) = config::load_pipelines(&[PathBuf::from("../pipelines")]);
     for error in errors {
-        assert!(
-            error.message.starts_with("plugin file "),
-            "unexpected error in an example pipeline:\n{error}"
-        );
+        assert!(error.message.starts_with("plugin file "), "unexpected error in an example pipeline:\n{error}");
     }
 }

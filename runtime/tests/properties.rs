@@ -38,10 +38,7 @@ fn seeds() -> Vec<(PathBuf, String, bool)> {
         .into_iter()
         .map(|path| {
             let text = std::fs::read_to_string(&path).expect("fixture text");
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             let global = name.starts_with("global-") || name.starts_with("weir-");
             (path, text, global)
         })
@@ -99,18 +96,7 @@ const KEYS: &[&str] = &[
     "unknown",
 ];
 
-const HEADERS: &[&str] = &[
-    "[source]",
-    "[[stages]]",
-    "[sink]",
-    "[dead_letter]",
-    "[nats]",
-    "[nats.tls]",
-    "[metrics]",
-    "[limits]",
-    "[[sink]]",
-    "[stages]",
-];
+const HEADERS: &[&str] = &["[source]", "[[stages]]", "[sink]", "[dead_letter]", "[nats]", "[nats.tls]", "[metrics]", "[limits]", "[[sink]]", "[stages]"];
 
 /// A TOML value, often of the right kind for some key, sometimes not.
 fn value() -> impl Strategy<Value = String> {
@@ -226,9 +212,7 @@ fn apply(text: &str, mutation: &Mutation) -> String {
         }
         Mutation::Value(at, value) => {
             let lines: Vec<&str> = text.lines().collect();
-            let assignments: Vec<usize> = (0..lines.len())
-                .filter(|&i| lines[i].contains('='))
-                .collect();
+            let assignments: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].contains('=')).collect();
             if assignments.is_empty() {
                 return text.to_owned();
             }
@@ -264,13 +248,7 @@ fn check_file_error(error: &ConfigError, file: &Path, text: &str) -> Result<(), 
     let lines = text.split('\n').count();
     match error.line {
         Some(line) => {
-            prop_assert!(
-                line >= 1 && line <= lines,
-                "line {} of {}: {}",
-                line,
-                lines,
-                shown
-            );
+            prop_assert!(line >= 1 && line <= lines, "line {} of {}: {}", line, lines, shown);
             prop_assert!(error.column.is_some_and(|c| c >= 1), "{}", shown);
             prop_assert!(shown.contains(&format!(":{line}:")), "{}", shown);
             let snippet = error.snippet.as_ref().expect("a snippet with every line");
@@ -279,21 +257,13 @@ fn check_file_error(error: &ConfigError, file: &Path, text: &str) -> Result<(), 
         }
         // Without a line, the error is about the file as a whole: a table
         // or key that is missing, a plugin path, or two files.
-        None => prop_assert!(
-            error.message.contains("missing") || error.key.is_none(),
-            "no line for: {}",
-            shown
-        ),
+        None => prop_assert!(error.message.contains("missing") || error.key.is_none(), "no line for: {}", shown),
     }
     Ok(())
 }
 
 fn parse(text: &str, file: &Path, global: bool) -> Result<(), ConfigError> {
-    if global {
-        config::parse_global(text, file).map(|_| ())
-    } else {
-        config::parse_pipeline(text, file).map(|_| ())
-    }
+    if global { config::parse_global(text, file).map(|_| ()) } else { config::parse_pipeline(text, file).map(|_| ()) }
 }
 
 proptest! {
@@ -348,16 +318,15 @@ fn token() -> impl Strategy<Value = String> {
 
 /// A valid subscription subject: tokens, `*` anywhere, `>` last.
 fn pattern() -> impl Strategy<Value = String> {
-    (
-        prop::collection::vec(prop_oneof![3 => token(), 1 => Just("*".to_owned())], 0..5),
-        prop::bool::weighted(0.3),
-    )
-        .prop_filter_map("a subject has a token", |(mut tokens, tail)| {
+    (prop::collection::vec(prop_oneof![3 => token(), 1 => Just("*".to_owned())], 0..5), prop::bool::weighted(0.3)).prop_filter_map(
+        "a subject has a token",
+        |(mut tokens, tail)| {
             if tail {
                 tokens.push(">".to_owned());
             }
             (!tokens.is_empty()).then(|| tokens.join("."))
-        })
+        },
+    )
 }
 
 fn publish_subject() -> impl Strategy<Value = String> {
@@ -508,12 +477,7 @@ fn reference_render(tokens: &[Vec<Part>], subject: &str, input: &str) -> Option<
 /// A subject NATS would take to publish to, by its rules: non-empty tokens,
 /// no wildcard, no ASCII whitespace or control character.
 fn publishable(subject: &str) -> bool {
-    subject
-        .split('.')
-        .all(|t| !t.is_empty() && !t.contains(['*', '>']))
-        && !subject
-            .bytes()
-            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    subject.split('.').all(|t| !t.is_empty() && !t.contains(['*', '>'])) && !subject.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
 }
 
 fn template_like() -> impl Strategy<Value = String> {
@@ -575,18 +539,11 @@ proptest! {
 // ---- durations and sizes --------------------------------------------------------------------
 
 fn size_like() -> impl Strategy<Value = String> {
-    prop_oneof![
-        "[ 0-9]{0,22}[ .]?(B|KB|MB|GB|KiB|MiB|GiB|kib|mb|b|TiB|x)?[ ]?",
-        any::<u64>().prop_map(|n| n.to_string()),
-        "(?s).{0,12}",
-    ]
+    prop_oneof!["[ 0-9]{0,22}[ .]?(B|KB|MB|GB|KiB|MiB|GiB|kib|mb|b|TiB|x)?[ ]?", any::<u64>().prop_map(|n| n.to_string()), "(?s).{0,12}",]
 }
 
 fn duration_like() -> impl Strategy<Value = String> {
-    prop_oneof![
-        "[ 0-9]{0,22}[ .]?(ns|us|ms|s|m|h|d|w|M|y|x)?( [0-9]{1,3}(ms|s))?[ ]?",
-        "(?s).{0,12}",
-    ]
+    prop_oneof!["[ 0-9]{0,22}[ .]?(ns|us|ms|s|m|h|d|w|M|y|x)?( [0-9]{1,3}(ms|s))?[ ]?", "(?s).{0,12}",]
 }
 
 proptest! {
@@ -660,15 +617,13 @@ fn payload() -> impl Strategy<Value = Vec<u8>> {
     .prop_recursive(3, 16, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
-            prop::collection::btree_map("[a-z\"\\\\]{0,3}", inner, 0..4)
-                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map("[a-z\"\\\\]{0,3}", inner, 0..4).prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
         ]
     });
     prop_oneof![
         prop::collection::vec(any::<u8>(), 0..24),
         "(?s).{0,24}".prop_map(String::into_bytes),
-        json.clone()
-            .prop_map(|v| serde_json::to_vec(&v).expect("serialises")),
+        json.clone().prop_map(|v| serde_json::to_vec(&v).expect("serialises")),
         json.prop_map(|v| serde_json::to_vec_pretty(&v).expect("serialises")),
         prop::sample::select(vec![
             "1e400",
@@ -688,16 +643,11 @@ fn payload() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn event() -> impl Strategy<Value = Event> {
-    (
-        ".{1,12}",
-        prop::collection::vec((".{0,6}", ".{0,6}"), 0..4),
-        payload(),
-    )
-        .prop_map(|(subject, headers, payload)| {
-            let mut event = Event::new(subject, payload);
-            event.headers = headers;
-            event
-        })
+    (".{1,12}", prop::collection::vec((".{0,6}", ".{0,6}"), 0..4), payload()).prop_map(|(subject, headers, payload)| {
+        let mut event = Event::new(subject, payload);
+        event.headers = headers;
+        event
+    })
 }
 
 /// Headers by name, each name's values in order: the envelope groups a

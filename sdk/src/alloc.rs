@@ -67,10 +67,7 @@ impl Allocator {
 impl<L> FreeLists<L> {
     /// Free lists with no memory yet, refilled from and backed by `large`.
     pub const fn with(large: L) -> FreeLists<L> {
-        FreeLists {
-            large,
-            small: UnsafeCell::new(Small { free: [ptr::null_mut(); CLASSES], next: ptr::null_mut(), end: ptr::null_mut() }),
-        }
+        FreeLists { large, small: UnsafeCell::new(Small { free: [ptr::null_mut(); CLASSES], next: ptr::null_mut(), end: ptr::null_mut() }) }
     }
 }
 

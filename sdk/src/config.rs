@@ -55,9 +55,7 @@ impl Config {
     /// assert!(config.is_empty());
     /// ```
     pub fn empty() -> Config {
-        Config {
-            value: Value::Object(serde_json::Map::new()),
-        }
+        Config { value: Value::Object(serde_json::Map::new()) }
     }
 
     /// Whether the configuration is an empty table (or JSON `null`).
@@ -128,11 +126,7 @@ impl Config {
         serde_path_to_error::deserialize(&self.value).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            if path == "." {
-                format!("config: {inner}")
-            } else {
-                format!("config.{path}: {inner}")
-            }
+            if path == "." { format!("config: {inner}") } else { format!("config.{path}: {inner}") }
         })
     }
 }

@@ -41,10 +41,7 @@ impl Error {
     /// assert!(error.is_invalid());
     /// ```
     pub fn invalid(message: impl Into<String>) -> Error {
-        Error {
-            kind: Kind::Invalid,
-            message: message.into(),
-        }
+        Error { kind: Kind::Invalid, message: message.into() }
     }
 
     /// A transient failure: redeliver the event later if the source can.
@@ -54,10 +51,7 @@ impl Error {
     /// assert!(error.is_retry());
     /// ```
     pub fn retry(message: impl Into<String>) -> Error {
-        Error {
-            kind: Kind::Retry,
-            message: message.into(),
-        }
+        Error { kind: Kind::Retry, message: message.into() }
     }
 
     /// Whether this error was made by [`Error::invalid`].
@@ -99,12 +93,8 @@ impl Error {
     pub(crate) fn from_json_read(error: serde_json::Error) -> Error {
         use serde_json::error::Category;
         match error.classify() {
-            Category::Data => Error::invalid(format!(
-                "payload does not match the expected shape: {error}"
-            )),
-            Category::Syntax | Category::Eof | Category::Io => {
-                Error::invalid(format!("payload is not valid JSON: {error}"))
-            }
+            Category::Data => Error::invalid(format!("payload does not match the expected shape: {error}")),
+            Category::Syntax | Category::Eof | Category::Io => Error::invalid(format!("payload is not valid JSON: {error}")),
         }
     }
 

@@ -43,11 +43,7 @@ impl Event {
     /// assert!(event.headers.is_empty());
     /// ```
     pub fn new(subject: impl Into<String>, payload: impl Into<Vec<u8>>) -> Event {
-        Event {
-            subject: subject.into(),
-            headers: Vec::new(),
-            payload: payload.into(),
-        }
+        Event { subject: subject.into(), headers: Vec::new(), payload: payload.into() }
     }
 
     /// An event whose payload is `value` written as JSON.
@@ -58,10 +54,7 @@ impl Event {
     /// let event = weir_sdk::Event::new_json("orders", &json!({ "id": 7 })).unwrap();
     /// assert_eq!(event.payload, br#"{"id":7}"#);
     /// ```
-    pub fn new_json<T: Serialize + ?Sized>(
-        subject: impl Into<String>,
-        value: &T,
-    ) -> Result<Event, Error> {
+    pub fn new_json<T: Serialize + ?Sized>(subject: impl Into<String>, value: &T) -> Result<Event, Error> {
         let payload = serde_json::to_vec(value).map_err(Error::from_json_write)?;
         Ok(Event::new(subject, payload))
     }
@@ -115,8 +108,7 @@ impl Event {
     /// assert!(binary.payload_str().is_err());
     /// ```
     pub fn payload_str(&self) -> Result<&str, Error> {
-        std::str::from_utf8(&self.payload)
-            .map_err(|e| Error::invalid(format!("payload is not valid UTF-8: {e}")))
+        std::str::from_utf8(&self.payload).map_err(|e| Error::invalid(format!("payload is not valid UTF-8: {e}")))
     }
 
     /// The value of the first header called `name`, if any.
@@ -127,10 +119,7 @@ impl Event {
     /// assert_eq!(event.header("Tag"), None);
     /// ```
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     /// Every value of the headers called `name`, in order.
@@ -140,10 +129,7 @@ impl Event {
     /// assert_eq!(event.header_values("tag").collect::<Vec<_>>(), ["x", "y"]);
     /// ```
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     /// The same event with another subject: published there, it is routed.

@@ -115,12 +115,8 @@ pub fn get_json<T: DeserializeOwned>(bucket: &str, key: &str) -> Result<Option<T
     serde_json::from_slice(&bytes).map(Some).map_err(|error| {
         use serde_json::error::Category;
         match error.classify() {
-            Category::Data => Error::invalid(format!(
-                "kv value {bucket}/{key} does not match the expected shape: {error}"
-            )),
-            Category::Syntax | Category::Eof | Category::Io => {
-                Error::invalid(format!("kv value {bucket}/{key} is not valid JSON: {error}"))
-            }
+            Category::Data => Error::invalid(format!("kv value {bucket}/{key} does not match the expected shape: {error}")),
+            Category::Syntax | Category::Eof | Category::Io => Error::invalid(format!("kv value {bucket}/{key} is not valid JSON: {error}")),
         }
     })
 }
@@ -152,10 +148,7 @@ thread_local! {
 /// Used by [`testing::kv_put`](crate::testing::kv_put).
 pub(crate) fn test_put(bucket: &str, key: &str, value: Vec<u8>) {
     TEST_STORE.with_borrow_mut(|store| {
-        store
-            .entry(bucket.to_owned())
-            .or_default()
-            .insert(key.to_owned(), value);
+        store.entry(bucket.to_owned()).or_default().insert(key.to_owned(), value);
     });
 }
 

@@ -250,10 +250,7 @@ pub trait Stage: Sized + 'static {
     /// assert_eq!(out[1].as_ref().unwrap()[0].header("part"), Some("1/2"));
     /// ```
     fn process_batch(&mut self, events: Vec<Event>) -> Vec<Result<Output, Error>> {
-        events
-            .into_iter()
-            .map(|event| self.process(event))
-            .collect()
+        events.into_iter().map(|event| self.process(event)).collect()
     }
 }
 
@@ -297,15 +294,11 @@ macro_rules! export_stage {
             struct __WeirExport;
 
             impl $crate::__private::bindings::Guest for __WeirExport {
-                fn init(
-                    config: ::std::string::String,
-                ) -> ::core::result::Result<(), ::std::string::String> {
+                fn init(config: ::std::string::String) -> ::core::result::Result<(), ::std::string::String> {
                     $crate::__private::init::<$stage>(&__WEIR_INSTANCE, config)
                 }
 
-                fn process(
-                    events: ::std::vec::Vec<$crate::Event>,
-                ) -> ::std::vec::Vec<$crate::__private::BatchResult> {
+                fn process(events: ::std::vec::Vec<$crate::Event>) -> ::std::vec::Vec<$crate::__private::BatchResult> {
                     $crate::__private::process::<$stage>(&__WEIR_INSTANCE, events)
                 }
             }
@@ -370,9 +363,7 @@ pub mod __private {
         slot.with_borrow_mut(|stage| {
             // weir always calls `init` first; if it did not, trapping makes
             // it replace the instance, which is what it should do then.
-            let stage = stage
-                .as_mut()
-                .expect("weir-sdk: `process` was called before a successful `init`");
+            let stage = stage.as_mut().expect("weir-sdk: `process` was called before a successful `init`");
             stage
                 .process_batch(events)
                 .into_iter()
@@ -428,20 +419,11 @@ mod tests {
 
     #[test]
     fn the_export_glue_runs_init_then_batches_on_one_instance() {
-        assert_eq!(
-            __private::init(&SLOT, r#"{"fail": "no"}"#.into()),
-            Err("no".into())
-        );
-        assert!(
-            __private::init(&SLOT, "not json".into())
-                .unwrap_err()
-                .starts_with("config is not valid JSON")
-        );
+        assert_eq!(__private::init(&SLOT, r#"{"fail": "no"}"#.into()), Err("no".into()));
+        assert!(__private::init(&SLOT, "not json".into()).unwrap_err().starts_with("config is not valid JSON"));
         __private::init(&SLOT, "{}".into()).unwrap();
 
-        let batch = ["split", "bad", "later", "drop", "x"]
-            .map(|p| Event::new("s", p))
-            .to_vec();
+        let batch = ["split", "bad", "later", "drop", "x"].map(|p| Event::new("s", p)).to_vec();
         let out = __private::process(&SLOT, batch);
         assert_eq!(out.len(), 5);
         assert_eq!(out[0].as_ref().unwrap().len(), 2);
@@ -471,24 +453,12 @@ mod tests {
         let mut doc = json!({ "items": [{ "sku": "A" }, { "sku": "B" }], "n": null });
         path("items.1.sku").set(&mut doc, json!("C")).unwrap();
         path("n.deep").set(&mut doc, json!(1)).unwrap();
-        assert_eq!(
-            doc,
-            json!({ "items": [{ "sku": "A" }, { "sku": "C" }], "n": { "deep": 1 } })
-        );
-        assert_eq!(
-            path("items.2.sku").set(&mut doc, json!(1)).unwrap_err(),
-            r#"cannot set "items.2.sku": "items" has no element "2""#
-        );
-        assert_eq!(
-            path("items.0").remove(&mut doc),
-            Some(json!({ "sku": "A" }))
-        );
+        assert_eq!(doc, json!({ "items": [{ "sku": "A" }, { "sku": "C" }], "n": { "deep": 1 } }));
+        assert_eq!(path("items.2.sku").set(&mut doc, json!(1)).unwrap_err(), r#"cannot set "items.2.sku": "items" has no element "2""#);
+        assert_eq!(path("items.0").remove(&mut doc), Some(json!({ "sku": "A" })));
         assert_eq!(path("items.5").remove(&mut doc), None);
         assert_eq!(path("x.y").remove(&mut doc), None);
         let mut scalar = json!(3);
-        assert_eq!(
-            path("a").set(&mut scalar, json!(1)).unwrap_err(),
-            r#"cannot set "a": "the payload" is a number, not an object"#
-        );
+        assert_eq!(path("a").set(&mut scalar, json!(1)).unwrap_err(), r#"cannot set "a": "the payload" is a number, not an object"#);
     }
 }

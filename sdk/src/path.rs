@@ -52,16 +52,10 @@ impl Path {
                     true => key.parse().ok(),
                     false => None,
                 };
-                Ok(Segment {
-                    key: key.to_owned(),
-                    index,
-                })
+                Ok(Segment { key: key.to_owned(), index })
             })
             .collect::<Result<_, _>>()?;
-        Ok(Path {
-            text: text.to_owned(),
-            segments,
-        })
+        Ok(Path { text: text.to_owned(), segments })
     }
 
     /// The segments: each key, and the index it also names when it is
@@ -91,9 +85,7 @@ impl Path {
     /// assert_eq!(Path::parse("tags.5").unwrap().get(&doc), None);
     /// ```
     pub fn get<'v>(&self, value: &'v Value) -> Option<&'v Value> {
-        self.segments
-            .iter()
-            .try_fold(value, |value, segment| segment.get(value))
+        self.segments.iter().try_fold(value, |value, segment| segment.get(value))
     }
 
     /// The value at this path, to change in place.
@@ -106,9 +98,7 @@ impl Path {
     /// assert_eq!(doc, json!({ "price": 12 }));
     /// ```
     pub fn get_mut<'v>(&self, value: &'v mut Value) -> Option<&'v mut Value> {
-        self.segments
-            .iter()
-            .try_fold(value, |value, segment| segment.get_mut(value))
+        self.segments.iter().try_fold(value, |value, segment| segment.get_mut(value))
     }
 
     /// Removes the value at this path and returns it; `None` when there was
@@ -124,9 +114,7 @@ impl Path {
     /// ```
     pub fn remove(&self, value: &mut Value) -> Option<Value> {
         let (last, parents) = self.segments.split_last()?;
-        let parent = parents
-            .iter()
-            .try_fold(value, |value, segment| segment.get_mut(value))?;
+        let parent = parents.iter().try_fold(value, |value, segment| segment.get_mut(value))?;
         match parent {
             Value::Object(map) => map.remove(&last.key),
             Value::Array(items) => match last.index {
@@ -172,19 +160,9 @@ impl Path {
             Value::Object(map) => Ok(map.entry(segment.key.as_str()).or_insert(Value::Null)),
             Value::Array(items) => match segment.index.and_then(|i| items.get_mut(i)) {
                 Some(item) => Ok(item),
-                None => Err(format!(
-                    "cannot set {:?}: {:?} has no element {:?}",
-                    self.text,
-                    self.prefix(depth),
-                    segment.key
-                )),
+                None => Err(format!("cannot set {:?}: {:?} has no element {:?}", self.text, self.prefix(depth), segment.key)),
             },
-            other => Err(format!(
-                "cannot set {:?}: {:?} is {}, not an object",
-                self.text,
-                self.prefix(depth),
-                kind_of(other)
-            )),
+            other => Err(format!("cannot set {:?}: {:?} is {}, not an object", self.text, self.prefix(depth), kind_of(other))),
         }
     }
 
@@ -192,11 +170,7 @@ impl Path {
     fn prefix(&self, len: usize) -> String {
         match len {
             0 => "the payload".to_owned(),
-            _ => self.segments[..len]
-                .iter()
-                .map(|s| s.key.as_str())
-                .collect::<Vec<_>>()
-                .join("."),
+            _ => self.segments[..len].iter().map(|s| s.key.as_str()).collect::<Vec<_>>().join("."),
         }
     }
 }

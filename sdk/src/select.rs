@@ -85,8 +85,7 @@ impl Selection {
     pub fn parse(&self, payload: &[u8]) -> Result<Value, Error> {
         // Checked whole, so that a skipped string is valid UTF-8 too, as
         // in a payload read whole.
-        let payload = std::str::from_utf8(payload)
-            .map_err(|e| Error::invalid(format!("payload is not valid JSON: it is not UTF-8 ({e})")))?;
+        let payload = std::str::from_utf8(payload).map_err(|e| Error::invalid(format!("payload is not valid JSON: it is not UTF-8 ({e})")))?;
         let mut reader = serde_json::Deserializer::from_str(payload);
         let value = (&self.root).deserialize(&mut reader).and_then(|value| reader.end().map(|()| value));
         value.map_err(Error::from_json_read)
@@ -317,8 +316,21 @@ mod tests {
             "0": "zero"
         });
         let paths = [
-            "type", "shop.country", "shop.tags", "shop.tags.1", "items.1.sku", "items.7.sku", "n", "ok", "none",
-            "missing", "type.x", "esc\"aped.k", "0", "title.0", "shop.country.x",
+            "type",
+            "shop.country",
+            "shop.tags",
+            "shop.tags.1",
+            "items.1.sku",
+            "items.7.sku",
+            "n",
+            "ok",
+            "none",
+            "missing",
+            "type.x",
+            "esc\"aped.k",
+            "0",
+            "title.0",
+            "shop.country.x",
         ];
         let bytes = serde_json::to_vec(&doc).unwrap();
         let selection = select(&paths);
@@ -357,7 +369,9 @@ mod tests {
     /// does not size anything by it (this once aborted on allocation).
     #[test]
     fn an_index_far_past_the_end_reads_nothing() {
-        let read = select(&["items.4000000000000", "items.18446744073709551615.a"]).parse(br#"{"items": [1, 2]}"#).unwrap();
+        let read = select(&["items.4000000000000", "items.18446744073709551615.a"])
+            .parse(br#"{"items": [1, 2]}"#)
+            .unwrap();
         assert_eq!(read, json!({ "items": [null, null] }));
     }
 

@@ -67,15 +67,9 @@ pub fn process<T: Stage>(stage: &mut T, events: Vec<Event>) -> Result<Vec<Outcom
     let count = events.len();
     let results = stage.process_batch(events);
     if results.len() != count {
-        return Err(format!(
-            "the stage returned {} results for a batch of {count} events",
-            results.len()
-        ));
+        return Err(format!("the stage returned {} results for a batch of {count} events", results.len()));
     }
-    Ok(results
-        .into_iter()
-        .map(|result| result.map(|output| output.into_events()))
-        .collect())
+    Ok(results.into_iter().map(|result| result.map(|output| output.into_events())).collect())
 }
 
 /// Creates a stage from a JSON configuration and runs one batch through it.
@@ -129,9 +123,7 @@ pub fn run<T: Stage>(config_json: &str, events: Vec<Event>) -> Vec<Outcome> {
 /// ```
 #[track_caller]
 pub fn run_one<T: Stage>(config_json: &str, event: Event) -> Outcome {
-    run::<T>(config_json, vec![event])
-        .pop()
-        .expect("one result for one event")
+    run::<T>(config_json, vec![event]).pop().expect("one result for one event")
 }
 
 /// Puts `value` under `key` in the KV bucket `bucket` of the native test

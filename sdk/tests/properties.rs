@@ -11,20 +11,7 @@ use weir_sdk::{Path, Selection, append_members};
 /// Keys that collide in interesting ways: digits that also index arrays,
 /// digits with leading zeros (another key, the same index), and indexes
 /// far past any array.
-const KEYS: &[&str] = &[
-    "a",
-    "b",
-    "0",
-    "1",
-    "00",
-    "01",
-    "2",
-    "4000000000000",
-    "18446744073709551615",
-    "99999999999999999999",
-    "a.b",
-    "",
-];
+const KEYS: &[&str] = &["a", "b", "0", "1", "00", "01", "2", "4000000000000", "18446744073709551615", "99999999999999999999", "a.b", ""];
 
 fn key() -> impl Strategy<Value = String> {
     prop::sample::select(KEYS).prop_map(str::to_owned)
@@ -44,8 +31,7 @@ fn document() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(4, 32, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::vec((key(), inner), 0..4)
-                .prop_map(|members| Value::Object(members.into_iter().collect())),
+            prop::collection::vec((key(), inner), 0..4).prop_map(|members| Value::Object(members.into_iter().collect())),
         ]
     })
 }
@@ -61,21 +47,17 @@ fn path_text() -> impl Strategy<Value = String> {
 }
 
 fn path() -> impl Strategy<Value = Path> {
-    prop::collection::vec(prop::sample::select(&KEYS[..KEYS.len() - 2]), 1..4)
-        .prop_map(|s| Path::parse(&s.join(".")).expect("no empty segment"))
+    prop::collection::vec(prop::sample::select(&KEYS[..KEYS.len() - 2]), 1..4).prop_map(|s| Path::parse(&s.join(".")).expect("no empty segment"))
 }
 
 /// `Path::get` written from the documented rules: an object's member by
 /// key; an array's element when the segment is made of digits.
 fn reference_get<'v>(value: &'v Value, path: &str) -> Option<&'v Value> {
-    path.split('.')
-        .try_fold(value, |value, segment| match value {
-            Value::Object(map) => map.get(segment),
-            Value::Array(items) if segment.bytes().all(|b| b.is_ascii_digit()) => {
-                items.get(segment.parse::<usize>().ok()?)
-            }
-            _ => None,
-        })
+    path.split('.').try_fold(value, |value, segment| match value {
+        Value::Object(map) => map.get(segment),
+        Value::Array(items) if segment.bytes().all(|b| b.is_ascii_digit()) => items.get(segment.parse::<usize>().ok()?),
+        _ => None,
+    })
 }
 
 proptest! {

@@ -44,9 +44,7 @@ fn event(i: usize) -> Event {
 }
 
 fn pipeline(batch: usize, stage: &str) -> config::Pipeline {
-    let text = format!(
-        "name = \"bench\"\nbatch_size = {batch}\n[source]\nsubject = \"in\"\n[sink]\nsubject = \"out\"\n{stage}"
-    );
+    let text = format!("name = \"bench\"\nbatch_size = {batch}\n[source]\nsubject = \"in\"\n[sink]\nsubject = \"out\"\n{stage}");
     config::parse_pipeline(&text, Path::new("bench.toml")).expect("bench pipeline parses")
 }
 
@@ -56,7 +54,10 @@ const JSON_MAP: &str = "[[stages]]\nname = \"map\"\nplugin = \"{JSON_MAP}\"\ncon
 
 /// Best ns/event over `ROUNDS` of `EVENTS` events through the chain.
 fn wasm(engine: &Engine, batch: usize, stage: &str) -> f64 {
-    let stage = stage.replace("{NOOP}", plugins::NOOP).replace("{JSON_MAP}", plugins::JSON_MAP).replace("{FLOOR}", &floor_plugin());
+    let stage = stage
+        .replace("{NOOP}", plugins::NOOP)
+        .replace("{JSON_MAP}", plugins::JSON_MAP)
+        .replace("{FLOOR}", &floor_plugin());
     let (blueprint, _) = Blueprint::build(engine, &pipeline(batch, &stage)).expect("bench pipeline builds");
     let mut chain = blueprint.chain();
     let events: Vec<Event> = (0..EVENTS).map(event).collect();
@@ -188,7 +189,10 @@ fn main() {
     let floor = [wasm(&engine, 1, FLOOR), wasm(&engine, 64, FLOOR)];
     println!("| (a0) floor.wat: the contract's crossing alone, no guest work | {:.0} | {:.0} |", floor[0], floor[1]);
     let one_buffer = [flat(1), flat(64)];
-    println!("| (a1) for orientation: one buffer each way, a contract weir does not have (flat.wat; no bookkeeping) | {:.0} | {:.0} |", one_buffer[0], one_buffer[1]);
+    println!(
+        "| (a1) for orientation: one buffer each way, a contract weir does not have (flat.wat; no bookkeeping) | {:.0} | {:.0} |",
+        one_buffer[0], one_buffer[1]
+    );
     let a = [wasm(&engine, 1, NOOP), wasm(&engine, 64, NOOP)];
     println!("| (a) noop stage (wasm) | {:.0} | {:.0} |", a[0], a[1]);
     let b = [wasm(&engine, 1, JSON_MAP), wasm(&engine, 64, JSON_MAP)];
@@ -197,7 +201,11 @@ fn main() {
     println!("| (c) the same json-map code, native | {:.0} | {:.0} |", c[0], c[1]);
     println!("| ratio (b)/(c) | {:.2} | {:.2} |", b[0] / c[0], b[1] / c[1]);
     println!();
-    println!("targets: (a) at batch 64 <= 300 ns/event: {}; (b)/(c) at batch 64 <= 1.5: {}", verdict(a[1] <= 300.0), verdict(b[1] / c[1] <= 1.5));
+    println!(
+        "targets: (a) at batch 64 <= 300 ns/event: {}; (b)/(c) at batch 64 <= 1.5: {}",
+        verdict(a[1] <= 300.0),
+        verdict(b[1] / c[1] <= 1.5)
+    );
 }
 
 fn verdict(ok: bool) -> &'static str {

@@ -87,15 +87,26 @@ fn agents() -> Vec<String> {
     // Desktop Chrome (its reduced agent has a frozen "{major}.0.0.0"),
     // Edge and Opera on Chromium, Firefox, Safari.
     for v in 109..=131 {
-        add(format!("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36"));
-        add(format!("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36"));
+        add(format!(
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36"
+        ));
+        add(format!(
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36"
+        ));
         add(format!("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36"));
         for build in [1, 2] {
-            add(format!("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36 Edg/{v}.0.{}.{}", 2000 + 35 * (v - 109), 40 + 17 * build));
+            add(format!(
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36 Edg/{v}.0.{}.{}",
+                2000 + 35 * (v - 109),
+                40 + 17 * build
+            ));
         }
     }
     for v in 100..=116 {
-        add(format!("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{}.0.0.0 Safari/537.36 OPR/{v}.0.0.0", v + 14));
+        add(format!(
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{}.0.0.0 Safari/537.36 OPR/{v}.0.0.0",
+            v + 14
+        ));
     }
     for v in 115..=133 {
         add(format!("Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:{v}.0) Gecko/20100101 Firefox/{v}.0"));
@@ -104,30 +115,55 @@ fn agents() -> Vec<String> {
     }
     let safari = ["16.0", "16.1", "16.2", "16.3", "16.4", "16.5", "16.6", "17.0", "17.1", "17.2", "17.3", "17.4", "17.5", "17.6", "18.0", "18.1", "18.2"];
     for version in safari {
-        add(format!("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{version} Safari/605.1.15"));
+        add(format!(
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{version} Safari/605.1.15"
+        ));
     }
 
     // iOS: Safari on iPhone and iPad, Chrome and Firefox on iPhone, and the
     // Instagram and Facebook in-app browsers (one agent per device, OS and
     // locale, which makes a long tail).
-    let ios = ["15_8", "16_1", "16_3", "16_5", "16_6", "16_7_10", "17_0", "17_1_2", "17_2_1", "17_3", "17_4_1", "17_5_1", "17_6_1", "18_0", "18_1", "18_1_1", "18_2"];
+    let ios =
+        ["15_8", "16_1", "16_3", "16_5", "16_6", "16_7_10", "17_0", "17_1_2", "17_2_1", "17_3", "17_4_1", "17_5_1", "17_6_1", "18_0", "18_1", "18_1_1", "18_2"];
     for os in ios {
         let version = os.splitn(3, '_').take(2).collect::<Vec<_>>().join(".");
-        add(format!("Mozilla/5.0 (iPhone; CPU iPhone OS {os} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{version} Mobile/15E148 Safari/604.1"));
-        add(format!("Mozilla/5.0 (iPad; CPU OS {os} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{version} Mobile/15E148 Safari/604.1"));
+        add(format!(
+            "Mozilla/5.0 (iPhone; CPU iPhone OS {os} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{version} Mobile/15E148 Safari/604.1"
+        ));
+        add(format!(
+            "Mozilla/5.0 (iPad; CPU OS {os} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{version} Mobile/15E148 Safari/604.1"
+        ));
     }
     for (i, v) in (118..=131).enumerate() {
         let os = ios[6 + i % 11];
-        add(format!("Mozilla/5.0 (iPhone; CPU iPhone OS {os} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/{v}.0.{}.{} Mobile/15E148 Safari/604.1", 6000 + 45 * (v - 118), 100 + i));
-        add(format!("Mozilla/5.0 (iPhone; CPU iPhone OS {os} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) FxiOS/{v}.0 Mobile/15E148 Safari/605.1.15"));
+        add(format!(
+            "Mozilla/5.0 (iPhone; CPU iPhone OS {os} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/{v}.0.{}.{} Mobile/15E148 Safari/604.1",
+            6000 + 45 * (v - 118),
+            100 + i
+        ));
+        add(format!(
+            "Mozilla/5.0 (iPhone; CPU iPhone OS {os} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) FxiOS/{v}.0 Mobile/15E148 Safari/605.1.15"
+        ));
     }
-    let iphones = [("iPhone13,2", "1170x2532"), ("iPhone14,5", "1170x2532"), ("iPhone15,2", "1179x2556"), ("iPhone15,3", "1290x2796"), ("iPhone16,1", "1179x2556")];
+    let iphones =
+        [("iPhone13,2", "1170x2532"), ("iPhone14,5", "1170x2532"), ("iPhone15,2", "1179x2556"), ("iPhone15,3", "1290x2796"), ("iPhone16,1", "1179x2556")];
     let locales = ["en_US; en", "de_DE; de", "fr_FR; fr", "es_ES; es"];
     for (d, (device, screen)) in iphones.iter().enumerate() {
         for (l, locale) in locales.iter().enumerate() {
             let os = ios[7 + (d + l) % 10];
-            add(format!("Mozilla/5.0 (iPhone; CPU iPhone OS {os} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 Instagram 312.0.0.{}.{} ({device}; iOS {os}; {locale}; scale=3.00; {screen}; 5{:08})", 20 + l, 110 + d, 41_635_890 + 7 * d + l));
-            add(format!("Mozilla/5.0 (iPhone; CPU iPhone OS {os} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/21B101 [FBAN/FBIOS;FBAV/44{d}.0.0.{}.{l};FBBV/5{:08};FBDV/{device};FBMD/iPhone;FBSN/iOS;FBSV/{};FBSS/3;FBID/phone;FBLC/{};FBOP/5;FBRV/0]", 30 + l, 61_000_000 + 3 * d + l, os.replace('_', "."), &locale[..5]));
+            add(format!(
+                "Mozilla/5.0 (iPhone; CPU iPhone OS {os} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 Instagram 312.0.0.{}.{} ({device}; iOS {os}; {locale}; scale=3.00; {screen}; 5{:08})",
+                20 + l,
+                110 + d,
+                41_635_890 + 7 * d + l
+            ));
+            add(format!(
+                "Mozilla/5.0 (iPhone; CPU iPhone OS {os} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/21B101 [FBAN/FBIOS;FBAV/44{d}.0.0.{}.{l};FBBV/5{:08};FBDV/{device};FBMD/iPhone;FBSN/iOS;FBSV/{};FBSS/3;FBID/phone;FBLC/{};FBOP/5;FBRV/0]",
+                30 + l,
+                61_000_000 + 3 * d + l,
+                os.replace('_', "."),
+                &locale[..5]
+            ));
         }
     }
 
@@ -135,30 +171,60 @@ fn agents() -> Vec<String> {
     // older ones naming the model), Samsung Internet, tablets, and app
     // WebViews.
     for v in 112..=131 {
-        add(format!("Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Mobile Safari/537.36"));
+        add(format!(
+            "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Mobile Safari/537.36"
+        ));
     }
-    let phones = [("13", "Pixel 7"), ("14", "Pixel 8"), ("14", "SM-S918B"), ("13", "SM-A536B"), ("12", "SM-G991B"), ("13", "M2101K6G"), ("12", "CPH2305"), ("11", "moto g(60)"), ("13", "2201116SG"), ("12", "RMX3363")];
+    let phones = [
+        ("13", "Pixel 7"),
+        ("14", "Pixel 8"),
+        ("14", "SM-S918B"),
+        ("13", "SM-A536B"),
+        ("12", "SM-G991B"),
+        ("13", "M2101K6G"),
+        ("12", "CPH2305"),
+        ("11", "moto g(60)"),
+        ("13", "2201116SG"),
+        ("12", "RMX3363"),
+    ];
     for (a, (android, model)) in phones.iter().enumerate() {
         for v in [116, 119, 122, 125] {
-            add(format!("Mozilla/5.0 (Linux; Android {android}; {model}) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.{}.{} Mobile Safari/537.36", 5800 + 40 * (v - 116), 60 + a));
+            add(format!(
+                "Mozilla/5.0 (Linux; Android {android}; {model}) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.{}.{} Mobile Safari/537.36",
+                5800 + 40 * (v - 116),
+                60 + a
+            ));
         }
-        add(format!("Mozilla/5.0 (Linux; Android {android}; {model} Build/TP1A.220624.0{a:02}; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/119.0.6045.163 Mobile Safari/537.36 [FB_IAB/FB4A;FBAV/441.0.0.33.1{a:02};]"));
+        add(format!(
+            "Mozilla/5.0 (Linux; Android {android}; {model} Build/TP1A.220624.0{a:02}; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/119.0.6045.163 Mobile Safari/537.36 [FB_IAB/FB4A;FBAV/441.0.0.33.1{a:02};]"
+        ));
     }
     for samsung in [20, 21, 22, 23, 24, 25] {
         for model in ["SM-S918B", "SM-A536B", "SM-G991B", "SM-S911B"] {
-            add(format!("Mozilla/5.0 (Linux; Android 13; {model}) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/{samsung}.0 Chrome/{}.0.0.0 Mobile Safari/537.36", 96 + 4 * samsung - 70));
+            add(format!(
+                "Mozilla/5.0 (Linux; Android 13; {model}) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/{samsung}.0 Chrome/{}.0.0.0 Mobile Safari/537.36",
+                96 + 4 * samsung - 70
+            ));
         }
     }
     for model in ["SM-X700", "SM-T870", "Lenovo TB-X606F"] {
         for v in [117, 121, 125, 129] {
-            add(format!("Mozilla/5.0 (Linux; Android 13; {model}) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36"));
+            add(format!(
+                "Mozilla/5.0 (Linux; Android 13; {model}) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36"
+            ));
         }
     }
 
     // Crawlers, link previews and HTTP libraries.
     for v in [127, 128, 129, 130, 131] {
-        add(format!("Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.6778.{} Mobile Safari/537.36 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", 60 + v));
-        add(format!("Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; Googlebot/2.1; +http://www.google.com/bot.html) Chrome/{v}.0.6778.{} Safari/537.36", 60 + v));
+        add(format!(
+            "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.6778.{} Mobile Safari/537.36 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+            60 + v
+        ));
+        add(format!(
+            "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; Googlebot/2.1; +http://www.google.com/bot.html) Chrome/{v}.0.6778.{} Safari/537.36",
+            60 + v
+        ));
     }
     for bot in [
         "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
@@ -312,8 +378,7 @@ fn wasm<'a>(engine: &Engine, config: &str, stages: Stages, payloads: &'a [Vec<u8
         // Instantiates and warms up the stage outside the timing.
         let out = chain.process(warm_up.iter().map(|p| Event::new("in", p.clone())).collect());
         assert!(out.iter().all(|o| matches!(o, Outcome::Done(o) if o.len() == 1)), "{out:?}");
-        let batches: Vec<Vec<Event>> =
-            payloads.chunks(64).map(|c| c.iter().map(|p| Event::new("in", p.clone())).collect()).collect();
+        let batches: Vec<Vec<Event>> = payloads.chunks(64).map(|c| c.iter().map(|p| Event::new("in", p.clone())).collect()).collect();
         let started = Instant::now();
         for b in batches {
             let out = chain.process(b);
@@ -373,8 +438,10 @@ fn main() {
     let distinct = drawn.iter().collect::<HashSet<_>>().len();
     let mut classes: Vec<(&str, usize)> = classes.into_iter().collect();
     classes.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
-    let classes: Vec<String> =
-        classes.iter().map(|(class, n)| format!("{class} {:.0}%", 100.0 * *n as f64 / EVENTS as f64)).collect();
+    let classes: Vec<String> = classes
+        .iter()
+        .map(|(class, n)| format!("{class} {:.0}%", 100.0 * *n as f64 / EVENTS as f64))
+        .collect();
 
     let engine = Engine::new(&EngineOptions { cache_dir: None, cache_size: None, kv: Some(kv.clone()) }).expect("engine");
     let uncached = Settings { agent_cache: 0, ..settings.clone() };
@@ -411,8 +478,5 @@ fn main() {
     }
     println!();
     let (_, (wasm, native)) = &rows[0];
-    println!(
-        "target: wasm at most 2x native with the default config: {}",
-        if wasm / native <= 2.0 { "met" } else { "NOT met" }
-    );
+    println!("target: wasm at most 2x native with the default config: {}", if wasm / native <= 2.0 { "met" } else { "NOT met" });
 }

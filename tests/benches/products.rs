@@ -59,7 +59,11 @@ fn main() {
     println!();
 
     start_watchdog();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
     let native = native_pipeline(&runtime, &payloads);
     let weir = weir_pipeline(&runtime, &payloads);
 
@@ -181,10 +185,8 @@ fn weir_pipeline(runtime: &tokio::runtime::Runtime, payloads: &[Bytes]) -> CaseR
 /// router's subject.
 fn native_pipeline(runtime: &tokio::runtime::Runtime, payloads: &[Bytes]) -> CaseResult {
     let kv = reference_kv();
-    let settings = weir_bi_enrich::Settings::from_config(
-        &weir_sdk::Config::from_json(r#"{"reporting_currency": "EUR", "on_missing": "mark"}"#).expect("JSON"),
-    )
-    .expect("settings");
+    let settings = weir_bi_enrich::Settings::from_config(&weir_sdk::Config::from_json(r#"{"reporting_currency": "EUR", "on_missing": "mark"}"#).expect("JSON"))
+        .expect("settings");
     // One relay task: the locks are never contended.
     let stages = Mutex::new((native_tagger("auto"), weir_bi_enrich::BiEnrich::new(settings)));
     let work = Arc::new(move |payload: &[u8]| -> Option<(Subject, Bytes)> {

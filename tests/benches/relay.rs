@@ -243,14 +243,7 @@ fn run_weir(runtime: &tokio::runtime::Runtime, name: &str, pipeline: &str, out: 
     run_weir_with(runtime, name, pipeline, out, payloads, false)
 }
 
-fn run_weir_with(
-    runtime: &tokio::runtime::Runtime,
-    name: &str,
-    pipeline: &str,
-    out: &str,
-    payloads: &[Bytes],
-    metrics: bool,
-) -> CaseResult {
+fn run_weir_with(runtime: &tokio::runtime::Runtime, name: &str, pipeline: &str, out: &str, payloads: &[Bytes], metrics: bool) -> CaseResult {
     let server = NatsServer::new();
     // Blocking calls (start, wait_exit) stay outside the runtime.
     let mut builder = Weir::builder(&server).label("bench").workers(2).pipeline("relay.toml", pipeline);
@@ -266,7 +259,6 @@ fn run_weir_with(
     }
     result
 }
-
 
 /// About 300 bytes of JSON each; `price` > 0 so every event passes the
 /// filter, `country` drives the router.
@@ -312,9 +304,7 @@ fn print_report(payloads: &[Bytes], cases: &[&CaseResult]) {
         "Core NATS on 127.0.0.1, {}-byte JSON events, 1 publisher, 1 consumer; weir: 2 workers, default batch size.",
         payloads[0].len()
     );
-    println!(
-        "Throughput: {N} events published as fast as possible; events/s = delivered / (first publish → last arrival)."
-    );
+    println!("Throughput: {N} events published as fast as possible; events/s = delivered / (first publish → last arrival).");
     println!("Latency: {LATENCY_RATE} events/s for {LATENCY_FOR:?}, arrival − send.");
     println!();
     print_cases(cases);
@@ -329,9 +319,18 @@ fn print_report(payloads: &[Bytes], cases: &[&CaseResult]) {
     println!("| (c)/(d) throughput | {tput_c:.2} | >= 0.60 | {} |", verdict(tput_c >= 0.6));
     println!("| p99(b)/p99(a) | {p99_b:.2} | <= 1.5 | {} |", verdict(p99_b <= 1.5));
     println!("| machine CPU per event, (b)/(a) | {:.2} | | for orientation |", b.cpu_us_per_event / a.cpu_us_per_event);
-    println!("| (a2)/(a) throughput: the cost of weir's two headers alone | {:.2} | | for orientation |", a2.events_per_s / a.events_per_s);
-    println!("| (b)/(a2) throughput: weir against a native relay adding the same headers | {:.2} | | for orientation |", b.events_per_s / a2.events_per_s);
-    println!("| (b2)/(a) throughput: weir without the two headers (`stamp = false`) | {:.2} | | for orientation |", b2.events_per_s / a.events_per_s);
+    println!(
+        "| (a2)/(a) throughput: the cost of weir's two headers alone | {:.2} | | for orientation |",
+        a2.events_per_s / a.events_per_s
+    );
+    println!(
+        "| (b)/(a2) throughput: weir against a native relay adding the same headers | {:.2} | | for orientation |",
+        b.events_per_s / a2.events_per_s
+    );
+    println!(
+        "| (b2)/(a) throughput: weir without the two headers (`stamp = false`) | {:.2} | | for orientation |",
+        b2.events_per_s / a.events_per_s
+    );
     println!("| what the two headers cost, (b) - (b2), µs of CPU per event: {} | | | for orientation |", header_cost(b, b2));
     println!("| machine CPU per event, (c)/(d) | {:.2} | | for orientation |", c.cpu_us_per_event / d.cpu_us_per_event);
     let cost = 1.0 - e.events_per_s / c.events_per_s;

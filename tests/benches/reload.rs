@@ -48,7 +48,12 @@ fn main() {
         let record = seen.clone();
         tokio::spawn(async move {
             while let Some(m) = out.next().await {
-                let version = m.headers.as_ref().and_then(|h| h.get("weir-version")).map(|v| v.as_str().to_owned()).unwrap_or_default();
+                let version = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("weir-version"))
+                    .map(|v| v.as_str().to_owned())
+                    .unwrap_or_default();
                 record.lock().expect("lock").push((Instant::now(), version));
             }
         });
@@ -86,7 +91,11 @@ fn main() {
         }
         let first = wait_new_version(&seen, &before, written);
         let live = first.saturating_duration_since(written).saturating_sub(DEBOUNCE);
-        if plugin_change { plugin_live.push(live) } else { toml_live.push(live) }
+        if plugin_change {
+            plugin_live.push(live)
+        } else {
+            toml_live.push(live)
+        }
         std::thread::sleep(Duration::from_millis(1500));
         dips.push(dip(&seen, written));
     }

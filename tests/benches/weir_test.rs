@@ -88,19 +88,13 @@ fn main() {
     let config = |name: &str| {
         let cache = dir.path().join(name);
         let file = dir.path().join(format!("{name}.toml"));
-        std::fs::write(
-            &file,
-            format!("cache_dir = {}\n", toml_str(&cache.display().to_string())),
-        )
-        .expect("write");
+        std::fs::write(&file, format!("cache_dir = {}\n", toml_str(&cache.display().to_string()))).expect("write");
         (cache, file)
     };
     let target = pipelines.display().to_string();
     let args = ["test", target.as_str()];
 
-    let floor: Vec<Duration> = (0..WARM_RUNS)
-        .map(|_| time(dir.path(), &config("floor").1, &["--version"]))
-        .collect();
+    let floor: Vec<Duration> = (0..WARM_RUNS).map(|_| time(dir.path(), &config("floor").1, &["--version"])).collect();
     let cold: Vec<Duration> = (0..COLD_RUNS)
         .map(|i| {
             let (cache, file) = config(&format!("cold-{i}"));
@@ -110,26 +104,16 @@ fn main() {
         .collect();
     let (_, warm_config) = config("warm");
     time(dir.path(), &warm_config, &args);
-    let warm: Vec<Duration> = (0..WARM_RUNS)
-        .map(|_| time(dir.path(), &warm_config, &args))
-        .collect();
+    let warm: Vec<Duration> = (0..WARM_RUNS).map(|_| time(dir.path(), &warm_config, &args)).collect();
 
     let cases = std::fs::read_dir(pipelines.join("tests"))
         .expect("tests")
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().ends_with(".test.toml"))
-        .map(|e| {
-            std::fs::read_to_string(e.path())
-                .expect("read")
-                .matches("[[case]]")
-                .count()
-        })
+        .map(|e| std::fs::read_to_string(e.path()).expect("read").matches("[[case]]").count())
         .sum::<usize>();
     println!("\nweir test pipelines/ ({cases} cases), start to report, wall time in ms");
-    println!(
-        "{:<34} {:>5} {:>10} {:>10} {:>10}",
-        "", "runs", "median", "min", "max"
-    );
+    println!("{:<34} {:>5} {:>10} {:>10} {:>10}", "", "runs", "median", "min", "max");
     row("floor: weir --version", floor);
     row("cold code cache (empty cache_dir)", cold);
     row("warm code cache", warm);

@@ -35,7 +35,6 @@ const SENT_HEADER: &str = "bench-sent-ns";
 /// How long a whole bench binary may run before [`start_watchdog`] ends it.
 pub const WATCHDOG: Duration = Duration::from_secs(175);
 
-
 #[derive(Debug, Default)]
 pub struct CaseResult {
     pub name: String,
@@ -380,7 +379,9 @@ where
 /// Prints the cases as a markdown table: throughput, what was delivered,
 /// latency percentiles, slow-consumer reports.
 pub fn print_cases(cases: &[&CaseResult]) {
-    println!("| case | events/s | machine CPU µs/event | of which nats-server / weir / bench | delivered/N | p50 ms | p99 ms | max ms | latency delivered | slow-consumer (client/server) |");
+    println!(
+        "| case | events/s | machine CPU µs/event | of which nats-server / weir / bench | delivered/N | p50 ms | p99 ms | max ms | latency delivered | slow-consumer (client/server) |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for case in cases {
         let split = case.cpu_by_process;

@@ -19,7 +19,10 @@ pub mod plugins {
     /// The path of the plugin built from `plugins/<name>` (or the fixture
     /// `tests/fixtures/<name>`).
     pub fn by_name(name: &str) -> &'static str {
-        ALL.iter().find(|(n, _)| *n == name).map(|(_, path)| *path).unwrap_or_else(|| panic!("no plugin named {name:?} is built"))
+        ALL.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, path)| *path)
+            .unwrap_or_else(|| panic!("no plugin named {name:?} is built"))
     }
 }
 

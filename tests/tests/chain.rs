@@ -98,12 +98,7 @@ fn the_benchmarks_floor_stage_hands_every_event_back_unchanged() {
     let mut chain = chain(&format!("[[stages]]\nname = \"floor\"\nplugin = {}\n", weir_tests::harness::toml_str(path.to_str().unwrap())));
     let mut with_headers = Event::new("in.a", "{}");
     with_headers.headers = vec![("h".into(), "1".into()), ("h".into(), "2".into()), ("x-trace".into(), "t".into())];
-    let inputs = vec![
-        with_headers,
-        Event::new("in.b", Vec::new()),
-        Event::new("in.c", vec![0xff, 0x00, 0xfe]),
-        Event::new("in.d", vec![b'z'; 3 << 20]),
-    ];
+    let inputs = vec![with_headers, Event::new("in.b", Vec::new()), Event::new("in.c", vec![0xff, 0x00, 0xfe]), Event::new("in.d", vec![b'z'; 3 << 20])];
     for _ in 0..3 {
         let out = chain.process(inputs.clone());
         assert_eq!(out.len(), inputs.len());
@@ -240,10 +235,7 @@ fn a_granted_directory_is_readable_read_only_and_nothing_else_is() {
     let models = dir.path().join("models");
     std::fs::create_dir(&models).unwrap();
     std::fs::write(models.join("labels.txt"), "shirt,shoe").unwrap();
-    let mut chain = chain(&format!(
-        "{CHAOS}grants = {{ dirs = [{}] }}\n",
-        weir_tests::harness::toml_str(&models.display().to_string())
-    ));
+    let mut chain = chain(&format!("{CHAOS}grants = {{ dirs = [{}] }}\n", weir_tests::harness::toml_str(&models.display().to_string())));
     let out = chain.process(vec![
         json("in.x", serde_json::json!({"chaos": "read", "path": "/models/labels.txt"})),
         json("in.x", serde_json::json!({"chaos": "read", "path": "/etc/hostname"})),
@@ -262,7 +254,13 @@ fn kv_reads_need_a_grant_and_weir_run() {
         json("in.x", serde_json::json!({"chaos": "kv", "bucket": "secrets", "key": "s1"})),
     ]);
     let no_nats = dead(&out[0]);
-    assert!(no_nats.message.contains("`weir run` mirrors KV buckets from NATS, `weir exec` serves them from files"), "{}", no_nats.message);
+    assert!(
+        no_nats
+            .message
+            .contains("`weir run` mirrors KV buckets from NATS, `weir exec` serves them from files"),
+        "{}",
+        no_nats.message
+    );
     let ungranted = dead(&out[1]);
     assert!(ungranted.message.contains("KV bucket \"secrets\" is not granted to stage \"chaos\""), "{}", ungranted.message);
 }

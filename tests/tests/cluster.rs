@@ -20,7 +20,10 @@ async fn publish_inputs(js: &jetstream::Context, ids: std::ops::Range<u64>) {
     let mut acks = std::collections::VecDeque::new();
     for id in ids {
         let payload = if malformed(id) { format!("not json {id}").into_bytes() } else { serde_json::to_vec(&order(id)).unwrap() };
-        let message = jetstream::message::PublishMessage::build().headers(test_headers(id)).message_id(format!("in-{id}")).payload(payload.into());
+        let message = jetstream::message::PublishMessage::build()
+            .headers(test_headers(id))
+            .message_id(format!("in-{id}"))
+            .payload(payload.into());
         acks.push_back(js.send_publish("in.orders".to_string(), message).await.expect("publish an input"));
         if acks.len() >= 256 {
             acks.pop_front().unwrap().await.expect("input acknowledged");
@@ -66,12 +69,19 @@ async fn create_streams(cluster: &NatsCluster, js: &jetstream::Context) {
 }
 
 fn weir(cluster: &NatsCluster, label: &str) -> WeirBuilder {
-    WeirBuilder::new().label(label).url(&cluster.urls()).workers(2).shutdown_timeout("10s").pipeline("orders.toml", &pipeline())
+    WeirBuilder::new()
+        .label(label)
+        .url(&cluster.urls())
+        .workers(2)
+        .shutdown_timeout("10s")
+        .pipeline("orders.toml", &pipeline())
 }
 
 /// The test id of a message: its `test-id` header (dead letters are not JSON).
 fn test_id(message: &async_nats::Message) -> u64 {
-    header(message, TEST_ID_HEADER).and_then(|id| id.parse().ok()).unwrap_or_else(|| panic!("no test-id on {}", describe(message)))
+    header(message, TEST_ID_HEADER)
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no test-id on {}", describe(message)))
 }
 
 /// Waits until OUT and DLQ together hold `n` messages and the consumer has

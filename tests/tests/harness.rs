@@ -20,10 +20,7 @@ async fn server_restart_on_the_same_port_keeps_jetstream_data() {
 
     server.stop();
     assert!(!server.is_running());
-    assert!(
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(),
-        "nothing listens on {port} after stop()"
-    );
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(), "nothing listens on {port} after stop()");
 
     server.start();
     assert_eq!(server.port(), port, "start() after stop() reuses the port");

@@ -23,7 +23,11 @@ async fn validate_refuses_a_pipeline_that_feeds_itself_naming_file_line_and_key(
     std::fs::write(&config, "").unwrap();
     let run = cli_with_config(&config, dir.path(), &["validate", dir.path().to_str().unwrap()]).await;
     assert_eq!(run.code, Some(1), "{run}");
-    let line = run.stderr.lines().find(|l| l.contains("echo.toml:")).unwrap_or_else(|| panic!("no error naming echo.toml; {run}"));
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("echo.toml:"))
+        .unwrap_or_else(|| panic!("no error naming echo.toml; {run}"));
     assert!(line.contains("echo.toml:12:"), "the error gives the line of [sink] subject: {line}");
     assert!(line.contains("sink.subject"), "{line}");
     assert!(line.contains("feeds itself"), "{line}");
@@ -85,7 +89,9 @@ async fn an_allowed_loop_is_stopped_by_the_hop_count_with_a_dead_letter() {
     let client = server.client().await;
     let mut outputs = subscribe(&client, "shop.events.>").await;
     let mut dead = subscribe(&client, "dlq.echo").await;
-    let weir = Weir::builder(&server).pipeline("echo.toml", &pipeline("echo", "shop.events.>", "{subject}", "allow_loops = true")).start();
+    let weir = Weir::builder(&server)
+        .pipeline("echo.toml", &pipeline("echo", "shop.events.>", "{subject}", "allow_loops = true"))
+        .start();
     assert!(weir.stderr().contains("loop"), "weir warns about the loop it was allowed to run: {}", weir.stderr());
 
     publish_orders(&client, "shop.events.viewed", 0..1).await;

@@ -22,7 +22,8 @@ fn get(address: &str, path: &str) -> (u16, String) {
 
 /// The value of the sample `name` (with its labels, exactly) in `text`.
 fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
 }
 
 fn pipeline() -> String {
@@ -85,7 +86,10 @@ async fn metrics_match_what_was_published_and_received() {
     assert_eq!(sample(&text, "weir_events_dead_lettered_total{pipeline=\"ops\",stage=\"chaos\",kind=\"trap\"}"), Some(10.0), "{text}");
     assert_eq!(sample(&text, "weir_stage_events_total{pipeline=\"ops\",stage=\"f\"}"), Some(100.0), "{text}");
     assert_eq!(sample(&text, "weir_stage_events_total{pipeline=\"ops\",stage=\"chaos\"}").map(|n| n >= 70.0), Some(true), "{text}");
-    assert!(sample(&text, "weir_stage_instance_restarts_total{pipeline=\"ops\",stage=\"chaos\"}").is_some_and(|n| n >= 10.0), "{text}");
+    assert!(
+        sample(&text, "weir_stage_instance_restarts_total{pipeline=\"ops\",stage=\"chaos\"}").is_some_and(|n| n >= 10.0),
+        "{text}"
+    );
     assert!(text.contains("weir_stage_call_duration_seconds_bucket{"), "{text}");
     assert_eq!(sample(&text, "weir_nats_connected"), Some(1.0), "{text}");
     assert_eq!(get(&address, "/healthz").0, 200);
@@ -132,7 +136,10 @@ async fn json_logs_carry_their_fields_and_stage_logs_name_the_stage() {
         .filter_map(|l| l.find('{').map(|i| &l[i..]))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
         .collect();
-    let ready = lines.iter().find(|l| l["fields"]["message"].as_str().is_some_and(|m| m.starts_with("ready:"))).expect("a ready line");
+    let ready = lines
+        .iter()
+        .find(|l| l["fields"]["message"].as_str().is_some_and(|m| m.starts_with("ready:")))
+        .expect("a ready line");
     assert_eq!(ready["level"], "INFO");
     assert!(ready["fields"]["url"].as_str().is_some_and(|u| u.starts_with("nats://")));
     let stage = lines.iter().find(|l| l["fields"]["message"] == "hello from the stage").expect("the stage's line");
@@ -184,8 +191,12 @@ fn exchange(address: &str, request: &str) -> (String, String, String) {
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     stream.write_all(request.as_bytes()).unwrap();
     let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap_or_else(|e| panic!("{request:?}: no full answer within 5 s: {e}"));
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{request:?}: not an HTTP response: {response:?}"));
+    stream
+        .read_to_string(&mut response)
+        .unwrap_or_else(|e| panic!("{request:?}: no full answer within 5 s: {e}"));
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("{request:?}: not an HTTP response: {response:?}"));
     let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
     (status.to_owned(), headers.to_owned(), body.to_owned())
 }
@@ -227,8 +238,7 @@ async fn silent_connections_do_not_keep_probes_out() {
     // at once, held open while others ask.
     let mut silent: Vec<std::net::TcpStream> = (0..500)
         .map(|i| {
-            std::net::TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(5))
-                .unwrap_or_else(|e| panic!("silent connection {i}: {e}"))
+            std::net::TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(5)).unwrap_or_else(|e| panic!("silent connection {i}: {e}"))
         })
         .collect();
     let opened = std::time::Instant::now();

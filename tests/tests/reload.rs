@@ -109,8 +109,9 @@ async fn control(client: &Client, instance: &str, what: &str) -> Result<Value, S
     match tokio::time::timeout(CLI_TIMEOUT + Duration::from_secs(1), client.send_request(subject.clone(), request)).await {
         Err(_) => Err(format!("{subject}: no reply within {CLI_TIMEOUT:?}")),
         Ok(Err(e)) => Err(format!("{subject}: {e}")),
-        Ok(Ok(reply)) => serde_json::from_slice(&reply.payload)
-            .map_err(|e| format!("{subject}: reply is not JSON ({e}): {}", String::from_utf8_lossy(&reply.payload))),
+        Ok(Ok(reply)) => {
+            serde_json::from_slice(&reply.payload).map_err(|e| format!("{subject}: reply is not JSON ({e}): {}", String::from_utf8_lossy(&reply.payload)))
+        }
     }
 }
 
@@ -427,11 +428,7 @@ async fn broken_reloads_keep_the_old_version_running_and_are_reported() {
 
     let broken_toml = good.replacen("[sink]", "[sink", 1);
     assert_ne!(broken_toml, good);
-    let fail_init = pipeline(
-        path_str(&first),
-        0,
-        &stage("chaos", plugins::CHAOS, r#"{ fail_init = "refusing to start on purpose" }"#),
-    );
+    let fail_init = pipeline(path_str(&first), 0, &stage("chaos", plugins::CHAOS, r#"{ fail_init = "refusing to start on purpose" }"#));
     let cases: [(&str, String, &str); 4] = [
         ("a TOML syntax error", broken_toml, "steady.toml:"),
         ("a missing plugin file", pipeline(path_str(&missing), 0, ""), "missing.wasm"),
@@ -458,7 +455,10 @@ async fn broken_reloads_keep_the_old_version_running_and_are_reported() {
     assert_eq!(failed.len(), 1, "one failure: {reply}");
     assert!(failed[0]["file"].as_str().is_some_and(|f| f.ends_with("steady.toml")), "the failure names the file: {reply}");
     let error = failed[0]["error"].as_str().unwrap_or_default();
-    let line_given = error.split("steady.toml:").nth(1).is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+    let line_given = error
+        .split("steady.toml:")
+        .nth(1)
+        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
     assert!(line_given, "a TOML error says file:line: {reply}");
     for key in ["added", "changed", "removed"] {
         assert_eq!(reply[key], json!([]), "a failed reload changes nothing: {reply}");
@@ -534,7 +534,9 @@ async fn an_added_file_starts_a_pipeline_and_a_removed_one_stops_it() {
     let cli = weir.cli(&["reload"]).await;
     assert_eq!(cli.code, Some(0), "{cli}");
     let listed = |prefixes: &[&str], name: &str| {
-        prefixes.iter().any(|p| cli.lines_starting(p).iter().any(|l| l.split_whitespace().nth(1) == Some(name)))
+        prefixes
+            .iter()
+            .any(|p| cli.lines_starting(p).iter().any(|l| l.split_whitespace().nth(1) == Some(name)))
     };
     assert!(listed(&["unchanged:"], "alpha"), "alpha is unchanged; {cli}");
     // The watcher may have added beta before this reload ran.
@@ -560,7 +562,10 @@ async fn an_added_file_starts_a_pipeline_and_a_removed_one_stops_it() {
     assert_eq!(status.code, Some(0), "{status}");
     for (name, version) in [("alpha", &alpha_version), ("beta", &beta_version)] {
         assert!(
-            status.stdout.lines().any(|l| l.split_whitespace().any(|w| w == name) && l.contains(version.as_str())),
+            status
+                .stdout
+                .lines()
+                .any(|l| l.split_whitespace().any(|w| w == name) && l.contains(version.as_str())),
             "`weir status` prints a line with {name} and its version {version}; {status}"
         );
     }
@@ -608,8 +613,7 @@ async fn a_core_source_kept_across_reloads_loses_nothing() {
     let published = load.await.expect("the load task");
     eprintln!("[test] published {published} core events; versions {versions:?}");
 
-    let got = collect_exactly(&mut out, "every event published", published as usize, Duration::from_secs(30), Duration::from_millis(500))
-        .await;
+    let got = collect_exactly(&mut out, "every event published", published as usize, Duration::from_secs(30), Duration::from_millis(500)).await;
     assert_exactly_once("outputs", got.iter().map(id_of), 0..published);
     let mut sequence = Vec::new();
     for message in &got {
@@ -687,19 +691,26 @@ async fn a_new_version_that_cannot_start_leaves_the_old_one_running() {
         .await
         .expect("create a push consumer");
 
-    let pipeline = |generation: u64| {
-        js_pipeline("steady", "weir-steady", "", &stage("map", plugins::JSON_MAP, &format!("{{ set = {{ gen = {generation} }} }}")))
-    };
+    let pipeline =
+        |generation: u64| js_pipeline("steady", "weir-steady", "", &stage("map", plugins::JSON_MAP, &format!("{{ set = {{ gen = {generation} }} }}")));
     let good = pipeline(0);
     let metrics = format!("127.0.0.1:{}", free_port());
-    let weir = Weir::builder(&server).instance(INSTANCE).workers(2).metrics(&metrics).pipeline("steady.toml", &good).start();
+    let weir = Weir::builder(&server)
+        .instance(INSTANCE)
+        .workers(2)
+        .metrics(&metrics)
+        .pipeline("steady.toml", &good)
+        .start();
     let v0 = current_version(&client, INSTANCE, "steady").await;
     js_publish_spread(&js, 0..100).await;
     assert_still_flowing(&js, 0..100, &v0, 0, "before any reload").await;
 
     let with_kv = good.replace(
         "[sink]",
-        &format!("[[stages]]\nname = \"lookup\"\nplugin = {}\ngrants = {{ kv = [\"no-such-bucket\"] }}\n\n[sink]", toml_str(plugins::NOOP)),
+        &format!(
+            "[[stages]]\nname = \"lookup\"\nplugin = {}\ngrants = {{ kv = [\"no-such-bucket\"] }}\n\n[sink]",
+            toml_str(plugins::NOOP)
+        ),
     );
     // An ordered pipeline's old version drains before the new one starts; a
     // durable consumer that does not exist yet passes the checks, and the
@@ -711,7 +722,11 @@ async fn a_new_version_that_cannot_start_leaves_the_old_one_running() {
         ("a source stream that does not exist", good.replace("stream = \"IN\"", "stream = \"NO_INPUT\""), "NO_INPUT"),
         ("a sink stream that does not exist", good.replace("stream = \"OUT\"", "stream = \"NO_OUTPUT\""), "NO_OUTPUT"),
         ("a dead-letter stream that does not exist", good.replace("stream = \"DLQ\"", "stream = \"NO_DLQ\""), "NO_DLQ"),
-        ("a durable consumer weir cannot pull from", good.replace("durable = \"weir-steady\"", "durable = \"pushed\""), "push consumer"),
+        (
+            "a durable consumer weir cannot pull from",
+            good.replace("durable = \"weir-steady\"", "durable = \"pushed\""),
+            "push consumer",
+        ),
         ("a KV bucket that does not exist", with_kv, "no-such-bucket"),
     ];
     let mut next = 100;
@@ -724,7 +739,10 @@ async fn a_new_version_that_cannot_start_leaves_the_old_one_running() {
         next += 100;
     }
     let status = weir.cli(&["status"]).await;
-    assert!(status.stdout.lines().any(|l| l.starts_with("steady") && l.contains(&v0)), "`weir status` shows the old version running; {status}");
+    assert!(
+        status.stdout.lines().any(|l| l.starts_with("steady") && l.contains(&v0)),
+        "`weir status` shows the old version running; {status}"
+    );
     let body = http_get(&metrics, "/metrics").await;
     let failed: u64 = body
         .lines()
@@ -748,10 +766,18 @@ async fn a_new_version_that_cannot_start_leaves_the_old_one_running() {
 /// the test needs no HTTP client).
 async fn http_get(address: &str, path: &str) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap_or_else(|e| panic!("connect to {address}: {e}"));
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {address}: {e}"));
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response)).await.expect("an answer within 10s").unwrap();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response))
+        .await
+        .expect("an answer within 10s")
+        .unwrap();
     response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or(response)
 }
 
@@ -769,7 +795,11 @@ async fn a_renamed_pipeline_file_loses_nothing_under_load() {
         core_pipeline(name, "in.>", &stage("map", plugins::JSON_MAP, &format!("{{ set = {{ by = \"{name}\" }} }}")))
             .replace("[source]\nsubject = \"in.>\"", "[source]\nsubject = \"in.>\"\nqueue = \"weir\"")
     };
-    let weir = Weir::builder(&server).instance(INSTANCE).workers(2).pipeline("old.toml", &named("old-name")).start();
+    let weir = Weir::builder(&server)
+        .instance(INSTANCE)
+        .workers(2)
+        .pipeline("old.toml", &named("old-name"))
+        .start();
     current_version(&client, INSTANCE, "old-name").await;
     let mut out = subscribe(&client, "out.>").await;
     let stop = Arc::new(AtomicBool::new(false));

@@ -69,8 +69,7 @@ async fn core_events_flow_through_filter_map_and_router() {
 
     let kept: Vec<&Value> = events.iter().filter(|e| e["price"].as_u64().unwrap() > 10).collect();
     assert_eq!(kept.len(), 450, "price = id % 20, so 9 orders in 20 are over 10");
-    let got = collect_exactly(&mut out, "outputs on out.>", kept.len() + 1, Duration::from_secs(30), Duration::from_millis(500))
-        .await;
+    let got = collect_exactly(&mut out, "outputs on out.>", kept.len() + 1, Duration::from_secs(30), Duration::from_millis(500)).await;
 
     let mut ids = BTreeSet::new();
     for message in &got {
@@ -125,11 +124,9 @@ subject = "out.{{2}}.{{subject}}.from.{{input}}"
         publish(&client, "tpl.eu.orders", test_headers(id), serde_json::to_vec(event).unwrap()).await;
     }
 
-    let mut got =
-        collect_exactly(&mut out, "outputs on out.>", 5, Duration::from_secs(30), Duration::from_millis(500)).await;
+    let mut got = collect_exactly(&mut out, "outputs on out.>", 5, Duration::from_secs(30), Duration::from_millis(500)).await;
     got.sort_by_key(|m| (id_of(m), header(m, "chaos-part")));
-    let seen: Vec<(String, u64, Option<String>)> =
-        got.iter().map(|m| (m.subject.to_string(), id_of(m), header(m, "chaos-part"))).collect();
+    let seen: Vec<(String, u64, Option<String>)> = got.iter().map(|m| (m.subject.to_string(), id_of(m), header(m, "chaos-part"))).collect();
     assert_eq!(
         seen,
         vec![
@@ -263,10 +260,7 @@ async fn wait_until_flowing(client: &async_nats::Client, out: &mut async_nats::S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_and_sigterm_exit_zero_promptly() {
     let server = NatsServer::new();
-    let mut weir = Weir::builder(&server)
-        .shutdown_timeout("5s")
-        .pipeline("orders.toml", &orders_pipeline())
-        .start();
+    let mut weir = Weir::builder(&server).shutdown_timeout("5s").pipeline("orders.toml", &orders_pipeline()).start();
     let client = server.client().await;
     let mut out = subscribe(&client, "out.>").await;
 
@@ -345,14 +339,9 @@ subject = "out.{{subject}}"
 "#,
         chaos = toml_str(plugins::CHAOS)
     );
-    let mut weir = Weir::builder(&server)
-        .workers(1)
-        .shutdown_timeout("60s")
-        .pipeline("stuck.toml", &pipeline)
-        .start();
+    let mut weir = Weir::builder(&server).workers(1).shutdown_timeout("60s").pipeline("stuck.toml", &pipeline).start();
     let client = server.client().await;
-    publish(&client, "in.x", test_headers(1), serde_json::to_vec(&json!({ "id": 1, "chaos": "loop" })).unwrap())
-        .await;
+    publish(&client, "in.x", test_headers(1), serde_json::to_vec(&json!({ "id": 1, "chaos": "loop" })).unwrap()).await;
     // Nothing observable says the event reached the worker; a second is ample
     // on loopback.
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -69,10 +69,11 @@ async fn failing_stages_and_malformed_payloads_are_dead_lettered() {
         publish(&client, "in.faults", with_trace(test_headers(*id), *id), payload.clone()).await;
     }
 
-    let letters = collect_exactly(&mut dlq, "dead letters", bad.len(), Duration::from_secs(30), Duration::from_millis(500))
-        .await;
-    let by_id: BTreeMap<String, &async_nats::Message> =
-        letters.iter().map(|m| (header(m, TEST_ID_HEADER).unwrap_or_else(|| panic!("{}", describe(m))), m)).collect();
+    let letters = collect_exactly(&mut dlq, "dead letters", bad.len(), Duration::from_secs(30), Duration::from_millis(500)).await;
+    let by_id: BTreeMap<String, &async_nats::Message> = letters
+        .iter()
+        .map(|m| (header(m, TEST_ID_HEADER).unwrap_or_else(|| panic!("{}", describe(m))), m))
+        .collect();
     let mut problems = Vec::new();
     for (id, payload, stage, kind) in &bad {
         let Some(letter) = by_id.get(&id.to_string()) else {
@@ -107,8 +108,7 @@ async fn failing_stages_and_malformed_payloads_are_dead_lettered() {
     }
     assert!(problems.is_empty(), "dead letters:\n{}", problems.join("\n"));
 
-    let outputs = collect_exactly(&mut out, "good events", good as usize, Duration::from_secs(30), Duration::from_millis(300))
-        .await;
+    let outputs = collect_exactly(&mut out, "good events", good as usize, Duration::from_secs(30), Duration::from_millis(300)).await;
     let mut ids: Vec<u64> = outputs.iter().map(id_of).collect();
     ids.sort_unstable();
     assert_eq!(ids, (0..good).collect::<Vec<_>>(), "every good event gets through, each once");
@@ -151,19 +151,12 @@ subject = "out.{{subject}}"
 /// Waits until weir's stderr mentions authorization and `url` (it may exit
 /// non-zero or keep retrying, but it must not claim to be ready).
 fn assert_auth_error_reported(weir: &mut Weir, url: &str) {
-    let reported = weir.wait_for_stderr(Duration::from_secs(15), |text| {
-        text.lines().any(|line| line.to_lowercase().contains("auth") && line.contains(url))
-    });
+    let reported = weir.wait_for_stderr(Duration::from_secs(15), |text| text.lines().any(|line| line.to_lowercase().contains("auth") && line.contains(url)));
     // The process may have exited right after its last line; give the
     // capture a moment.
     let _ = weir.try_wait_exit(Duration::from_millis(200));
-    let reported = reported
-        || weir.stderr().lines().any(|line| line.to_lowercase().contains("auth") && line.contains(url));
-    assert!(
-        reported,
-        "weir should say on one line that {url} refused its credentials (authorization); it said:\n{}",
-        weir.stderr()
-    );
+    let reported = reported || weir.stderr().lines().any(|line| line.to_lowercase().contains("auth") && line.contains(url));
+    assert!(reported, "weir should say on one line that {url} refused its credentials (authorization); it said:\n{}", weir.stderr());
     assert!(!weir.stderr().contains("ready:"), "weir claims to be ready with wrong credentials:\n{}", weir.stderr());
     if let Some(status) = weir.try_wait_exit(Duration::ZERO) {
         assert!(!status.success(), "weir exited 0 with wrong credentials");
@@ -194,8 +187,10 @@ async fn wrong_credentials_are_reported_with_the_url() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_token_is_reported_with_the_url() {
     let server = NatsServer::builder().token("t0ken").start();
-    let mut weir =
-        Weir::builder(&server).auth(Auth::Token("nope".into())).pipeline("pass.toml", &noop_pipeline()).spawn();
+    let mut weir = Weir::builder(&server)
+        .auth(Auth::Token("nope".into()))
+        .pipeline("pass.toml", &noop_pipeline())
+        .spawn();
     assert_auth_error_reported(&mut weir, &server.url());
     drop(weir);
 

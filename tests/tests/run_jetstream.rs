@@ -143,8 +143,7 @@ subject = "out.{{subject}}"
     );
     let mut weir = Weir::builder(&server).pipeline("lost.toml", &pipeline).spawn();
     assert!(
-        weir.wait_for_stderr(Duration::from_secs(20), |text| text.contains("NOSUCHSTREAM"))
-            || weir.stderr().contains("NOSUCHSTREAM"),
+        weir.wait_for_stderr(Duration::from_secs(20), |text| text.contains("NOSUCHSTREAM")) || weir.stderr().contains("NOSUCHSTREAM"),
         "weir should name the missing stream NOSUCHSTREAM; it said:\n{}",
         weir.stderr()
     );
@@ -262,11 +261,7 @@ async fn nats_server_killed_and_restarted_mid_run_loses_and_duplicates_nothing()
 
     let out = read_stream(&js, "OUT").await;
     let dlq = read_stream(&js, "DLQ").await;
-    assert_exactly_once(
-        "inputs accounted for in OUT + DLQ across a server restart",
-        out.iter().chain(&dlq).map(id_of),
-        0..N,
-    );
+    assert_exactly_once("inputs accounted for in OUT + DLQ across a server restart", out.iter().chain(&dlq).map(id_of), 0..N);
     assert_eq!(total, N);
     assert_unique_msg_ids("OUT", &out);
     assert!(weir.is_running(), "weir keeps running after the server came back");

@@ -67,7 +67,10 @@ async fn bi_enrich_joins_events_with_kv_reference_data() {
     let (client, js) = server.jetstream().await;
     let shops = create_kv_bucket(&js, "shops").await;
     let rates = create_kv_bucket(&js, "rates").await;
-    shops.put("s-1", r#"{"name":"Northwind","country":"DE","commission_rate":0.1}"#.into()).await.expect("put");
+    shops
+        .put("s-1", r#"{"name":"Northwind","country":"DE","commission_rate":0.1}"#.into())
+        .await
+        .expect("put");
     rates.put("USD", r#"{"rate":0.5}"#.into()).await.expect("put");
     let pipeline = format!(
         "name = \"bi\"\n[source]\nsubject = \"in.>\"\n[[stages]]\nname = \"enrich\"\nplugin = {}\ngrants = {{ kv = [\"shops\", \"rates\"] }}\n[sink]\nsubject = \"out\"\n[dead_letter]\nsubject = \"dlq\"\n",

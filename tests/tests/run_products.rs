@@ -56,10 +56,8 @@ async fn the_products_pipeline_tags_enriches_and_routes_events() {
 
     // The same model natively: the wasm stage must give the same scores.
     let model = std::fs::read(repo_root().join("pipelines/models/tagger.onnx")).expect("the model");
-    let settings = weir_ml_tagger::Settings::from_config(
-        &weir_sdk::Config::from_json(r#"{"model": "tagger.onnx", "min_score": 0.4, "max_tags": 3}"#).unwrap(),
-    )
-    .unwrap();
+    let settings =
+        weir_ml_tagger::Settings::from_config(&weir_sdk::Config::from_json(r#"{"model": "tagger.onnx", "min_score": 0.4, "max_tags": 3}"#).unwrap()).unwrap();
     let native = weir_ml_tagger::Tagger::new(settings, &model).expect("the model loads natively");
 
     let mut correct = 0;
@@ -97,7 +95,13 @@ async fn the_products_pipeline_tags_enriches_and_routes_events() {
     let mut internal = tracking_event(&products[0], 200, "s-100");
     internal["internal"] = json!(true);
     publish(&client, "tracking.product.view", test_headers(200), serde_json::to_vec(&internal).unwrap()).await;
-    publish(&client, "tracking.product.view", test_headers(201), serde_json::to_vec(&tracking_event(&products[1], 201, "s-404")).unwrap()).await;
+    publish(
+        &client,
+        "tracking.product.view",
+        test_headers(201),
+        serde_json::to_vec(&tracking_event(&products[1], 201, "s-404")).unwrap(),
+    )
+    .await;
     let marked = collect(&mut out, 1, Duration::from_secs(10)).await;
     assert_eq!(marked[0].subject.as_str(), "processed.view.unknown");
     assert_eq!(json(&marked[0])["enrichment_missing"], json!(["shop"]));
@@ -106,10 +110,19 @@ async fn the_products_pipeline_tags_enriches_and_routes_events() {
     // A shop moving country in KV reroutes its next events, without a reload.
     let version = header(&got[0], "weir-version");
     let shops = js.get_key_value("shops").await.expect("the shops bucket");
-    shops.put("s-100", r#"{"name":"Nordic Threads","country":"AT","commission_rate":0.12}"#.into()).await.expect("put");
+    shops
+        .put("s-100", r#"{"name":"Nordic Threads","country":"AT","commission_rate":0.12}"#.into())
+        .await
+        .expect("put");
     let updated = std::time::Instant::now();
     let moved = loop {
-        publish(&client, "tracking.product.view", test_headers(300), serde_json::to_vec(&tracking_event(&products[0], 0, "s-100")).unwrap()).await;
+        publish(
+            &client,
+            "tracking.product.view",
+            test_headers(300),
+            serde_json::to_vec(&tracking_event(&products[0], 0, "s-100")).unwrap(),
+        )
+        .await;
         match collect(&mut out, 1, Duration::from_millis(300)).await.pop() {
             Some(m) if m.subject.as_str() == "processed.view.AT" => break m,
             other => assert!(

@@ -34,7 +34,10 @@ config = {{ set = {{ by = "{by}" }} }}
 fn assert_both_busy(outputs: &[async_nats::Message], n: usize) {
     let mut by = BTreeMap::<String, usize>::new();
     for message in outputs {
-        let who = json(message)["by"].as_str().unwrap_or_else(|| panic!("no `by` in {}", describe(message))).to_string();
+        let who = json(message)["by"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no `by` in {}", describe(message)))
+            .to_string();
         *by.entry(who).or_default() += 1;
     }
     eprintln!("events per process: {by:?}");
@@ -66,9 +69,7 @@ async fn two_processes_share_a_core_queue_group() {
     let mut out = subscribe(&client, "out.>").await;
 
     publish_orders(&client, "in.orders", 0..N).await;
-    let outputs =
-        collect_exactly(&mut out, "outputs of both processes", N as usize, Duration::from_secs(30), Duration::from_millis(500))
-            .await;
+    let outputs = collect_exactly(&mut out, "outputs of both processes", N as usize, Duration::from_secs(30), Duration::from_millis(500)).await;
     assert_exactly_once("orders processed by the queue group", outputs.iter().map(id_of), 0..N);
     assert_both_busy(&outputs, N as usize);
 }

@@ -36,10 +36,7 @@ pub struct Device {
 /// Classifies a user agent string.
 pub fn classify(agent: &str) -> Device {
     let Some(result) = Parser::new().parse(agent) else {
-        return Device {
-            class: looks_like_bot(agent),
-            browser: "other",
-        };
+        return Device { class: looks_like_bot(agent), browser: "other" };
     };
     let class = match result.category {
         "pc" => "desktop",
@@ -87,10 +84,7 @@ impl AgentCache {
     /// A cache of at most `capacity` agents; 0 turns caching off (every
     /// agent is parsed).
     pub fn new(capacity: usize) -> AgentCache {
-        AgentCache {
-            capacity,
-            ..AgentCache::default()
-        }
+        AgentCache { capacity, ..AgentCache::default() }
     }
 
     /// Classifies `agent` as [`classify`] does, from the cache when it can.
@@ -158,11 +152,7 @@ impl AgentCache {
 /// woothee does not know; `unknown` otherwise.
 fn looks_like_bot(agent: &str) -> &'static str {
     let lower = agent.to_ascii_lowercase();
-    if ["bot", "spider", "crawl"].iter().any(|w| lower.contains(w)) {
-        "bot"
-    } else {
-        "unknown"
-    }
+    if ["bot", "spider", "crawl"].iter().any(|w| lower.contains(w)) { "bot" } else { "unknown" }
 }
 
 #[cfg(test)]
@@ -186,11 +176,7 @@ mod tests {
             "desktop",
             "Edge",
         );
-        check(
-            "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
-            "desktop",
-            "Firefox",
-        );
+        check("Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0", "desktop", "Firefox");
         check(
             "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Safari/605.1.15",
             "desktop",
@@ -229,11 +215,7 @@ mod tests {
 
     #[test]
     fn bots_and_unknowns() {
-        check(
-            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-            "bot",
-            "other",
-        );
+        check("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", "bot", "other");
         check("curl/8.5.0", "bot", "other");
         check("ExampleSpider/1.0", "bot", "other");
         check("", "unknown", "other");
@@ -269,11 +251,7 @@ mod tests {
             // Twice over, forwards then backwards, so that answers come
             // from `current`, from `old` and from the parser.
             for agent in agents.iter().chain(agents.iter().rev()).chain(&agents) {
-                assert_eq!(
-                    cache.classify(agent),
-                    classify(agent),
-                    "capacity {capacity}: {agent}"
-                );
+                assert_eq!(cache.classify(agent), classify(agent), "capacity {capacity}: {agent}");
             }
         }
     }
@@ -287,17 +265,9 @@ mod tests {
                 cache.classify(agent);
                 // Some agents again, promoted from `old`.
                 cache.classify(&agents[i / 2]);
-                assert!(
-                    cache.len() <= capacity,
-                    "capacity {capacity}: {} agents",
-                    cache.len()
-                );
+                assert!(cache.len() <= capacity, "capacity {capacity}: {} agents", cache.len());
             }
-            assert!(
-                cache.len() >= capacity / 2,
-                "capacity {capacity}: {} agents",
-                cache.len()
-            );
+            assert!(cache.len() >= capacity / 2, "capacity {capacity}: {} agents", cache.len());
         }
     }
 
@@ -308,10 +278,7 @@ mod tests {
         for agent in agents.iter().chain(&agents) {
             cache.classify(agent);
         }
-        assert_eq!(
-            (cache.hits(), cache.misses()),
-            (agents.len() as u64, agents.len() as u64)
-        );
+        assert_eq!((cache.hits(), cache.misses()), (agents.len() as u64, agents.len() as u64));
         assert_eq!(cache.len(), agents.len());
 
         // A recently used agent survives a turn; one left alone does not.

@@ -23,15 +23,7 @@ pub struct DateDims {
     pub weekday: &'static str,
 }
 
-const WEEKDAYS: [&str; 7] = [
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-];
+const WEEKDAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
 
 /// Parses an RFC 3339 timestamp (`2026-11-26T10:15:00Z`,
 /// `2026-11-26T10:15:00.123+01:00`) and returns its UTC date dimensions.
@@ -119,14 +111,7 @@ pub fn parse_rfc3339(ts: &str) -> Result<i64, String> {
         return Err("too short for an RFC 3339 date-time (e.g. 2026-11-26T10:15:00Z)".into());
     }
     let sep = |i: usize, expected: &[u8]| -> Result<(), String> {
-        if expected.contains(&b[i]) {
-            Ok(())
-        } else {
-            Err(format!(
-                "expected {:?} at position {i}",
-                expected.iter().map(|&c| c as char).collect::<String>()
-            ))
-        }
+        if expected.contains(&b[i]) { Ok(()) } else { Err(format!("expected {:?} at position {i}", expected.iter().map(|&c| c as char).collect::<String>())) }
     };
     sep(4, b"-")?;
     sep(7, b"-")?;
@@ -145,14 +130,10 @@ pub fn parse_rfc3339(ts: &str) -> Result<i64, String> {
     // Four digits: a year `time` can represent.
     let date = Date::from_calendar_date(year as i32, month_name, day as u8);
     let Ok(date) = date else {
-        return Err(format!(
-            "day {day} is out of range for {year:04}-{month:02}"
-        ));
+        return Err(format!("day {day} is out of range for {year:04}-{month:02}"));
     };
     if hour > 23 || minute > 59 || second > 60 {
-        return Err(format!(
-            "time {hour:02}:{minute:02}:{second:02} is out of range"
-        ));
+        return Err(format!("time {hour:02}:{minute:02}:{second:02} is out of range"));
     }
     // Optional fraction of a second: ignored, dimensions are coarser.
     let mut i = 19;
@@ -272,118 +253,30 @@ mod tests {
 
     fn check(ts: &str, day: &str, week: &str, hour: u32, weekday: &str) {
         let d = dims(ts).unwrap_or_else(|e| panic!("{ts}: {e}"));
-        assert_eq!(
-            (d.day.as_str(), d.iso_week.as_str(), d.hour, d.weekday),
-            (day, week, hour, weekday),
-            "{ts}"
-        );
+        assert_eq!((d.day.as_str(), d.iso_week.as_str(), d.hour, d.weekday), (day, week, hour, weekday), "{ts}");
     }
 
     #[test]
     fn known_dates() {
-        check(
-            "2026-11-26T10:15:00Z",
-            "2026-11-26",
-            "2026-W48",
-            10,
-            "Thursday",
-        );
-        check(
-            "2021-01-03T00:00:00Z",
-            "2021-01-03",
-            "2020-W53",
-            0,
-            "Sunday",
-        );
-        check(
-            "2024-12-30T23:59:59Z",
-            "2024-12-30",
-            "2025-W01",
-            23,
-            "Monday",
-        );
-        check(
-            "1970-01-01T00:00:00Z",
-            "1970-01-01",
-            "1970-W01",
-            0,
-            "Thursday",
-        );
-        check(
-            "2000-02-29T12:00:00Z",
-            "2000-02-29",
-            "2000-W09",
-            12,
-            "Tuesday",
-        );
-        check(
-            "2008-12-29T05:00:00Z",
-            "2008-12-29",
-            "2009-W01",
-            5,
-            "Monday",
-        );
-        check(
-            "2010-01-03T05:00:00Z",
-            "2010-01-03",
-            "2009-W53",
-            5,
-            "Sunday",
-        );
-        check(
-            "2023-01-01T05:00:00Z",
-            "2023-01-01",
-            "2022-W52",
-            5,
-            "Sunday",
-        );
-        check(
-            "2026-01-01T05:00:00Z",
-            "2026-01-01",
-            "2026-W01",
-            5,
-            "Thursday",
-        );
-        check(
-            "1969-12-31T23:00:00Z",
-            "1969-12-31",
-            "1970-W01",
-            23,
-            "Wednesday",
-        );
+        check("2026-11-26T10:15:00Z", "2026-11-26", "2026-W48", 10, "Thursday");
+        check("2021-01-03T00:00:00Z", "2021-01-03", "2020-W53", 0, "Sunday");
+        check("2024-12-30T23:59:59Z", "2024-12-30", "2025-W01", 23, "Monday");
+        check("1970-01-01T00:00:00Z", "1970-01-01", "1970-W01", 0, "Thursday");
+        check("2000-02-29T12:00:00Z", "2000-02-29", "2000-W09", 12, "Tuesday");
+        check("2008-12-29T05:00:00Z", "2008-12-29", "2009-W01", 5, "Monday");
+        check("2010-01-03T05:00:00Z", "2010-01-03", "2009-W53", 5, "Sunday");
+        check("2023-01-01T05:00:00Z", "2023-01-01", "2022-W52", 5, "Sunday");
+        check("2026-01-01T05:00:00Z", "2026-01-01", "2026-W01", 5, "Thursday");
+        check("1969-12-31T23:00:00Z", "1969-12-31", "1970-W01", 23, "Wednesday");
     }
 
     #[test]
     fn fractions_and_offsets_are_converted_to_utc() {
-        check(
-            "2026-11-26T10:15:00.123456Z",
-            "2026-11-26",
-            "2026-W48",
-            10,
-            "Thursday",
-        );
+        check("2026-11-26T10:15:00.123456Z", "2026-11-26", "2026-W48", 10, "Thursday");
         // 00:30 in Berlin (+01:00) is 23:30 UTC the day before.
-        check(
-            "2026-11-27T00:30:00+01:00",
-            "2026-11-26",
-            "2026-W48",
-            23,
-            "Thursday",
-        );
-        check(
-            "2026-11-26T22:30:00-02:00",
-            "2026-11-27",
-            "2026-W48",
-            0,
-            "Friday",
-        );
-        check(
-            "2026-11-26t10:15:00z",
-            "2026-11-26",
-            "2026-W48",
-            10,
-            "Thursday",
-        );
+        check("2026-11-27T00:30:00+01:00", "2026-11-26", "2026-W48", 23, "Thursday");
+        check("2026-11-26T22:30:00-02:00", "2026-11-27", "2026-W48", 0, "Friday");
+        check("2026-11-26t10:15:00z", "2026-11-26", "2026-W48", 10, "Thursday");
     }
 
     #[test]
@@ -405,49 +298,22 @@ mod tests {
             assert_eq!(dims.iso_week, format!("{week_year:04}-W{week:02}"));
         }
         // An offset can take a four-digit year out of four digits.
-        check(
-            "0000-01-01T00:30:00+01:00",
-            "-001-12-31",
-            "-001-W52",
-            23,
-            "Friday",
-        );
-        check(
-            "9999-12-31T23:30:00-01:00",
-            "10000-01-01",
-            "9999-W52",
-            0,
-            "Saturday",
-        );
+        check("0000-01-01T00:30:00+01:00", "-001-12-31", "-001-W52", 23, "Friday");
+        check("9999-12-31T23:30:00-01:00", "10000-01-01", "9999-W52", 0, "Saturday");
     }
 
     #[test]
     fn bad_timestamps() {
         let err = |ts: &str| parse_rfc3339(ts).unwrap_err();
-        assert_eq!(
-            err("2026-11-26"),
-            "too short for an RFC 3339 date-time (e.g. 2026-11-26T10:15:00Z)"
-        );
+        assert_eq!(err("2026-11-26"), "too short for an RFC 3339 date-time (e.g. 2026-11-26T10:15:00Z)");
         assert_eq!(err("2026-13-01T00:00:00Z"), "month 13 is out of range");
-        assert_eq!(
-            err("2025-02-29T00:00:00Z"),
-            "day 29 is out of range for 2025-02"
-        );
+        assert_eq!(err("2025-02-29T00:00:00Z"), "day 29 is out of range for 2025-02");
         assert_eq!(err("2026-11-26T24:00:00Z"), "time 24:00:00 is out of range");
-        assert_eq!(
-            err("2026-11-26T10:15:00"),
-            "too short for an RFC 3339 date-time (e.g. 2026-11-26T10:15:00Z)"
-        );
+        assert_eq!(err("2026-11-26T10:15:00"), "too short for an RFC 3339 date-time (e.g. 2026-11-26T10:15:00Z)");
         assert_eq!(err("2026-11-26T10:15:00.Z"), "empty fraction of a second");
         assert_eq!(err("2026-11-26T10:15:00.5"), "no time zone (add Z for UTC)");
-        assert_eq!(
-            err("2026-11-26T10:15:00+0100"),
-            "unexpected text \"+0100\" after the time"
-        );
+        assert_eq!(err("2026-11-26T10:15:00+0100"), "unexpected text \"+0100\" after the time");
         assert_eq!(err("2026/11/26T10:15:00Z"), "expected \"-\" at position 4");
-        assert_eq!(
-            err("2026-1x-26T10:15:00Z"),
-            "expected a digit at position 6"
-        );
+        assert_eq!(err("2026-1x-26T10:15:00Z"), "expected a digit at position 6");
     }
 }

@@ -98,13 +98,7 @@ pub struct Fields {
 impl Default for Fields {
     fn default() -> Fields {
         let path = |name: &str| Path::parse(name).expect("a valid default path");
-        Fields {
-            shop_id: path("shop_id"),
-            price: path("price"),
-            currency: path("currency"),
-            ts: path("ts"),
-            user_agent: path("user_agent"),
-        }
+        Fields { shop_id: path("shop_id"), price: path("price"), currency: path("currency"), ts: path("ts"), user_agent: path("user_agent") }
     }
 }
 
@@ -143,11 +137,9 @@ impl Settings {
     /// Parses and checks the stage's configuration.
     pub fn from_config(config: &Config) -> Result<Settings, String> {
         let settings: Settings = config.parse()?;
-        for (key, value) in [
-            ("shops_bucket", &settings.shops_bucket),
-            ("rates_bucket", &settings.rates_bucket),
-            ("reporting_currency", &settings.reporting_currency),
-        ] {
+        for (key, value) in
+            [("shops_bucket", &settings.shops_bucket), ("rates_bucket", &settings.rates_bucket), ("reporting_currency", &settings.reporting_currency)]
+        {
             if value.trim().is_empty() {
                 return Err(format!("config.{key}: must not be empty"));
             }
@@ -235,8 +227,7 @@ impl BiEnrich {
         if ADDED.iter().any(|key| fields.contains_key(*key)) {
             let whole: Value = serde_json::from_slice(payload)?;
             let Value::Object(payload) = &whole else { unreachable!("read as an object above") };
-            serde_json::to_writer(&mut out, &Enriched { payload, added: &added })
-                .map_err(|e| Error::invalid(format!("cannot write the payload: {e}")))?;
+            serde_json::to_writer(&mut out, &Enriched { payload, added: &added }).map_err(|e| Error::invalid(format!("cannot write the payload: {e}")))?;
         } else {
             let present = added.iter().filter_map(|(key, value)| Some((*key, value.as_ref()?)));
             append_members(&mut out, payload, present)?;
@@ -248,12 +239,7 @@ impl BiEnrich {
 /// Reads the event's fields and the reference data: everything
 /// [`enrich`](BiEnrich::enrich) adds, or why the event is refused. The
 /// event is only borrowed, so its strings are not copied.
-fn read(
-    settings: &Settings,
-    agents: &mut AgentCache,
-    event: &Value,
-    lookup: &Lookup<'_>,
-) -> Result<Additions, Error> {
+fn read(settings: &Settings, agents: &mut AgentCache, event: &Value, lookup: &Lookup<'_>) -> Result<Additions, Error> {
     let f = &settings.fields;
 
     // The event's own fields: any problem refuses the event.
@@ -271,12 +257,9 @@ fn read(
         other => return Err(field_error(&f.currency, other, "a currency code")),
     };
     let date = match f.ts.get(event) {
-        Some(Value::String(s)) => dates::dims(s).map_err(|reason| {
-            Error::invalid(format!(
-                "field \"{}\": {s:?} is not an RFC 3339 timestamp: {reason}",
-                f.ts
-            ))
-        })?,
+        Some(Value::String(s)) => {
+            dates::dims(s).map_err(|reason| Error::invalid(format!("field \"{}\": {s:?} is not an RFC 3339 timestamp: {reason}", f.ts)))?
+        }
         other => return Err(field_error(&f.ts, other, "an RFC 3339 timestamp string")),
     };
     let device = match f.user_agent.get(event) {
@@ -293,10 +276,7 @@ fn read(
         match rate {
             Some(Rate { rate }) if rate.is_finite() && rate > 0.0 => Some(rate),
             Some(Rate { rate }) => {
-                return Err(Error::invalid(format!(
-                    "kv value {}/{currency} has rate {rate}, expected a positive number",
-                    settings.rates_bucket
-                )));
+                return Err(Error::invalid(format!("kv value {}/{currency} has rate {rate}, expected a positive number", settings.rates_bucket)));
             }
             None => None,
         }
@@ -312,27 +292,15 @@ fn read(
     if !missing.is_empty() && settings.on_missing == OnMissing::DeadLetter {
         let mut reasons = Vec::new();
         if shop.is_none() {
-            reasons.push(format!(
-                "shop {shop_id:?} not found in KV bucket {:?}",
-                settings.shops_bucket
-            ));
+            reasons.push(format!("shop {shop_id:?} not found in KV bucket {:?}", settings.shops_bucket));
         }
         if rate.is_none() {
-            reasons.push(format!(
-                "no rate for currency {currency:?} in KV bucket {:?}",
-                settings.rates_bucket
-            ));
+            reasons.push(format!("no rate for currency {currency:?} in KV bucket {:?}", settings.rates_bucket));
         }
         return Err(Error::invalid(reasons.join("; ")));
     }
 
-    Ok(Additions {
-        price_reporting: rate.map(|rate| round2(price * rate)),
-        shop,
-        date,
-        device,
-        missing,
-    })
+    Ok(Additions { price_reporting: rate.map(|rate| round2(price * rate)), shop, date, device, missing })
 }
 
 /// What [`BiEnrich::enrich`] adds to an event.
@@ -358,16 +326,9 @@ impl Additions {
             ("commission", commission.map(Added::Number)),
             ("date", Some(Added::Date(&self.date))),
             ("device", Some(Added::Device(self.device))),
-            (
-                "enrichment_missing",
-                (!self.missing.is_empty()).then_some(Added::Names(&self.missing)),
-            ),
+            ("enrichment_missing", (!self.missing.is_empty()).then_some(Added::Names(&self.missing))),
             ("price_reporting", self.price_reporting.map(Added::Number)),
-            (
-                "reporting_currency",
-                self.price_reporting
-                    .map(|_| Added::Text(reporting_currency)),
-            ),
+            ("reporting_currency", self.price_reporting.map(|_| Added::Text(reporting_currency))),
             ("shop", self.shop.as_ref().map(Added::Shop)),
         ]
     }
@@ -434,11 +395,7 @@ struct Enriched<'a> {
 impl Serialize for Enriched<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
-        let mut added = self
-            .added
-            .iter()
-            .filter_map(|(key, value)| Some((*key, value.as_ref()?)))
-            .peekable();
+        let mut added = self.added.iter().filter_map(|(key, value)| Some((*key, value.as_ref()?))).peekable();
         for (key, value) in self.payload {
             let mut replaced = false;
             while let Some((name, new)) = added.next_if(|(name, _)| *name <= key.as_str()) {
@@ -464,26 +421,18 @@ fn round2(x: f64) -> f64 {
 fn field_error(path: &Path, found: Option<&Value>, expected: &str) -> Error {
     match found {
         None | Some(Value::Null) => Error::invalid(format!("missing field \"{path}\"")),
-        Some(value) => Error::invalid(format!(
-            "field \"{path}\": expected {expected}, found {value}"
-        )),
+        Some(value) => Error::invalid(format!("field \"{path}\": expected {expected}, found {value}")),
     }
 }
 
 /// Looks `key` up in `bucket` and reads the value as JSON of type `T`.
-fn read_json<T: serde::de::DeserializeOwned>(
-    lookup: &Lookup<'_>,
-    bucket: &str,
-    key: &str,
-) -> Result<Option<T>, Error> {
+fn read_json<T: serde::de::DeserializeOwned>(lookup: &Lookup<'_>, bucket: &str, key: &str) -> Result<Option<T>, Error> {
     let Some(bytes) = lookup(bucket, key).map_err(Error::invalid)? else {
         return Ok(None);
     };
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-        Error::invalid(format!(
-            "kv value {bucket}/{key} is not of the expected shape: {e}"
-        ))
-    })
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::invalid(format!("kv value {bucket}/{key} is not of the expected shape: {e}")))
 }
 
 /// The stage in weir: [`BiEnrich::enrich`] with the KV buckets that weir
@@ -494,8 +443,7 @@ impl Stage for BiEnrich {
     }
 
     fn process(&mut self, event: Event) -> Result<Output, Error> {
-        let lookup =
-            |bucket: &str, key: &str| kv::get(bucket, key).map_err(|e| e.message().to_owned());
+        let lookup = |bucket: &str, key: &str| kv::get(bucket, key).map_err(|e| e.message().to_owned());
         let payload = self.enrich(&event.payload, &lookup)?;
         Ok(Output::One(event.with_payload(payload)))
     }
@@ -513,7 +461,8 @@ mod tests {
     use super::{BiEnrich, Settings};
 
     const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
-    const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1";
+    const IPHONE: &str =
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1";
 
     fn order(shop: &str, price: f64, currency: &str) -> Value {
         json!({
@@ -524,11 +473,7 @@ mod tests {
 
     fn fill_kv() {
         testing::kv_clear();
-        testing::kv_put(
-            "shops",
-            "s-1",
-            r#"{"name":"Shop One","country":"DE","commission_rate":0.1}"#,
-        );
+        testing::kv_put("shops", "s-1", r#"{"name":"Shop One","country":"DE","commission_rate":0.1}"#);
         testing::kv_put("rates", "USD", r#"{"rate":0.92}"#);
     }
 
@@ -566,11 +511,7 @@ mod tests {
     #[test]
     fn reporting_currency_needs_no_rate() {
         testing::kv_clear();
-        testing::kv_put(
-            "shops",
-            "s-1",
-            r#"{"name":"S","country":"FR","commission_rate":0.2}"#,
-        );
+        testing::kv_put("shops", "s-1", r#"{"name":"S","country":"FR","commission_rate":0.2}"#);
         testing::kv_put("rates", "USD", r#"{"rate":0.92}"#); // no EUR entry
         let out = run("{}", &order("s-1", 10.005, "EUR")).unwrap();
         assert_eq!(out["price_reporting"], json!(10.01));
@@ -578,15 +519,8 @@ mod tests {
         assert_eq!(out.get("enrichment_missing"), None);
         // Another reporting currency, from config.
         testing::kv_put("rates", "EUR", r#"{"rate":1.087}"#);
-        let out = run(
-            r#"{"reporting_currency": "USD"}"#,
-            &order("s-1", 100.0, "EUR"),
-        )
-        .unwrap();
-        assert_eq!(
-            (&out["price_reporting"], &out["reporting_currency"]),
-            (&json!(108.7), &json!("USD"))
-        );
+        let out = run(r#"{"reporting_currency": "USD"}"#, &order("s-1", 100.0, "EUR")).unwrap();
+        assert_eq!((&out["price_reporting"], &out["reporting_currency"]), (&json!(108.7), &json!("USD")));
     }
 
     #[test]
@@ -604,10 +538,7 @@ mod tests {
     fn missing_shop_can_be_dead_lettered() {
         fill_kv();
         let config = r#"{"on_missing": "dead-letter"}"#;
-        assert_eq!(
-            invalid(config, &order("s-9", 10.0, "USD")),
-            r#"shop "s-9" not found in KV bucket "shops""#
-        );
+        assert_eq!(invalid(config, &order("s-9", 10.0, "USD")), r#"shop "s-9" not found in KV bucket "shops""#);
         assert!(run(config, &order("s-1", 10.0, "USD")).is_ok());
     }
 
@@ -624,10 +555,7 @@ mod tests {
         assert_eq!(out["enrichment_missing"], json!(["shop", "rate"]));
 
         let config = r#"{"on_missing": "dead-letter"}"#;
-        assert_eq!(
-            invalid(config, &order("s-1", 10.0, "JPY")),
-            r#"no rate for currency "JPY" in KV bucket "rates""#
-        );
+        assert_eq!(invalid(config, &order("s-1", 10.0, "JPY")), r#"no rate for currency "JPY" in KV bucket "rates""#);
         assert_eq!(
             invalid(config, &order("s-9", 10.0, "JPY")),
             r#"shop "s-9" not found in KV bucket "shops"; no rate for currency "JPY" in KV bucket "rates""#
@@ -647,18 +575,9 @@ mod tests {
             event.as_object_mut().unwrap().remove(key);
             event
         };
-        assert_eq!(
-            invalid("{}", &without("shop_id")),
-            r#"missing field "shop_id""#
-        );
-        assert_eq!(
-            invalid("{}", &without("user_agent")),
-            r#"missing field "user_agent""#
-        );
-        assert_eq!(
-            invalid("{}", &with("price", json!("12.5"))),
-            r#"field "price": expected a number, found "12.5""#
-        );
+        assert_eq!(invalid("{}", &without("shop_id")), r#"missing field "shop_id""#);
+        assert_eq!(invalid("{}", &without("user_agent")), r#"missing field "user_agent""#);
+        assert_eq!(invalid("{}", &with("price", json!("12.5"))), r#"field "price": expected a number, found "12.5""#);
         assert_eq!(
             invalid("{}", &with("ts", json!("2026-11-31T10:00:00Z"))),
             r#"field "ts": "2026-11-31T10:00:00Z" is not an RFC 3339 timestamp: day 31 is out of range for 2026-11"#
@@ -672,10 +591,7 @@ mod tests {
         assert!(error.message().starts_with("payload is not valid JSON: "));
         // Broken reference data is invalid too, whatever on_missing says.
         testing::kv_put("shops", "s-2", r#"{"name":"S"}"#);
-        assert!(
-            invalid("{}", &order("s-2", 1.0, "USD"))
-                .starts_with("kv value shops/s-2 is not of the expected shape: ")
-        );
+        assert!(invalid("{}", &order("s-2", 1.0, "USD")).starts_with("kv value shops/s-2 is not of the expected shape: "));
     }
 
     #[test]
@@ -685,34 +601,20 @@ mod tests {
         event["ts"] = json!("2021-01-03T23:59:59Z");
         event["user_agent"] = json!(IPHONE);
         let out = run("{}", &event).unwrap();
-        assert_eq!(
-            out["date"],
-            json!({ "day": "2021-01-03", "iso_week": "2020-W53", "hour": 23, "weekday": "Sunday" })
-        );
-        assert_eq!(
-            out["device"],
-            json!({ "class": "mobile", "browser": "Safari" })
-        );
+        assert_eq!(out["date"], json!({ "day": "2021-01-03", "iso_week": "2020-W53", "hour": 23, "weekday": "Sunday" }));
+        assert_eq!(out["device"], json!({ "class": "mobile", "browser": "Safari" }));
 
         event["ts"] = json!("2024-12-30T00:00:00Z");
-        event["user_agent"] =
-            json!("Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)");
+        event["user_agent"] = json!("Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)");
         let out = run("{}", &event).unwrap();
-        assert_eq!(
-            out["date"],
-            json!({ "day": "2024-12-30", "iso_week": "2025-W01", "hour": 0, "weekday": "Monday" })
-        );
+        assert_eq!(out["date"], json!({ "day": "2024-12-30", "iso_week": "2025-W01", "hour": 0, "weekday": "Monday" }));
         assert_eq!(out["device"], json!({ "class": "bot", "browser": "other" }));
     }
 
     #[test]
     fn field_names_and_buckets_are_configurable() {
         testing::kv_clear();
-        testing::kv_put(
-            "partners",
-            "7",
-            r#"{"name":"P","country":"AT","commission_rate":0.05}"#,
-        );
+        testing::kv_put("partners", "7", r#"{"name":"P","country":"AT","commission_rate":0.05}"#);
         testing::kv_put("fx", "CHF", r#"{"rate":1.05}"#);
         let config = r#"{"shops_bucket": "partners", "rates_bucket": "fx",
             "fields": {"shop_id": "partner.id", "price": "amount", "currency": "cur", "ts": "at", "user_agent": "ua"}}"#;
@@ -721,94 +623,47 @@ mod tests {
         assert_eq!(out["shop"]["country"], json!("AT"));
         assert_eq!(out["price_reporting"], json!(21.0));
         assert_eq!(out["commission"], json!(1.05));
-        assert_eq!(
-            out["device"],
-            json!({ "class": "unknown", "browser": "other" })
-        );
+        assert_eq!(out["device"], json!({ "class": "unknown", "browser": "other" }));
     }
 
     #[test]
     fn ungranted_bucket_is_invalid() {
         testing::kv_clear();
-        testing::kv_put(
-            "shops",
-            "s-1",
-            r#"{"name":"S","country":"DE","commission_rate":0.1}"#,
-        );
+        testing::kv_put("shops", "s-1", r#"{"name":"S","country":"DE","commission_rate":0.1}"#);
         let message = invalid("{}", &order("s-1", 1.0, "USD"));
-        assert!(
-            message.contains("kv bucket \"rates\" is not granted"),
-            "{message}"
-        );
+        assert!(message.contains("kv bucket \"rates\" is not granted"), "{message}");
     }
 
     #[test]
     fn enrich_works_with_any_lookup() {
-        let kv: HashMap<(&str, &str), &str> = HashMap::from([
-            (
-                ("shops", "s-1"),
-                r#"{"name":"S","country":"DE","commission_rate":0.1}"#,
-            ),
-            (("rates", "USD"), r#"{"rate":0.5}"#),
-        ]);
-        let lookup =
-            |bucket: &str, key: &str| Ok(kv.get(&(bucket, key)).map(|v| v.as_bytes().to_vec()));
+        let kv: HashMap<(&str, &str), &str> =
+            HashMap::from([(("shops", "s-1"), r#"{"name":"S","country":"DE","commission_rate":0.1}"#), (("rates", "USD"), r#"{"rate":0.5}"#)]);
+        let lookup = |bucket: &str, key: &str| Ok(kv.get(&(bucket, key)).map(|v| v.as_bytes().to_vec()));
         let payload = order("s-1", 3.0, "USD").to_string();
-        let out = BiEnrich::new(Settings::default())
-            .enrich(payload.as_bytes(), &lookup)
-            .unwrap();
+        let out = BiEnrich::new(Settings::default()).enrich(payload.as_bytes(), &lookup).unwrap();
         let out: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(
-            (&out["price_reporting"], &out["commission"]),
-            (&json!(1.5), &json!(0.15))
-        );
+        assert_eq!((&out["price_reporting"], &out["commission"]), (&json!(1.5), &json!(0.15)));
     }
 
     #[test]
     fn bad_config_fails_init() {
         let error = |config: &str| testing::init::<BiEnrich>(config).expect_err("init should fail");
-        assert!(
-            error(r#"{"reporting": "EUR"}"#)
-                .starts_with("config.reporting: unknown field `reporting`")
-        );
-        assert!(
-            error(r#"{"fields": {"shop": "x"}}"#)
-                .starts_with("config.fields.shop: unknown field `shop`")
-        );
-        assert!(
-            error(r#"{"on_missing": "drop"}"#)
-                .starts_with("config.on_missing: unknown variant `drop`")
-        );
-        assert_eq!(
-            error(r#"{"reporting_currency": ""}"#),
-            "config.reporting_currency: must not be empty"
-        );
+        assert!(error(r#"{"reporting": "EUR"}"#).starts_with("config.reporting: unknown field `reporting`"));
+        assert!(error(r#"{"fields": {"shop": "x"}}"#).starts_with("config.fields.shop: unknown field `shop`"));
+        assert!(error(r#"{"on_missing": "drop"}"#).starts_with("config.on_missing: unknown variant `drop`"));
+        assert_eq!(error(r#"{"reporting_currency": ""}"#), "config.reporting_currency: must not be empty");
         assert_eq!(
             error(r#"{"agent_cache": 100001}"#),
             "config.agent_cache: 100001 is too many user agents to cache, the most is 100000 (0 turns the cache off)"
         );
-        assert!(
-            error(r#"{"agent_cache": -1}"#)
-                .starts_with("config.agent_cache: invalid value: integer `-1`")
-        );
-        assert!(
-            testing::init::<BiEnrich>(
-                r#"{"on_missing": "dead-letter", "fields": {"ts": "meta.ts"}}"#
-            )
-            .is_ok()
-        );
+        assert!(error(r#"{"agent_cache": -1}"#).starts_with("config.agent_cache: invalid value: integer `-1`"));
+        assert!(testing::init::<BiEnrich>(r#"{"on_missing": "dead-letter", "fields": {"ts": "meta.ts"}}"#).is_ok());
     }
 
     #[test]
     fn the_agent_cache_changes_nothing() {
         fill_kv();
-        let agents = [
-            CHROME,
-            IPHONE,
-            "curl/8.5.0",
-            "",
-            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-        ];
+        let agents = [CHROME, IPHONE, "curl/8.5.0", "", "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"];
         let events: Vec<Event> = (0..40)
             .map(|i| {
                 let mut event = order(if i % 3 == 0 { "s-9" } else { "s-1" }, i as f64, "USD");
@@ -819,14 +674,8 @@ mod tests {
         let payloads = |config: &str| -> Vec<Vec<u8>> {
             let mut stage = testing::init::<BiEnrich>(config).unwrap();
             let out = testing::process(&mut stage, events.clone()).unwrap();
-            assert_eq!(
-                stage.agents().hits() + stage.agents().misses(),
-                events.len() as u64
-            );
-            out.into_iter()
-                .flat_map(|outcome| outcome.unwrap())
-                .map(|event| event.payload)
-                .collect()
+            assert_eq!(stage.agents().hits() + stage.agents().misses(), events.len() as u64);
+            out.into_iter().flat_map(|outcome| outcome.unwrap()).map(|event| event.payload).collect()
         };
         let uncached = payloads(r#"{"agent_cache": 0}"#);
         assert_eq!(uncached.len(), events.len());

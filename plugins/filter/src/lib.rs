@@ -90,11 +90,7 @@ impl Stage for Filter {
 
     fn process(&mut self, event: Event) -> Result<Output, Error> {
         let payload = self.fields.parse(&event.payload)?;
-        Ok(if self.condition.holds(&payload) {
-            Output::One(event)
-        } else {
-            Output::Drop
-        })
+        Ok(if self.condition.holds(&payload) { Output::One(event) } else { Output::Drop })
     }
 }
 
@@ -116,30 +112,19 @@ impl Condition {
     pub fn parse(value: &Value, at: &str) -> Result<Condition, String> {
         let place = if at.is_empty() { "config" } else { at };
         let Value::Object(table) = value else {
-            return Err(format!(
-                "{place}: expected a condition table, found {value}"
-            ));
+            return Err(format!("{place}: expected a condition table, found {value}"));
         };
         let nested = |key: &'static str| table.get(key).map(|v| (key, v));
         match nested("all").or(nested("any")).or(nested("not")) {
-            Some((key, _)) if table.len() > 1 => Err(format!(
-                "{place}: `{key}` must be the only key of its condition"
-            )),
-            Some(("not", inner)) => Ok(Condition::Not(Box::new(Condition::parse(
-                inner,
-                &join(at, "not"),
-            )?))),
+            Some((key, _)) if table.len() > 1 => Err(format!("{place}: `{key}` must be the only key of its condition")),
+            Some(("not", inner)) => Ok(Condition::Not(Box::new(Condition::parse(inner, &join(at, "not"))?))),
             Some((key, Value::Array(items))) => {
                 let parsed = items
                     .iter()
                     .enumerate()
                     .map(|(i, item)| Condition::parse(item, &format!("{}[{i}]", join(at, key))))
                     .collect::<Result<_, _>>()?;
-                Ok(if key == "all" {
-                    Condition::All(parsed)
-                } else {
-                    Condition::Any(parsed)
-                })
+                Ok(if key == "all" { Condition::All(parsed) } else { Condition::Any(parsed) })
             }
             Some((key, other)) => Err(format!("{place}: `{key}` must be a list, found {other}")),
             None => Condition::parse_test(table, place),
@@ -148,35 +133,23 @@ impl Condition {
 
     fn parse_test(table: &Map<String, Value>, place: &str) -> Result<Condition, String> {
         let field = match table.get("field") {
-            Some(Value::String(field)) => {
-                Path::parse(field).map_err(|e| format!("{place}: {e}"))?
-            }
+            Some(Value::String(field)) => Path::parse(field).map_err(|e| format!("{place}: {e}"))?,
             Some(other) => return Err(format!("{place}: `field` must be a string, found {other}")),
             None if table.is_empty() => {
-                return Err(format!(
-                    "{place}: empty condition; expected `all`, `any`, `not`, or `field` with an operator"
-                ));
+                return Err(format!("{place}: empty condition; expected `all`, `any`, `not`, or `field` with an operator"));
             }
             None => return Err(format!("{place}: condition has no `field`")),
         };
         let known = |op: &str| OPERATORS.split(", ").any(|known| known == op);
         let mut tests = table.iter().filter(|(key, _)| *key != "field");
         if let Some((unknown, _)) = tests.clone().find(|(key, _)| !known(key)) {
-            return Err(format!(
-                "{place}: unknown operator {unknown:?}; valid: {OPERATORS}"
-            ));
+            return Err(format!("{place}: unknown operator {unknown:?}; valid: {OPERATORS}"));
         }
         let Some((op, operand)) = tests.next() else {
-            return Err(format!(
-                "{place}: condition on {:?} has no operator; one of: {OPERATORS}",
-                field.as_str()
-            ));
+            return Err(format!("{place}: condition on {:?} has no operator; one of: {OPERATORS}", field.as_str()));
         };
         if let Some((second, _)) = tests.next() {
-            return Err(format!(
-                "{place}: condition on {:?} has two operators ({op}, {second}); combine them with `all`",
-                field.as_str()
-            ));
+            return Err(format!("{place}: condition on {:?} has two operators ({op}, {second}); combine them with `all`", field.as_str()));
         }
         let expect = |what: &str| format!("{place}: `{op}` needs {what}, found {operand}");
         let test = match (op.as_str(), operand) {
@@ -198,9 +171,7 @@ impl Condition {
             ("exists", Value::Bool(b)) => Test::Exists(*b),
             ("exists", _) => return Err(expect("true or false")),
             (unknown, _) => {
-                return Err(format!(
-                    "{place}: unknown operator {unknown:?}; valid: {OPERATORS}"
-                ));
+                return Err(format!("{place}: unknown operator {unknown:?}; valid: {OPERATORS}"));
             }
         };
         Ok(Condition::Test(field, test))
@@ -259,11 +230,7 @@ fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
 }
 
 fn join(at: &str, key: &str) -> String {
-    if at.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{at}.{key}")
-    }
+    if at.is_empty() { key.to_owned() } else { format!("{at}.{key}") }
 }
 
 #[cfg(test)]
@@ -283,21 +250,14 @@ mod tests {
     }
 
     fn init_error(config: &str) -> String {
-        testing::init::<Filter>(config)
-            .err()
-            .expect("init should fail")
+        testing::init::<Filter>(config).err().expect("init should fail")
     }
 
     #[test]
     fn all_of_a_comparison_and_a_list() {
-        let config =
-            r#"{"all": [{"field": "price", "gt": 10}, {"field": "country", "in": ["DE", "FR"]}]}"#;
-        let payloads = [
-            r#"{"price": 12.5, "country": "DE"}"#,
-            r#"{"price": 10, "country": "DE"}"#,
-            r#"{"price": 50, "country": "US"}"#,
-            r#"{"country": "FR"}"#,
-        ];
+        let config = r#"{"all": [{"field": "price", "gt": 10}, {"field": "country", "in": ["DE", "FR"]}]}"#;
+        let payloads =
+            [r#"{"price": 12.5, "country": "DE"}"#, r#"{"price": 10, "country": "DE"}"#, r#"{"price": 50, "country": "US"}"#, r#"{"country": "FR"}"#];
         assert_eq!(kept(config, &payloads), [true, false, false, false]);
     }
 
@@ -307,12 +267,7 @@ mod tests {
             {"field": "vip", "eq": true},
             {"all": [{"field": "total", "gte": 100}, {"not": {"field": "user.test", "exists": true}}]}
         ]}"#;
-        let payloads = [
-            r#"{"vip": true}"#,
-            r#"{"total": 100}"#,
-            r#"{"total": 100, "user": {"test": null}}"#,
-            r#"{"total": 99}"#,
-        ];
+        let payloads = [r#"{"vip": true}"#, r#"{"total": 100}"#, r#"{"total": 100, "user": {"test": null}}"#, r#"{"total": 99}"#];
         assert_eq!(kept(config, &payloads), [true, true, false, false]);
     }
 
@@ -329,65 +284,32 @@ mod tests {
 
     #[test]
     fn paths_reach_into_objects_and_arrays() {
-        let config =
-            r#"{"all": [{"field": "user.id", "eq": 7}, {"field": "items.1.sku", "eq": "B"}]}"#;
-        let payloads = [
-            r#"{"user": {"id": 7}, "items": [{"sku": "A"}, {"sku": "B"}]}"#,
-            r#"{"user": {"id": 7}, "items": [{"sku": "A"}]}"#,
-        ];
+        let config = r#"{"all": [{"field": "user.id", "eq": 7}, {"field": "items.1.sku", "eq": "B"}]}"#;
+        let payloads = [r#"{"user": {"id": 7}, "items": [{"sku": "A"}, {"sku": "B"}]}"#, r#"{"user": {"id": 7}, "items": [{"sku": "A"}]}"#];
         assert_eq!(kept(config, &payloads), [true, false]);
     }
 
     #[test]
     fn numbers_compare_by_value_and_strings_lexically() {
-        assert_eq!(
-            kept(
-                r#"{"field": "n", "eq": 1}"#,
-                &[r#"{"n": 1.0}"#, r#"{"n": "1"}"#]
-            ),
-            [true, false]
-        );
-        assert_eq!(
-            kept(
-                r#"{"field": "n", "lte": 2.5}"#,
-                &[r#"{"n": 2}"#, r#"{"n": 3}"#]
-            ),
-            [true, false]
-        );
+        assert_eq!(kept(r#"{"field": "n", "eq": 1}"#, &[r#"{"n": 1.0}"#, r#"{"n": "1"}"#]), [true, false]);
+        assert_eq!(kept(r#"{"field": "n", "lte": 2.5}"#, &[r#"{"n": 2}"#, r#"{"n": 3}"#]), [true, false]);
         let config = r#"{"field": "day", "gte": "2024-01-01"}"#;
-        assert_eq!(
-            kept(
-                config,
-                &[r#"{"day": "2024-03-01"}"#, r#"{"day": "2023-12-31"}"#]
-            ),
-            [true, false]
-        );
+        assert_eq!(kept(config, &[r#"{"day": "2024-03-01"}"#, r#"{"day": "2023-12-31"}"#]), [true, false]);
         // A string never orders against a number.
-        assert_eq!(
-            kept(r#"{"field": "n", "gt": 1}"#, &[r#"{"n": "5"}"#]),
-            [false]
-        );
+        assert_eq!(kept(r#"{"field": "n", "gt": 1}"#, &[r#"{"n": "5"}"#]), [false]);
     }
 
     #[test]
     fn a_non_json_payload_is_invalid() {
-        let out = testing::run_one::<Filter>(
-            r#"{"field": "a", "exists": true}"#,
-            Event::new("in", "nope"),
-        );
+        let out = testing::run_one::<Filter>(r#"{"field": "a", "exists": true}"#, Event::new("in", "nope"));
         let error = out.unwrap_err();
         assert!(error.is_invalid());
-        assert!(
-            error.message().starts_with("payload is not valid JSON: "),
-            "{error}"
-        );
+        assert!(error.message().starts_with("payload is not valid JSON: "), "{error}");
     }
 
     #[test]
     fn a_kept_event_is_passed_through_unchanged() {
-        let event = Event::new_json("orders", &json!({"price": 20}))
-            .unwrap()
-            .with_header("h", "v");
+        let event = Event::new_json("orders", &json!({"price": 20})).unwrap().with_header("h", "v");
         let out = testing::run_one::<Filter>(r#"{"field": "price", "gt": 10}"#, event.clone());
         assert_eq!(out, Ok(vec![event]));
     }
@@ -406,42 +328,15 @@ mod tests {
             init_error(r#"{"field": "price", "gt": 1, "lt": 5}"#),
             r#"config: condition on "price" has two operators (gt, lt); combine them with `all`"#
         );
-        assert_eq!(
-            init_error(r#"{"not": {"field": "x", "in": 3}}"#),
-            "not: `in` needs a list, found 3"
-        );
-        assert_eq!(
-            init_error(r#"{"field": "x", "gt": [1]}"#),
-            "config: `gt` needs a number or a string, found [1]"
-        );
-        assert_eq!(
-            init_error(r#"{"field": "x", "exists": "yes"}"#),
-            r#"config: `exists` needs true or false, found "yes""#
-        );
-        assert_eq!(
-            init_error(r#"{"any": {"field": "x"}}"#),
-            r#"config: `any` must be a list, found {"field":"x"}"#
-        );
-        assert_eq!(
-            init_error(r#"{"all": [], "field": "x"}"#),
-            "config: `all` must be the only key of its condition"
-        );
-        assert_eq!(
-            init_error(r#"{"eq": 1}"#),
-            "config: condition has no `field`"
-        );
-        assert_eq!(
-            init_error(r#"{"field": 3, "eq": 1}"#),
-            "config: `field` must be a string, found 3"
-        );
-        assert_eq!(
-            init_error(r#"{"all": ["x"]}"#),
-            r#"all[0]: expected a condition table, found "x""#
-        );
-        assert_eq!(
-            init_error(r#"{"field": "a..b", "eq": 1}"#),
-            r#"config: path "a..b" has an empty segment"#
-        );
+        assert_eq!(init_error(r#"{"not": {"field": "x", "in": 3}}"#), "not: `in` needs a list, found 3");
+        assert_eq!(init_error(r#"{"field": "x", "gt": [1]}"#), "config: `gt` needs a number or a string, found [1]");
+        assert_eq!(init_error(r#"{"field": "x", "exists": "yes"}"#), r#"config: `exists` needs true or false, found "yes""#);
+        assert_eq!(init_error(r#"{"any": {"field": "x"}}"#), r#"config: `any` must be a list, found {"field":"x"}"#);
+        assert_eq!(init_error(r#"{"all": [], "field": "x"}"#), "config: `all` must be the only key of its condition");
+        assert_eq!(init_error(r#"{"eq": 1}"#), "config: condition has no `field`");
+        assert_eq!(init_error(r#"{"field": 3, "eq": 1}"#), "config: `field` must be a string, found 3");
+        assert_eq!(init_error(r#"{"all": ["x"]}"#), r#"all[0]: expected a condition table, found "x""#);
+        assert_eq!(init_error(r#"{"field": "a..b", "eq": 1}"#), r#"config: path "a..b" has an empty segment"#);
         assert!(init_error("{}").starts_with("config: empty condition"));
     }
 }

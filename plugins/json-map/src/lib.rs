@@ -63,9 +63,7 @@ impl Mapping {
                 .into_iter()
                 .map(|(key, value)| match value {
                     Value::String(other) => Ok((parse(table, &key)?, parse(table, &other)?)),
-                    other => Err(format!(
-                        "config.{table}.{key}: expected a path string, found {other}"
-                    )),
+                    other => Err(format!("config.{table}.{key}: expected a path string, found {other}")),
                 })
                 .collect()
         };
@@ -111,8 +109,7 @@ pub fn apply(mapping: &Mapping, payload: &[u8]) -> Result<Vec<u8>, Error> {
         return Err(Error::invalid("payload is not a JSON object"));
     }
     mapping.apply_to(&mut object)?;
-    serde_json::to_vec(&object)
-        .map_err(|e| Error::invalid(format!("cannot write the payload: {e}")))
+    serde_json::to_vec(&object).map_err(|e| Error::invalid(format!("cannot write the payload: {e}")))
 }
 
 /// The stage.
@@ -122,9 +119,7 @@ pub struct JsonMap {
 
 impl Stage for JsonMap {
     fn init(config: Config) -> Result<Self, String> {
-        Ok(JsonMap {
-            mapping: Mapping::from_config(&config)?,
-        })
+        Ok(JsonMap { mapping: Mapping::from_config(&config)? })
     }
 
     fn process(&mut self, event: Event) -> Result<Output, Error> {
@@ -142,11 +137,7 @@ fn leaves(map: Map<String, Value>) -> Vec<(String, Value)> {
     for (key, value) in map {
         match value {
             Value::Object(inner) if !inner.is_empty() => {
-                out.extend(
-                    leaves(inner)
-                        .into_iter()
-                        .map(|(k, v)| (format!("{key}.{k}"), v)),
-                );
+                out.extend(leaves(inner).into_iter().map(|(k, v)| (format!("{key}.{k}"), v)));
             }
             value => out.push((key, value)),
         }
@@ -178,10 +169,7 @@ mod tests {
     fn sets_fields_the_benchmark_way() {
         let config = json!({ "set": { "processed_by": "weir", "version": 2 } });
         let out = map(config, json!({ "id": 1, "version": 1 }));
-        assert_eq!(
-            out,
-            json!({ "id": 1, "processed_by": "weir", "version": 2 })
-        );
+        assert_eq!(out, json!({ "id": 1, "processed_by": "weir", "version": 2 }));
     }
 
     #[test]
@@ -214,34 +202,22 @@ mod tests {
         // TOML `set = { user.tier = "gold" }` arrives as nested JSON.
         let config = json!({ "set": { "user": { "tier": "gold" }, "empty": {} } });
         let out = map(config, json!({ "user": { "id": 7 } }));
-        assert_eq!(
-            out,
-            json!({ "user": { "id": 7, "tier": "gold" }, "empty": {} })
-        );
+        assert_eq!(out, json!({ "user": { "id": 7, "tier": "gold" }, "empty": {} }));
     }
 
     #[test]
     fn missing_sources_are_skipped() {
-        let config =
-            json!({ "remove": ["nope.x"], "rename": { "a": "b" }, "copy": { "c": "d.e" } });
+        let config = json!({ "remove": ["nope.x"], "rename": { "a": "b" }, "copy": { "c": "d.e" } });
         assert_eq!(map(config, json!({ "z": 0 })), json!({ "z": 0 }));
     }
 
     #[test]
     fn bad_payloads_are_invalid() {
         let m = mapping(json!({ "set": { "a.b": 1 } }));
-        let message = |payload: &str| {
-            apply(&m, payload.as_bytes())
-                .unwrap_err()
-                .message()
-                .to_owned()
-        };
+        let message = |payload: &str| apply(&m, payload.as_bytes()).unwrap_err().message().to_owned();
         assert!(message("{oops").starts_with("payload is not valid JSON: "));
         assert_eq!(message("[1, 2]"), "payload is not a JSON object");
-        assert_eq!(
-            message(r#"{"a": 3}"#),
-            r#"cannot set "a.b": "a" is a number, not an object"#
-        );
+        assert_eq!(message(r#"{"a": 3}"#), r#"cannot set "a.b": "a" is a number, not an object"#);
     }
 
     #[test]
@@ -249,31 +225,15 @@ mod tests {
         let config = r#"{"set": {"seen": true}}"#;
         let event = Event::new("orders", r#"{"id":1}"#).with_header("h", "v");
         let out = testing::run_one::<JsonMap>(config, event).unwrap();
-        assert_eq!(
-            out,
-            [Event::new("orders", r#"{"id":1,"seen":true}"#).with_header("h", "v")]
-        );
+        assert_eq!(out, [Event::new("orders", r#"{"id":1,"seen":true}"#).with_header("h", "v")]);
     }
 
     #[test]
     fn bad_config_fails_init() {
-        let error = |config: &str| {
-            testing::init::<JsonMap>(config)
-                .err()
-                .expect("init should fail")
-        };
+        let error = |config: &str| testing::init::<JsonMap>(config).err().expect("init should fail");
         assert!(error(r#"{"sett": {}}"#).starts_with("config.sett: unknown field `sett`"));
-        assert_eq!(
-            error(r#"{"rename": {"a": 1}}"#),
-            "config.rename.a: expected a path string, found 1"
-        );
-        assert_eq!(
-            error(r#"{"remove": ["a..b"]}"#),
-            r#"config.remove[0]: path "a..b" has an empty segment"#
-        );
-        assert_eq!(
-            error(r#"{"copy": {"a": "b."}}"#),
-            r#"config.copy: path "b." has an empty segment"#
-        );
+        assert_eq!(error(r#"{"rename": {"a": 1}}"#), "config.rename.a: expected a path string, found 1");
+        assert_eq!(error(r#"{"remove": ["a..b"]}"#), r#"config.remove[0]: path "a..b" has an empty segment"#);
+        assert_eq!(error(r#"{"copy": {"a": "b."}}"#), r#"config.copy: path "b." has an empty segment"#);
     }
 }

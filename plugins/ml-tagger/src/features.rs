@@ -134,13 +134,7 @@ mod tests {
     use super::*;
 
     fn spec() -> Spec {
-        Spec {
-            version: 1,
-            buckets: 1 << 20,
-            max_features: 1000,
-            ngram: 3,
-            fields: [("title".to_string(), 2.0), ("description".to_string(), 1.0)].into(),
-        }
+        Spec { version: 1, buckets: 1 << 20, max_features: 1000, ngram: 3, fields: [("title".to_string(), 2.0), ("description".to_string(), 1.0)].into() }
     }
 
     #[test]

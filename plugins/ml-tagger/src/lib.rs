@@ -173,20 +173,12 @@ impl Tagger {
             match path.get(event) {
                 Some(Value::String(s)) if !(required && s.trim().is_empty()) => Ok(s),
                 None | Some(Value::Null) if !required => Ok(""),
-                None | Some(Value::Null) => Err(Error::invalid(format!(
-                    "missing field \"{path}\": the tagger needs the product title, a non-empty string"
-                ))),
-                Some(Value::String(_)) => Err(Error::invalid(format!(
-                    "field \"{path}\" is empty: the tagger needs the product title"
-                ))),
+                None | Some(Value::Null) => Err(Error::invalid(format!("missing field \"{path}\": the tagger needs the product title, a non-empty string"))),
+                Some(Value::String(_)) => Err(Error::invalid(format!("field \"{path}\" is empty: the tagger needs the product title"))),
                 Some(other) => Err(Error::invalid(format!("field \"{path}\": expected a string, found {other}"))),
             }
         };
-        Ok([
-            ("title", text(&f.title, true)?),
-            ("brand", text(&f.brand, false)?),
-            ("description", text(&f.description, false)?),
-        ])
+        Ok([("title", text(&f.title, true)?), ("brand", text(&f.brand, false)?), ("description", text(&f.description, false)?)])
     }
 
     /// Chooses an event's tags from its scores: those at or above
@@ -290,12 +282,7 @@ impl Stage for Tagger {
             )
         })?;
         let tagger = Tagger::new(settings, &bytes)?;
-        weir_sdk::debug!(
-            "model {}: {} labels, scored by {}",
-            tagger.settings.model,
-            tagger.model.meta.labels.len(),
-            tagger.model.inference()
-        );
+        weir_sdk::debug!("model {}: {} labels, scored by {}", tagger.settings.model, tagger.model.meta.labels.len(), tagger.model.inference());
         Ok(tagger)
     }
 

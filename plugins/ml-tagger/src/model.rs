@@ -93,23 +93,15 @@ impl Model {
     /// and prepares tract's plan. The error says what is wrong with the file.
     pub fn from_bytes(bytes: &[u8], inference: Inference) -> Result<Model, String> {
         let onnx = tract_onnx::onnx();
-        let proto = onnx
-            .proto_model_for_read(&mut &bytes[..])
-            .map_err(|e| format!("not an ONNX model: {e}"))?;
+        let proto = onnx.proto_model_for_read(&mut &bytes[..]).map_err(|e| format!("not an ONNX model: {e}"))?;
         let meta = proto
             .metadata_props
             .iter()
             .find(|p| p.key == META_KEY)
-            .ok_or_else(|| {
-                format!("the model has no \"{META_KEY}\" metadata: train it with plugins/ml-tagger/train/train.py")
-            })?;
-        let meta: Meta = weir_sdk::serde_json::from_str(&meta.value)
-            .map_err(|e| format!("the model's \"{META_KEY}\" metadata is malformed: {e}"))?;
+            .ok_or_else(|| format!("the model has no \"{META_KEY}\" metadata: train it with plugins/ml-tagger/train/train.py"))?;
+        let meta: Meta = weir_sdk::serde_json::from_str(&meta.value).map_err(|e| format!("the model's \"{META_KEY}\" metadata is malformed: {e}"))?;
         if meta.spec.version != 1 {
-            return Err(format!(
-                "the model uses feature rules version {}, this plugin knows version 1",
-                meta.spec.version
-            ));
+            return Err(format!("the model uses feature rules version {}, this plugin knows version 1", meta.spec.version));
         }
         if meta.spec.buckets == 0 || meta.spec.max_features == 0 || meta.spec.ngram == 0 {
             return Err("the model's feature settings have a zero bucket count, max_features or ngram".into());
@@ -128,11 +120,7 @@ impl Model {
         // labels is refused in `init`, not on the first event.
         let scores = model.score_with_tract(&[Vec::new()])?;
         if scores[0].len() != model.meta.labels.len() {
-            return Err(format!(
-                "the model has {} outputs but {} labels",
-                scores[0].len(),
-                model.meta.labels.len()
-            ));
+            return Err(format!("the model has {} outputs but {} labels", scores[0].len(), model.meta.labels.len()));
         }
         if let Some(linear) = linear {
             let probes = probes(&model.meta.spec);

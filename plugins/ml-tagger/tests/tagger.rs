@@ -192,7 +192,10 @@ fn the_linear_scorer_gives_tracts_scores() {
     let payloads: Vec<Vec<u8>> = held_out().iter().map(|item| serde_json::to_vec(item).unwrap()).collect();
     let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
     let tagged = |t: &Tagger| -> Vec<Vec<(String, String)>> {
-        t.tag_payloads(&refs).into_iter().map(|r| tags(&serde_json::from_slice(&r.unwrap()).unwrap())).collect()
+        t.tag_payloads(&refs)
+            .into_iter()
+            .map(|r| tags(&serde_json::from_slice(&r.unwrap()).unwrap()))
+            .collect()
     };
     assert_eq!(tagged(&auto), tagged(&tract));
 }
@@ -249,7 +252,10 @@ fn tags_are_appended_and_the_event_keeps_its_text() {
     let payload = r#"{ "title": "Slim fit jeans, indigo wash", "zeta": {"a": [1, 2.50]}, "id": 7 }"#;
     let text = tagged_text(&mut t, payload);
     // The fields as they came, in their order, then the tags.
-    assert!(text.starts_with(r#"{ "title": "Slim fit jeans, indigo wash", "zeta": {"a": [1, 2.50]}, "id": 7,"tags":[{"kind":"category","score":"#), "{text}");
+    assert!(
+        text.starts_with(r#"{ "title": "Slim fit jeans, indigo wash", "zeta": {"a": [1, 2.50]}, "id": 7,"tags":[{"kind":"category","score":"#),
+        "{text}"
+    );
     let read: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(tags(&read), vec![("jeans".to_owned(), "category".to_owned())]);
     // An empty object gets no stray comma.

@@ -25,10 +25,7 @@ impl Stage for Noop {
 
     fn process_batch(&mut self, events: Vec<Event>) -> Vec<Result<Output, Error>> {
         // The same as the default, without a call through `process` per event.
-        events
-            .into_iter()
-            .map(|event| Ok(Output::One(event)))
-            .collect()
+        events.into_iter().map(|event| Ok(Output::One(event))).collect()
     }
 }
 
@@ -42,15 +39,9 @@ mod tests {
 
     #[test]
     fn passes_every_event_through_unchanged() {
-        let events = vec![
-            Event::new("a", "1").add_header("h", "v"),
-            Event::new("b", vec![0xff, 0x00]),
-        ];
+        let events = vec![Event::new("a", "1").add_header("h", "v"), Event::new("b", vec![0xff, 0x00])];
         let out = testing::run::<Noop>("{}", events.clone());
-        assert_eq!(
-            out,
-            [Ok(vec![events[0].clone()]), Ok(vec![events[1].clone()])]
-        );
+        assert_eq!(out, [Ok(vec![events[0].clone()]), Ok(vec![events[1].clone()])]);
     }
 
     #[test]

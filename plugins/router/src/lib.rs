@@ -58,17 +58,12 @@ impl Stage for Router {
                  (it must be non-empty, without '.', whitespace, '*' or '>')"
             ));
         }
-        let parts =
-            parse_template(&settings.subject).map_err(|e| format!("config.subject: {e}"))?;
+        let parts = parse_template(&settings.subject).map_err(|e| format!("config.subject: {e}"))?;
         let fields = Selection::new(parts.iter().filter_map(|part| match part {
             Part::Field(path) => Some(path),
             Part::Text(_) => None,
         }));
-        Ok(Router {
-            parts,
-            default: settings.default,
-            fields,
-        })
+        Ok(Router { parts, default: settings.default, fields })
     }
 
     fn process(&mut self, event: Event) -> Result<Output, Error> {
@@ -92,12 +87,7 @@ impl Router {
         Ok(subject)
     }
 
-    fn push_token(
-        &self,
-        subject: &mut String,
-        path: &Path,
-        value: Option<&Value>,
-    ) -> Result<(), Error> {
+    fn push_token(&self, subject: &mut String, path: &Path, value: Option<&Value>) -> Result<(), Error> {
         let problem = match value {
             Some(Value::String(s)) if !s.is_empty() => {
                 push_sanitised(subject, s);
@@ -112,20 +102,14 @@ impl Router {
                 return Ok(());
             }
             Some(Value::Array(_) | Value::Object(_)) => {
-                return Err(Error::invalid(format!(
-                    "field {:?} is an object or a list, not a string, number or bool",
-                    path.as_str()
-                )));
+                return Err(Error::invalid(format!("field {:?} is an object or a list, not a string, number or bool", path.as_str())));
             }
             Some(Value::String(_)) => "is empty",
             Some(Value::Null) => "is null",
             None => "is missing",
         };
         let Some(default) = &self.default else {
-            return Err(Error::invalid(format!(
-                "field {:?} {problem} and no default is configured",
-                path.as_str()
-            )));
+            return Err(Error::invalid(format!("field {:?} {problem} and no default is configured", path.as_str())));
         };
         subject.push_str(default);
         Ok(())
@@ -144,9 +128,7 @@ fn parse_template(template: &str) -> Result<Vec<Part>, String> {
             return Err(format!("unbalanced '}}' in {template:?}"));
         }
         let after = &rest[open + 1..];
-        let close = after
-            .find(['{', '}'])
-            .filter(|&i| after[i..].starts_with('}'));
+        let close = after.find(['{', '}']).filter(|&i| after[i..].starts_with('}'));
         let Some(close) = close else {
             return Err(format!("unbalanced '{{' in {template:?}"));
         };
@@ -184,8 +166,7 @@ mod tests {
     const CONFIG: &str = r#"{"subject": "orders.{country}.{type}", "default": "unknown"}"#;
 
     fn route(config: &str, payload: &str) -> Result<String, weir_sdk::Error> {
-        let out =
-            testing::run_one::<Router>(config, Event::new("in", payload).with_header("h", "v"))?;
+        let out = testing::run_one::<Router>(config, Event::new("in", payload).with_header("h", "v"))?;
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].header("h"), Some("v"), "headers are kept");
         assert_eq!(out[0].payload, payload.as_bytes(), "the payload is kept");
@@ -193,17 +174,12 @@ mod tests {
     }
 
     fn init_error(config: &str) -> String {
-        testing::init::<Router>(config)
-            .err()
-            .expect("init should fail")
+        testing::init::<Router>(config).err().expect("init should fail")
     }
 
     #[test]
     fn fills_the_template_from_fields() {
-        assert_eq!(
-            route(CONFIG, r#"{"country": "DE", "type": "created"}"#).unwrap(),
-            "orders.DE.created"
-        );
+        assert_eq!(route(CONFIG, r#"{"country": "DE", "type": "created"}"#).unwrap(), "orders.DE.created");
         let config = r#"{"subject": "users.{user.tier}.{items.0.qty}.{vip}"}"#;
         let payload = r#"{"user": {"tier": "gold"}, "items": [{"qty": 3}], "vip": false}"#;
         assert_eq!(route(config, payload).unwrap(), "users.gold.3.false");
@@ -211,14 +187,8 @@ mod tests {
 
     #[test]
     fn missing_null_or_empty_fields_take_the_default() {
-        assert_eq!(
-            route(CONFIG, r#"{"type": "created"}"#).unwrap(),
-            "orders.unknown.created"
-        );
-        assert_eq!(
-            route(CONFIG, r#"{"country": null, "type": ""}"#).unwrap(),
-            "orders.unknown.unknown"
-        );
+        assert_eq!(route(CONFIG, r#"{"type": "created"}"#).unwrap(), "orders.unknown.created");
+        assert_eq!(route(CONFIG, r#"{"country": null, "type": ""}"#).unwrap(), "orders.unknown.unknown");
     }
 
     #[test]
@@ -226,24 +196,15 @@ mod tests {
         let config = r#"{"subject": "orders.{country}"}"#;
         let error = route(config, "{}").unwrap_err();
         assert!(error.is_invalid());
-        assert_eq!(
-            error.message(),
-            r#"field "country" is missing and no default is configured"#
-        );
+        assert_eq!(error.message(), r#"field "country" is missing and no default is configured"#);
         let error = route(config, r#"{"country": null}"#).unwrap_err();
-        assert_eq!(
-            error.message(),
-            r#"field "country" is null and no default is configured"#
-        );
+        assert_eq!(error.message(), r#"field "country" is null and no default is configured"#);
     }
 
     #[test]
     fn values_cannot_add_tokens_or_wildcards() {
         let config = r#"{"subject": "x.{v}"}"#;
-        assert_eq!(
-            route(config, r#"{"v": "a.b c*>\u0001"}"#).unwrap(),
-            "x.a_b_c___"
-        );
+        assert_eq!(route(config, r#"{"v": "a.b c*>\u0001"}"#).unwrap(), "x.a_b_c___");
         assert_eq!(route(config, r#"{"v": 1.5}"#).unwrap(), "x.1_5");
         assert_eq!(route(config, r#"{"v": "Zürich"}"#).unwrap(), "x.Zürich");
     }
@@ -251,51 +212,21 @@ mod tests {
     #[test]
     fn bad_payloads_are_invalid() {
         let error = route(CONFIG, r#"{"country": {"code": "DE"}}"#).unwrap_err();
-        assert_eq!(
-            error.message(),
-            r#"field "country" is an object or a list, not a string, number or bool"#
-        );
+        assert_eq!(error.message(), r#"field "country" is an object or a list, not a string, number or bool"#);
         let error = route(CONFIG, "not json").unwrap_err();
-        assert!(
-            error.message().starts_with("payload is not valid JSON: "),
-            "{error}"
-        );
+        assert!(error.message().starts_with("payload is not valid JSON: "), "{error}");
     }
 
     #[test]
     fn bad_config_fails_init() {
-        assert_eq!(
-            init_error(r#"{"subject": "orders.{country"}"#),
-            r#"config.subject: unbalanced '{' in "orders.{country""#
-        );
-        assert_eq!(
-            init_error(r#"{"subject": "orders.{a{b}}"}"#),
-            r#"config.subject: unbalanced '{' in "orders.{a{b}}""#
-        );
-        assert_eq!(
-            init_error(r#"{"subject": "orders.country}"}"#),
-            r#"config.subject: unbalanced '}' in "orders.country}""#
-        );
-        assert_eq!(
-            init_error(r#"{"subject": "orders.{}"}"#),
-            r#"config.subject: empty placeholder '{}' in "orders.{}""#
-        );
-        assert_eq!(
-            init_error(r#"{"subject": "a.{b..c}"}"#),
-            r#"config.subject: path "b..c" has an empty segment"#
-        );
-        assert_eq!(
-            init_error(r#"{"subject": ""}"#),
-            "config.subject: the template is empty"
-        );
+        assert_eq!(init_error(r#"{"subject": "orders.{country"}"#), r#"config.subject: unbalanced '{' in "orders.{country""#);
+        assert_eq!(init_error(r#"{"subject": "orders.{a{b}}"}"#), r#"config.subject: unbalanced '{' in "orders.{a{b}}""#);
+        assert_eq!(init_error(r#"{"subject": "orders.country}"}"#), r#"config.subject: unbalanced '}' in "orders.country}""#);
+        assert_eq!(init_error(r#"{"subject": "orders.{}"}"#), r#"config.subject: empty placeholder '{}' in "orders.{}""#);
+        assert_eq!(init_error(r#"{"subject": "a.{b..c}"}"#), r#"config.subject: path "b..c" has an empty segment"#);
+        assert_eq!(init_error(r#"{"subject": ""}"#), "config.subject: the template is empty");
         assert_eq!(init_error("{}"), "config: missing field `subject`");
-        assert!(
-            init_error(r#"{"subject": "a", "defualt": "x"}"#)
-                .starts_with("config.defualt: unknown field `defualt`")
-        );
-        assert!(
-            init_error(r#"{"subject": "a.{b}", "default": "a.b"}"#)
-                .starts_with(r#"config.default: "a.b" is not a single subject token"#)
-        );
+        assert!(init_error(r#"{"subject": "a", "defualt": "x"}"#).starts_with("config.defualt: unknown field `defualt`"));
+        assert!(init_error(r#"{"subject": "a.{b}", "default": "a.b"}"#).starts_with(r#"config.default: "a.b" is not a single subject token"#));
     }
 }

@@ -92,12 +92,7 @@ impl Case {
     pub fn stages(&self) -> Vec<&str> {
         match &self.stage {
             Some(stage) => vec![stage.as_str()],
-            None => self
-                .pipeline
-                .stages
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect(),
+            None => self.pipeline.stages.iter().map(|s| s.name.as_str()).collect(),
         }
     }
 }
@@ -297,9 +292,7 @@ impl<'de> Deserialize<'de> for BudgetValue {
         impl<'de> Visitor<'de> for V {
             type Value = BudgetValue;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(
-                    r#"a duration like "40us", a size like "32MiB", or a stage's table of them"#,
-                )
+                f.write_str(r#"a duration like "40us", a size like "32MiB", or a stage's table of them"#)
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<BudgetValue, E> {
                 Ok(BudgetValue::Text(v.to_owned()))
@@ -334,20 +327,13 @@ impl RawFile {
     pub(crate) fn validate(self, source: &SourceFile<'_>) -> Result<TestFile, ConfigError> {
         let base = source.path.parent().unwrap_or(Path::new(""));
         let mut pipelines = HashMap::new();
-        let mut cx = Context {
-            source,
-            base,
-            pipelines: &mut pipelines,
-        };
+        let mut cx = Context { source, base, pipelines: &mut pipelines };
         if self.case.is_empty() {
             return Err(source.error(
                 None,
                 None,
                 "no cases: a test file needs at least one [[case]]",
-                Some(
-                    "add [[case]] with a name, inputs and what must come out; see docs/testing.md"
-                        .to_owned(),
-                ),
+                Some("add [[case]] with a name, inputs and what must come out; see docs/testing.md".to_owned()),
             ));
         }
         let mut cases: Vec<Case> = Vec::with_capacity(self.case.len());
@@ -366,26 +352,22 @@ impl RawFile {
             }
             cases.push(case);
         }
-        Ok(TestFile {
-            file: source.path.to_owned(),
-            cases,
-        })
+        Ok(TestFile { file: source.path.to_owned(), cases })
     }
 }
 
 impl RawCase {
-    fn validate(
-        self,
-        index: usize,
-        location: Location,
-        file_pipeline: Option<&Spanned<String>>,
-        cx: &mut Context<'_>,
-    ) -> Result<Case, ConfigError> {
+    fn validate(self, index: usize, location: Location, file_pipeline: Option<&Spanned<String>>, cx: &mut Context<'_>) -> Result<Case, ConfigError> {
         let source = cx.source;
         let key = |k: &str| format!("case[{index}].{k}");
         let name = self.name.get_ref().trim().to_owned();
         if name.is_empty() {
-            return Err(source.error_at(self.name.span(), key("name"), "the case name is empty", Some("name the case after what it proves, like name = \"paid orders are routed by country\"".to_owned())));
+            return Err(source.error_at(
+                self.name.span(),
+                key("name"),
+                "the case name is empty",
+                Some("name the case after what it proves, like name = \"paid orders are routed by country\"".to_owned()),
+            ));
         }
 
         // The pipeline: the case's own, else the file's.
@@ -401,14 +383,7 @@ impl RawCase {
                 ));
             }
         };
-        let pipeline_file = existing(
-            cx.base,
-            written,
-            &pipeline_key,
-            "pipeline file",
-            false,
-            source,
-        )?;
+        let pipeline_file = existing(cx.base, written, &pipeline_key, "pipeline file", false, source)?;
         let pipeline = match cx.pipelines.get(&pipeline_file) {
             Some(p) => p.clone(),
             None => {
@@ -422,16 +397,8 @@ impl RawCase {
             source.error_at(
                 span,
                 k,
-                format!(
-                    "{what} \"{stage}\" is not a stage of {} ({})",
-                    pipeline.file.display(),
-                    pipeline.name
-                ),
-                Some(if stage_names.is_empty() {
-                    "that pipeline has no stages".to_owned()
-                } else {
-                    format!("its stages are: {}", stage_names.join(", "))
-                }),
+                format!("{what} \"{stage}\" is not a stage of {} ({})", pipeline.file.display(), pipeline.name),
+                Some(if stage_names.is_empty() { "that pipeline has no stages".to_owned() } else { format!("its stages are: {}", stage_names.join(", ")) }),
             )
         };
         let stage = match &self.stage {
@@ -451,25 +418,13 @@ impl RawCase {
             None => None,
         };
         let input_file = match &self.input_file {
-            Some(f) => Some(existing(
-                cx.base,
-                f,
-                &key("input_file"),
-                "input file",
-                false,
-                source,
-            )?),
+            Some(f) => Some(existing(cx.base, f, &key("input_file"), "input file", false, source)?),
             None => None,
         };
         let mut inputs = Vec::with_capacity(self.input.len());
         for (i, raw) in self.input.into_iter().enumerate() {
             let span = raw.span();
-            inputs.push(raw.into_inner().0.event(
-                span,
-                &format!("case[{index}].input[{i}]"),
-                subject.as_deref(),
-                source,
-            )?);
+            inputs.push(raw.into_inner().0.event(span, &format!("case[{index}].input[{i}]"), subject.as_deref(), source)?);
         }
         if inputs.is_empty() && input_file.is_none() {
             return Err(source.error_at(
@@ -484,16 +439,7 @@ impl RawCase {
             .kv_files
             .iter()
             .enumerate()
-            .map(|(i, f)| {
-                existing(
-                    cx.base,
-                    f,
-                    &format!("case[{index}].kv_files[{i}]"),
-                    "KV file",
-                    false,
-                    source,
-                )
-            })
+            .map(|(i, f)| existing(cx.base, f, &format!("case[{index}].kv_files[{i}]"), "KV file", false, source))
             .collect::<Result<Vec<_>, _>>()?;
         let kv = self
             .kv
@@ -556,7 +502,12 @@ impl RawCase {
                 }
                 let written = golden.get_ref();
                 if written.trim().is_empty() {
-                    return Err(source.error_at(golden.span(), key("golden"), "the golden file path is empty", Some("write a path relative to this file, like golden = \"golden/orders.jsonl\"; `weir test --update` writes it".to_owned())));
+                    return Err(source.error_at(
+                        golden.span(),
+                        key("golden"),
+                        "the golden file path is empty",
+                        Some("write a path relative to this file, like golden = \"golden/orders.jsonl\"; `weir test --update` writes it".to_owned()),
+                    ));
                 }
                 // May not exist yet: `weir test --update` writes it.
                 Expect::Golden(cx.base.join(written))
@@ -565,21 +516,12 @@ impl RawCase {
                 let mut outputs = Vec::with_capacity(self.output.len());
                 for (i, raw) in self.output.into_iter().enumerate() {
                     let loc = source.location(&raw.span());
-                    outputs.push(raw.into_inner().0.validate(
-                        loc,
-                        &format!("case[{index}].output[{i}]"),
-                        tolerance,
-                        source,
-                    )?);
+                    outputs.push(raw.into_inner().0.validate(loc, &format!("case[{index}].output[{i}]"), tolerance, source)?);
                 }
                 let mut dropped = Vec::new();
                 if let Some(list) = self.dropped {
                     for (i, n) in list.into_inner().into_iter().enumerate() {
-                        dropped.push(input_number(
-                            &n,
-                            format!("case[{index}].dropped[{i}]"),
-                            source,
-                        )?);
+                        dropped.push(input_number(&n, format!("case[{index}].dropped[{i}]"), source)?);
                     }
                 }
                 let mut dead_letters = Vec::with_capacity(self.dead_letter.len());
@@ -595,57 +537,28 @@ impl RawCase {
                         && !tested.iter().any(|t| t == s.get_ref())
                         && !["sink", "input"].contains(&s.get_ref().as_str())
                     {
-                        return Err(unknown_stage(
-                            s.span(),
-                            format!("{k}.stage"),
-                            s.get_ref(),
-                            "dead_letter stage",
-                        ));
+                        return Err(unknown_stage(s.span(), format!("{k}.stage"), s.get_ref(), "dead_letter stage"));
                     }
                     let kind = match &raw.kind {
-                        Some(kind) => Some(
-                            ErrorKind::ALL
-                                .into_iter()
-                                .find(|k| k.as_str() == kind.get_ref())
-                                .ok_or_else(|| {
-                                    source.error_at(
-                                        kind.span(),
-                                        format!("{k}.kind"),
-                                        format!("unknown dead-letter kind {:?}", kind.get_ref()),
-                                        Some(format!(
-                                            "use one of: {}",
-                                            ErrorKind::ALL.map(|k| k.as_str()).join(", ")
-                                        )),
-                                    )
-                                })?,
-                        ),
+                        Some(kind) => Some(ErrorKind::ALL.into_iter().find(|k| k.as_str() == kind.get_ref()).ok_or_else(|| {
+                            source.error_at(
+                                kind.span(),
+                                format!("{k}.kind"),
+                                format!("unknown dead-letter kind {:?}", kind.get_ref()),
+                                Some(format!("use one of: {}", ErrorKind::ALL.map(|k| k.as_str()).join(", "))),
+                            )
+                        })?),
                         None => None,
                     };
-                    dead_letters.push(DeadLetterExpect {
-                        location: loc,
-                        input,
-                        stage: raw.stage.map(Spanned::into_inner),
-                        kind,
-                        message: raw.message,
-                    });
+                    dead_letters.push(DeadLetterExpect { location: loc, input, stage: raw.stage.map(Spanned::into_inner), kind, message: raw.message });
                 }
-                Expect::Listed {
-                    outputs,
-                    ordered: self.ordered.unwrap_or(true),
-                    dropped,
-                    dead_letters,
-                }
+                Expect::Listed { outputs, ordered: self.ordered.unwrap_or(true), dropped, dead_letters }
             }
         };
 
         let mut budgets: Vec<Budget> = Vec::new();
         if let Some(table) = self.budget {
-            let mut all = Budget {
-                stage: String::new(),
-                per_event: None,
-                memory: None,
-                location: location.clone(),
-            };
+            let mut all = Budget { stage: String::new(), per_event: None, memory: None, location: location.clone() };
             let mut own = Vec::new();
             for (k, value) in table {
                 let path = super::error::join_key(&key("budget"), k.get_ref());
@@ -658,20 +571,18 @@ impl RawCase {
                         if !tested.iter().any(|t| t == stage_name) {
                             return Err(unknown_stage(k.span(), path, stage_name, "budget stage"));
                         }
-                        let mut b = Budget {
-                            stage: stage_name.to_owned(),
-                            per_event: None,
-                            memory: None,
-                            location: source.location(&k.span()),
-                        };
+                        let mut b = Budget { stage: stage_name.to_owned(), per_event: None, memory: None, location: source.location(&k.span()) };
                         for (lk, lv) in limits {
                             let lpath = super::error::join_key(&path, lk.get_ref());
                             match lk.get_ref().as_str() {
-                                "per_event" | "memory" => {
-                                    limit(&mut b, lk.get_ref(), lv, lpath, source)?
-                                }
+                                "per_event" | "memory" => limit(&mut b, lk.get_ref(), lv, lpath, source)?,
                                 other => {
-                                    return Err(source.error_at(lk.span(), lpath, format!("unknown budget key {other:?}"), Some("a stage's budget has per_event (like \"40us\") and memory (like \"32MiB\")".to_owned())));
+                                    return Err(source.error_at(
+                                        lk.span(),
+                                        lpath,
+                                        format!("unknown budget key {other:?}"),
+                                        Some("a stage's budget has per_event (like \"40us\") and memory (like \"32MiB\")".to_owned()),
+                                    ));
                                 }
                             }
                         }
@@ -696,14 +607,8 @@ impl RawCase {
                 let per_event = mine.and_then(|b| b.per_event).or(all.per_event);
                 let memory = mine.and_then(|b| b.memory).or(all.memory);
                 if per_event.is_some() || memory.is_some() {
-                    let location =
-                        mine.map_or_else(|| all.location.clone(), |b| b.location.clone());
-                    budgets.push(Budget {
-                        stage: stage_name.clone(),
-                        per_event,
-                        memory,
-                        location,
-                    });
+                    let location = mine.map_or_else(|| all.location.clone(), |b| b.location.clone());
+                    budgets.push(Budget { stage: stage_name.clone(), per_event, memory, location });
                 }
             }
             if tested.is_empty() {
@@ -716,31 +621,12 @@ impl RawCase {
             }
         }
 
-        Ok(Case {
-            name,
-            location,
-            pipeline,
-            stage,
-            input_file,
-            subject,
-            inputs,
-            kv_files,
-            kv,
-            dirs,
-            expect,
-            budgets,
-        })
+        Ok(Case { name, location, pipeline, stage, input_file, subject, inputs, kv_files, kv, dirs, expect, budgets })
     }
 }
 
 impl RawInput {
-    fn event(
-        self,
-        span: std::ops::Range<usize>,
-        key: &str,
-        default_subject: Option<&str>,
-        source: &SourceFile<'_>,
-    ) -> Result<Event, ConfigError> {
+    fn event(self, span: std::ops::Range<usize>, key: &str, default_subject: Option<&str>, source: &SourceFile<'_>) -> Result<Event, ConfigError> {
         let subject = match self.subject {
             Some(s) => publish_subject(s, format!("{key}.subject"), source)?,
             None => default_subject.map(str::to_owned).ok_or_else(|| {
@@ -752,17 +638,8 @@ impl RawInput {
                 )
             })?,
         };
-        let payload = payload(
-            self.payload,
-            self.payload_text,
-            self.payload_base64,
-            self.payload_json,
-            span,
-            key,
-            true,
-            source,
-        )?
-        .expect("an input always has a payload");
+        let payload =
+            payload(self.payload, self.payload_text, self.payload_base64, self.payload_json, span, key, true, source)?.expect("an input always has a payload");
         let payload = match payload {
             PayloadCheck::Json(v) => serde_json::to_vec(&v).expect("JSON values serialise"),
             PayloadCheck::Text(t) => t.into_bytes(),
@@ -771,22 +648,12 @@ impl RawInput {
                 unreachable!("inputs have no subsets")
             }
         };
-        Ok(Event {
-            subject,
-            headers: headers(self.headers),
-            payload: payload.into(),
-        })
+        Ok(Event { subject, headers: headers(self.headers), payload: payload.into() })
     }
 }
 
 impl RawOutput {
-    fn validate(
-        self,
-        location: Location,
-        key: &str,
-        default_tolerance: f64,
-        source: &SourceFile<'_>,
-    ) -> Result<OutputExpect, ConfigError> {
+    fn validate(self, location: Location, key: &str, default_tolerance: f64, source: &SourceFile<'_>) -> Result<OutputExpect, ConfigError> {
         let tolerance = match self.tolerance {
             Some(t) => tolerance(t, format!("{key}.tolerance"), source)?,
             None => default_tolerance,
@@ -797,34 +664,16 @@ impl RawOutput {
         };
         let span = 0..0;
         let mut checks = Vec::new();
-        if let Some(exact) = payload(
-            self.payload,
-            self.payload_text,
-            self.payload_base64,
-            self.payload_json,
-            span,
-            key,
-            false,
-            source,
-        )? {
+        if let Some(exact) = payload(self.payload, self.payload_text, self.payload_base64, self.payload_json, span, key, false, source)? {
             checks.push(exact);
         }
         if let Some(JsonValue(subset)) = self.payload_subset {
             checks.push(PayloadCheck::Subset(subset));
         }
         if let Some(paths) = self.paths {
-            checks.push(PayloadCheck::Paths(
-                paths.into_iter().map(|(k, JsonValue(v))| (k, v)).collect(),
-            ));
+            checks.push(PayloadCheck::Paths(paths.into_iter().map(|(k, JsonValue(v))| (k, v)).collect()));
         }
-        Ok(OutputExpect {
-            location,
-            input,
-            subject: self.subject,
-            headers: headers(self.headers),
-            payload: checks,
-            tolerance,
-        })
+        Ok(OutputExpect { location, input, subject: self.subject, headers: headers(self.headers), payload: checks, tolerance })
     }
 }
 
@@ -841,37 +690,18 @@ fn payload(
     required: bool,
     source: &SourceFile<'_>,
 ) -> Result<Option<PayloadCheck>, ConfigError> {
-    let given = [
-        json.is_some(),
-        text.is_some(),
-        base64.is_some(),
-        raw_json.is_some(),
-    ]
-    .iter()
-    .filter(|g| **g)
-    .count();
+    let given = [json.is_some(), text.is_some(), base64.is_some(), raw_json.is_some()]
+        .iter()
+        .filter(|g| **g)
+        .count();
     let help = "give one of payload (TOML, sent as JSON), payload_json (a JSON string, for null or exact bytes), payload_text or payload_base64";
     if given > 1 {
-        let at = base64
-            .as_ref()
-            .map(Spanned::span)
-            .or(raw_json.as_ref().map(Spanned::span))
-            .unwrap_or(span);
-        return Err(source.error_at(
-            at,
-            key.to_owned(),
-            "more than one payload",
-            Some(help.to_owned()),
-        ));
+        let at = base64.as_ref().map(Spanned::span).or(raw_json.as_ref().map(Spanned::span)).unwrap_or(span);
+        return Err(source.error_at(at, key.to_owned(), "more than one payload", Some(help.to_owned())));
     }
     if given == 0 {
         if required {
-            return Err(source.error_at(
-                span,
-                format!("{key}.payload"),
-                "the input has no payload",
-                Some(help.to_owned()),
-            ));
+            return Err(source.error_at(span, format!("{key}.payload"), "the input has no payload", Some(help.to_owned())));
         }
         return Ok(None);
     }
@@ -880,16 +710,14 @@ fn payload(
     } else if let Some(t) = text {
         PayloadCheck::Text(t)
     } else if let Some(b) = base64 {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(b.get_ref())
-            .map_err(|e| {
-                source.error_at(
-                    b.span(),
-                    format!("{key}.payload_base64"),
-                    format!("not base64: {e}"),
-                    Some("write standard base64 with padding, like \"/wA=\"".to_owned()),
-                )
-            })?;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(b.get_ref()).map_err(|e| {
+            source.error_at(
+                b.span(),
+                format!("{key}.payload_base64"),
+                format!("not base64: {e}"),
+                Some("write standard base64 with padding, like \"/wA=\"".to_owned()),
+            )
+        })?;
         PayloadCheck::Bytes(bytes)
     } else {
         let raw = raw_json.expect("one payload is given");
@@ -898,10 +726,7 @@ fn payload(
                 raw.span(),
                 format!("{key}.payload_json"),
                 format!("not JSON: {e}"),
-                Some(
-                    "payload_json is a string holding JSON, like payload_json = '{\"a\": null}'"
-                        .to_owned(),
-                ),
+                Some("payload_json is a string holding JSON, like payload_json = '{\"a\": null}'".to_owned()),
             )
         })?;
         if required {
@@ -913,48 +738,25 @@ fn payload(
     }))
 }
 
-fn limit(
-    budget: &mut Budget,
-    key: &str,
-    value: &Spanned<BudgetValue>,
-    path: String,
-    source: &SourceFile<'_>,
-) -> Result<(), ConfigError> {
-    let bad = |message: String, help: &str| {
-        source.error_at(value.span(), path.clone(), message, Some(help.to_owned()))
-    };
+fn limit(budget: &mut Budget, key: &str, value: &Spanned<BudgetValue>, path: String, source: &SourceFile<'_>) -> Result<(), ConfigError> {
+    let bad = |message: String, help: &str| source.error_at(value.span(), path.clone(), message, Some(help.to_owned()));
     match (key, value.get_ref()) {
         ("per_event", BudgetValue::Text(t)) => {
-            let d = parse_duration(t).map_err(|e| {
-                bad(
-                    e.message,
-                    r#"write a number and a unit, like "40us", "2ms" or "1s""#,
-                )
-            })?;
+            let d = parse_duration(t).map_err(|e| bad(e.message, r#"write a number and a unit, like "40us", "2ms" or "1s""#))?;
             if d.is_zero() {
-                return Err(bad(
-                    format!("per_event {t:?} is zero"),
-                    "a budget of zero always fails: give the most time an event may take",
-                ));
+                return Err(bad(format!("per_event {t:?} is zero"), "a budget of zero always fails: give the most time an event may take"));
             }
             budget.per_event = Some(d);
         }
         ("memory", BudgetValue::Text(t)) => {
-            budget.memory =
-                Some(parse_size(t).map_err(|e| bad(e.message, r#"write a size like "32MiB""#))?);
+            budget.memory = Some(parse_size(t).map_err(|e| bad(e.message, r#"write a size like "32MiB""#))?);
         }
         ("memory", BudgetValue::Bytes(n)) if *n > 0 => budget.memory = Some(*n as u64),
         ("per_event", _) => {
-            return Err(bad(
-                "per_event must be a duration string".to_owned(),
-                r#"write a number and a unit, like "40us""#,
-            ));
+            return Err(bad("per_event must be a duration string".to_owned(), r#"write a number and a unit, like "40us""#));
         }
         _ => {
-            return Err(bad(
-                "memory must be a size".to_owned(),
-                r#"write a size like "32MiB", or a number of bytes"#,
-            ));
+            return Err(bad("memory must be a size".to_owned(), r#"write a size like "32MiB", or a number of bytes"#));
         }
     }
     Ok(())
@@ -969,29 +771,23 @@ fn tolerance(t: Spanned<f64>, key: String, source: &SourceFile<'_>) -> Result<f6
         t.span(),
         key,
         format!("tolerance {v} is not a number of zero or more"),
-        Some(
-            "write how far numbers may be from the expected ones, like tolerance = 0.001"
-                .to_owned(),
-        ),
+        Some("write how far numbers may be from the expected ones, like tolerance = 0.001".to_owned()),
     ))
 }
 
-fn input_number(
-    n: &Spanned<i64>,
-    key: String,
-    source: &SourceFile<'_>,
-) -> Result<usize, ConfigError> {
+fn input_number(n: &Spanned<i64>, key: String, source: &SourceFile<'_>) -> Result<usize, ConfigError> {
     match usize::try_from(*n.get_ref()) {
         Ok(v) if v >= 1 => Ok(v),
-        _ => Err(source.error_at(n.span(), key, format!("input {} does not exist", n.get_ref()), Some("inputs are numbered from 1, in order: input_file's lines first, then [[case.input]]".to_owned()))),
+        _ => Err(source.error_at(
+            n.span(),
+            key,
+            format!("input {} does not exist", n.get_ref()),
+            Some("inputs are numbered from 1, in order: input_file's lines first, then [[case.input]]".to_owned()),
+        )),
     }
 }
 
-fn publish_subject(
-    s: Spanned<String>,
-    key: String,
-    source: &SourceFile<'_>,
-) -> Result<String, ConfigError> {
+fn publish_subject(s: Spanned<String>, key: String, source: &SourceFile<'_>) -> Result<String, ConfigError> {
     match Subject::publish(s.get_ref().clone()) {
         Ok(subject) => Ok(subject.as_str().to_owned()),
         Err(e) => Err(source.error_at(s.span(), key, e.message, e.help)),
@@ -1000,14 +796,7 @@ fn publish_subject(
 
 /// `written`, joined to the test file's directory, which must exist (as a
 /// directory when `dir`).
-fn existing(
-    base: &Path,
-    written: &Spanned<String>,
-    key: &str,
-    what: &str,
-    dir: bool,
-    source: &SourceFile<'_>,
-) -> Result<PathBuf, ConfigError> {
+fn existing(base: &Path, written: &Spanned<String>, key: &str, what: &str, dir: bool, source: &SourceFile<'_>) -> Result<PathBuf, ConfigError> {
     let path = base.join(written.get_ref());
     let ok = std::fs::metadata(&path).is_ok_and(|m| if dir { m.is_dir() } else { m.is_file() });
     if ok && !written.get_ref().is_empty() {
@@ -1016,11 +805,7 @@ fn existing(
     Err(source.error_at(
         written.span(),
         key.to_owned(),
-        format!(
-            "{what} {:?} not found (resolved to {})",
-            written.get_ref(),
-            path.display()
-        ),
+        format!("{what} {:?} not found (resolved to {})", written.get_ref(), path.display()),
         Some("paths in a test file are relative to the test file's directory".to_owned()),
     ))
 }

@@ -101,11 +101,7 @@ impl fmt::Debug for NatsAuth {
             Self::Creds(path) => f.debug_tuple("Creds").field(path).finish(),
             Self::NKey(path) => f.debug_tuple("NKey").field(path).finish(),
             Self::Token(_) => f.write_str("Token(<redacted>)"),
-            Self::UserPassword { user, .. } => f
-                .debug_struct("UserPassword")
-                .field("user", user)
-                .field("password", &"<redacted>")
-                .finish(),
+            Self::UserPassword { user, .. } => f.debug_struct("UserPassword").field("user", user).field("password", &"<redacted>").finish(),
         }
     }
 }
@@ -132,10 +128,7 @@ pub struct MetricsConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            address: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9464)),
-        }
+        Self { enabled: true, address: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9464)) }
     }
 }
 
@@ -205,11 +198,7 @@ fn default_io_threads() -> usize {
 const DEFAULT_CACHE_SIZE: u64 = 2 << 30;
 
 fn default_cache_dir() -> PathBuf {
-    let absolute = |var: &str| {
-        std::env::var_os(var)
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-    };
+    let absolute = |var: &str| std::env::var_os(var).map(PathBuf::from).filter(|p| p.is_absolute());
     if let Some(xdg) = absolute("XDG_CACHE_HOME") {
         xdg.join("weir")
     } else if let Some(home) = absolute("HOME") {
@@ -270,18 +259,9 @@ struct RelPath(PathBuf);
 impl<'de> Deserialize<'de> for RelPath {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         fn parse(path: String) -> Result<PathBuf, InvalidValue> {
-            if path.is_empty() {
-                Err(InvalidValue::new("path is empty"))
-            } else {
-                Ok(PathBuf::from(path))
-            }
+            if path.is_empty() { Err(InvalidValue::new("path is empty")) } else { Ok(PathBuf::from(path)) }
         }
-        deserializer
-            .deserialize_str(StrVisitor {
-                expecting: "a path",
-                parse,
-            })
-            .map(RelPath)
+        deserializer.deserialize_str(StrVisitor { expecting: "a path", parse }).map(RelPath)
     }
 }
 
@@ -291,18 +271,9 @@ struct NonEmpty(String);
 impl<'de> Deserialize<'de> for NonEmpty {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         fn parse(text: String) -> Result<String, InvalidValue> {
-            if text.is_empty() {
-                Err(InvalidValue::new("value is empty"))
-            } else {
-                Ok(text)
-            }
+            if text.is_empty() { Err(InvalidValue::new("value is empty")) } else { Ok(text) }
         }
-        deserializer
-            .deserialize_str(StrVisitor {
-                expecting: "a string",
-                parse,
-            })
-            .map(NonEmpty)
+        deserializer.deserialize_str(StrVisitor { expecting: "a string", parse }).map(NonEmpty)
     }
 }
 
@@ -312,25 +283,18 @@ struct NatsUrl(String);
 impl<'de> Deserialize<'de> for NatsUrl {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer
-            .deserialize_str(StrVisitor {
-                expecting: "a NATS URL",
-                parse: check_nats_url,
-            })
+            .deserialize_str(StrVisitor { expecting: "a NATS URL", parse: check_nats_url })
             .map(NatsUrl)
     }
 }
 
 fn check_nats_url(text: String) -> Result<String, InvalidValue> {
-    let help =
-        "write nats://host:port (or tls://, ws://, wss://); separate several servers with commas";
+    let help = "write nats://host:port (or tls://, ws://, wss://); separate several servers with commas";
     for url in text.split(',').map(str::trim) {
         let host = match url.split_once("://") {
             Some((scheme, rest)) => {
                 if !matches!(scheme, "nats" | "tls" | "ws" | "wss") {
-                    return Err(InvalidValue::new(format!(
-                        "unsupported scheme {scheme:?} in NATS URL {url:?}"
-                    ))
-                    .with_help(help));
+                    return Err(InvalidValue::new(format!("unsupported scheme {scheme:?} in NATS URL {url:?}")).with_help(help));
                 }
                 rest
             }
@@ -352,16 +316,11 @@ impl<'de> Deserialize<'de> for MetricsAddress {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         fn parse(text: String) -> Result<SocketAddr, InvalidValue> {
             text.parse().map_err(|_| {
-                InvalidValue::new(format!("invalid address {text:?}")).with_help(
-                    "write an IP address and a port, like \"127.0.0.1:9464\" or \"[::]:9464\"",
-                )
+                InvalidValue::new(format!("invalid address {text:?}")).with_help("write an IP address and a port, like \"127.0.0.1:9464\" or \"[::]:9464\"")
             })
         }
         deserializer
-            .deserialize_str(StrVisitor {
-                expecting: "an address like \"127.0.0.1:9464\"",
-                parse,
-            })
+            .deserialize_str(StrVisitor { expecting: "an address like \"127.0.0.1:9464\"", parse })
             .map(MetricsAddress)
     }
 }
@@ -374,21 +333,13 @@ impl RawGlobal {
         let resolve = |p: RelPath| base.join(p.0);
         let defaults = Global::default();
         let instance = self.instance.unwrap_or(defaults.instance);
-        let nats = self
-            .nats
-            .map(|n| n.0)
-            .unwrap_or_default()
-            .validate(source, &instance, &resolve)?;
+        let nats = self.nats.map(|n| n.0).unwrap_or_default().validate(source, &instance, &resolve)?;
         let metrics = self.metrics.map(|m| m.0).unwrap_or_default();
         Ok(Global {
-            pipelines: self
-                .pipelines
-                .map_or_else(|| base.join("pipelines"), resolve),
+            pipelines: self.pipelines.map_or_else(|| base.join("pipelines"), resolve),
             workers: self.workers.map_or(defaults.workers, |w| w.0),
             io_threads: self.io_threads.map_or(defaults.io_threads, |w| w.0),
-            shutdown_timeout: self
-                .shutdown_timeout
-                .map_or(defaults.shutdown_timeout, |t| t.0),
+            shutdown_timeout: self.shutdown_timeout.map_or(defaults.shutdown_timeout, |t| t.0),
             cache_dir: self.cache_dir.map_or(defaults.cache_dir, resolve),
             cache_size: self.cache_size.map_or(defaults.cache_size, |s| s.0),
             nats,
@@ -403,22 +354,12 @@ impl RawGlobal {
 }
 
 impl RawNats {
-    fn validate(
-        self,
-        source: &SourceFile<'_>,
-        instance: &Name,
-        resolve: &dyn Fn(RelPath) -> PathBuf,
-    ) -> Result<NatsConfig, ConfigError> {
+    fn validate(self, source: &SourceFile<'_>, instance: &Name, resolve: &dyn Fn(RelPath) -> PathBuf) -> Result<NatsConfig, ConfigError> {
         let defaults = NatsConfig::defaults(instance);
         let auth_help = "choose one way to authenticate: creds, nkey, token, or user and password";
         match (&self.user, &self.password) {
             (Some(user), None) => {
-                return Err(source.error_at(
-                    user.span(),
-                    "nats.user",
-                    "\"user\" requires \"password\"",
-                    Some("add password = \"...\" to [nats]".to_owned()),
-                ));
+                return Err(source.error_at(user.span(), "nats.user", "\"user\" requires \"password\"", Some("add password = \"...\" to [nats]".to_owned())));
             }
             (None, Some(password)) => {
                 return Err(source.error_at(
@@ -456,10 +397,7 @@ impl RawNats {
         } else if let Some(token) = self.token {
             NatsAuth::Token(token.into_inner().0)
         } else if let (Some(user), Some(password)) = (self.user, self.password) {
-            NatsAuth::UserPassword {
-                user: user.into_inner().0,
-                password: password.into_inner().0,
-            }
+            NatsAuth::UserPassword { user: user.into_inner().0, password: password.into_inner().0 }
         } else {
             NatsAuth::None
         };
@@ -483,25 +421,12 @@ impl RawNats {
                             Some("a private key needs its client certificate: add cert = \"path/to/client.crt\" to [nats.tls]".to_owned()),
                         ));
                     }
-                    (cert, key) => (
-                        cert.map(|c| resolve(c.into_inner())),
-                        key.map(|k| resolve(k.into_inner())),
-                    ),
+                    (cert, key) => (cert.map(|c| resolve(c.into_inner())), key.map(|k| resolve(k.into_inner()))),
                 };
-                Some(TlsConfig {
-                    ca: tls.ca.map(resolve),
-                    cert,
-                    key,
-                    required: tls.required.unwrap_or(false),
-                })
+                Some(TlsConfig { ca: tls.ca.map(resolve), cert, key, required: tls.required.unwrap_or(false) })
             }
         };
-        Ok(NatsConfig {
-            url: self.url.map_or(defaults.url, |u| u.0),
-            name: self.name.map_or(defaults.name, |n| n.0),
-            auth,
-            tls,
-        })
+        Ok(NatsConfig { url: self.url.map_or(defaults.url, |u| u.0), name: self.name.map_or(defaults.name, |n| n.0), auth, tls })
     }
 }
 
@@ -537,10 +462,7 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted() {
-        let auth = NatsAuth::UserPassword {
-            user: "app".to_owned(),
-            password: "hunter2".to_owned(),
-        };
+        let auth = NatsAuth::UserPassword { user: "app".to_owned(), password: "hunter2".to_owned() };
         assert!(!format!("{auth:?}").contains("hunter2"));
         assert!(!format!("{:?}", NatsAuth::Token("s3cret".to_owned())).contains("s3cret"));
     }

@@ -6,9 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::de::{
-    self, Deserialize, Deserializer, Expected, MapAccess, SeqAccess, Unexpected, Visitor,
-};
+use serde::de::{self, Deserialize, Deserializer, Expected, MapAccess, SeqAccess, Unexpected, Visitor};
 use serde_json::{Map, Number, Value};
 use toml::value::Datetime;
 
@@ -23,21 +21,13 @@ pub(crate) const TOML_DATETIME_KEY: &str = "$__toml_private_datetime";
 pub(crate) fn rfc3339(datetime: &Datetime) -> String {
     let mut out = String::new();
     if let Some(date) = &datetime.date {
-        out.push_str(&format!(
-            "{:04}-{:02}-{:02}",
-            date.year, date.month, date.day
-        ));
+        out.push_str(&format!("{:04}-{:02}-{:02}", date.year, date.month, date.day));
     }
     if let Some(time) = &datetime.time {
         if datetime.date.is_some() {
             out.push('T');
         }
-        out.push_str(&format!(
-            "{:02}:{:02}:{:02}",
-            time.hour,
-            time.minute,
-            time.second.unwrap_or(0)
-        ));
+        out.push_str(&format!("{:02}:{:02}:{:02}", time.hour, time.minute, time.second.unwrap_or(0)));
         if let Some(nanos) = time.nanosecond {
             let digits = format!("{nanos:09}");
             let digits = digits.trim_end_matches('0');
@@ -57,19 +47,12 @@ pub(crate) fn rfc3339(datetime: &Datetime) -> String {
 /// or a string. A local time would mean different instants on different machines.
 pub(crate) fn instant(text: &str) -> Result<String, InvalidValue> {
     let help = "write an RFC 3339 timestamp with a UTC offset, like 2024-05-01T00:00:00Z";
-    let datetime = Datetime::from_str(text.trim())
-        .map_err(|_| InvalidValue::new(format!("invalid timestamp {text:?}")).with_help(help))?;
+    let datetime = Datetime::from_str(text.trim()).map_err(|_| InvalidValue::new(format!("invalid timestamp {text:?}")).with_help(help))?;
     if datetime.date.is_none() || datetime.time.is_none() {
-        return Err(
-            InvalidValue::new(format!("timestamp {text:?} needs a date and a time"))
-                .with_help(help),
-        );
+        return Err(InvalidValue::new(format!("timestamp {text:?} needs a date and a time")).with_help(help));
     }
     if datetime.offset.is_none() {
-        return Err(InvalidValue::new(format!(
-            "timestamp {text:?} has no UTC offset, so it means a different instant on each machine"
-        ))
-        .with_help(help));
+        return Err(InvalidValue::new(format!("timestamp {text:?} has no UTC offset, so it means a different instant on each machine")).with_help(help));
     }
     Ok(rfc3339(&datetime))
 }
@@ -107,9 +90,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
         Number::from_f64(v).map(Value::Number).ok_or_else(|| {
             InvalidValue::new(format!("{v} cannot be passed to a stage"))
-                .with_help(
-                    "the config table is handed to the stage as JSON, which has no nan or inf",
-                )
+                .with_help("the config table is handed to the stage as JSON, which has no nan or inf")
                 .into_de()
         })
     }
@@ -137,19 +118,13 @@ impl<'de> Visitor<'de> for JsonVisitor {
 
 /// Reads a TOML table, or a datetime (which serde sees as a one-entry map), into JSON.
 /// `table_only` is the visitor to blame when a datetime is not wanted.
-fn table_or_datetime<'de, A: MapAccess<'de>>(
-    mut map: A,
-    table_only: Option<&dyn Expected>,
-) -> Result<Value, A::Error> {
+fn table_or_datetime<'de, A: MapAccess<'de>>(mut map: A, table_only: Option<&dyn Expected>) -> Result<Value, A::Error> {
     let mut object = Map::new();
     while let Some(key) = map.next_key::<String>()? {
         if key == TOML_DATETIME_KEY {
             let text: String = map.next_value()?;
             if let Some(expected) = table_only {
-                return Err(de::Error::invalid_type(
-                    Unexpected::Other("datetime"),
-                    expected,
-                ));
+                return Err(de::Error::invalid_type(Unexpected::Other("datetime"), expected));
             }
             let datetime = Datetime::from_str(&text).map_err(de::Error::custom)?;
             return Ok(Value::String(rfc3339(&datetime)));
@@ -174,10 +149,7 @@ impl<'de> Deserialize<'de> for JsonObject {
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
                 match table_or_datetime(map, Some(&self))? {
                     Value::Object(object) => Ok(object),
-                    _ => Err(de::Error::invalid_type(
-                        Unexpected::Other("datetime"),
-                        &self,
-                    )),
+                    _ => Err(de::Error::invalid_type(Unexpected::Other("datetime"), &self)),
                 }
             }
         }
@@ -191,22 +163,10 @@ mod tests {
 
     #[test]
     fn instants() {
-        assert_eq!(
-            instant("2024-05-01T00:00:00Z").ok().as_deref(),
-            Some("2024-05-01T00:00:00Z")
-        );
-        assert_eq!(
-            instant("2024-05-01 10:30:00+02:00").ok().as_deref(),
-            Some("2024-05-01T10:30:00+02:00")
-        );
-        assert_eq!(
-            instant("2024-05-01T10:30Z").ok().as_deref(),
-            Some("2024-05-01T10:30:00Z")
-        );
-        assert_eq!(
-            instant("2024-05-01T10:30:00.5Z").ok().as_deref(),
-            Some("2024-05-01T10:30:00.5Z")
-        );
+        assert_eq!(instant("2024-05-01T00:00:00Z").ok().as_deref(), Some("2024-05-01T00:00:00Z"));
+        assert_eq!(instant("2024-05-01 10:30:00+02:00").ok().as_deref(), Some("2024-05-01T10:30:00+02:00"));
+        assert_eq!(instant("2024-05-01T10:30Z").ok().as_deref(), Some("2024-05-01T10:30:00Z"));
+        assert_eq!(instant("2024-05-01T10:30:00.5Z").ok().as_deref(), Some("2024-05-01T10:30:00.5Z"));
         assert!(instant("2024-05-01").is_err());
         assert!(instant("2024-05-01T00:00:00").is_err());
         assert!(instant("yesterday").is_err());

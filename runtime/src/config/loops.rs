@@ -140,13 +140,7 @@ pub(crate) fn edges(pipelines: &[&Pipeline]) -> Vec<(usize, usize, Feedback)> {
                     edges.push((
                         i,
                         j,
-                        Feedback {
-                            from: from.name.to_string(),
-                            key,
-                            publishes: show(pattern),
-                            to: to.name.to_string(),
-                            reads: reads.as_str().to_owned(),
-                        },
+                        Feedback { from: from.name.to_string(), key, publishes: show(pattern), to: to.name.to_string(), reads: reads.as_str().to_owned() },
                     ));
                 }
             }

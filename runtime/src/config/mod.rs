@@ -41,9 +41,7 @@ pub use error::{ConfigError, InvalidValue, Location, Snippet};
 pub use global::{Global, MetricsConfig, NatsAuth, NatsConfig, TlsConfig};
 pub use loops::{Feedback, cycles, subjects_overlap};
 pub use names::Name;
-pub use pipeline::{
-    DeadLetterConfig, Deliver, Grants, JetStreamConfig, Limits, Pipeline, SinkConfig, SourceConfig, StageConfig,
-};
+pub use pipeline::{DeadLetterConfig, Deliver, Grants, JetStreamConfig, Limits, Pipeline, SinkConfig, SourceConfig, StageConfig};
 pub use subject::{Subject, SubjectTemplate};
 pub use units::{format_duration, format_size, parse_duration, parse_size};
 
@@ -57,10 +55,7 @@ pub fn parse_pipeline(text: &str, file: &Path) -> Result<Pipeline, ConfigError> 
 
 /// Like [`parse_pipeline`], also returning the span of the `name` value, for errors that
 /// involve several files.
-fn parse_pipeline_located(
-    text: &str,
-    file: &Path,
-) -> Result<(Pipeline, Range<usize>), ConfigError> {
+fn parse_pipeline_located(text: &str, file: &Path) -> Result<(Pipeline, Range<usize>), ConfigError> {
     let source = SourceFile::new(file, text);
     let raw: pipeline::RawPipeline = deserialize(&source)?;
     let name_span = raw.name_span();
@@ -228,8 +223,7 @@ fn expand(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     for entry in entries {
         let entry = entry.map_err(|e| ConfigError::io(path, "directory", &e))?;
         let file = entry.path();
-        let is_toml = file.extension().is_some_and(|ext| ext == "toml")
-            && !file.to_string_lossy().ends_with(TEST_FILE_SUFFIX);
+        let is_toml = file.extension().is_some_and(|ext| ext == "toml") && !file.to_string_lossy().ends_with(TEST_FILE_SUFFIX);
         // Follow symlinks: a pipeline file may be linked in from elsewhere.
         if is_toml && std::fs::metadata(&file).is_ok_and(|m| m.is_file()) {
             files.push(file);
@@ -271,8 +265,7 @@ mod tests {
 
     #[test]
     fn minimal_pipeline_defaults() {
-        let text =
-            "name = \"relay\"\n[source]\nsubject = \"in.>\"\n[sink]\nsubject = \"out.{subject}\"\n";
+        let text = "name = \"relay\"\n[source]\nsubject = \"in.>\"\n[sink]\nsubject = \"out.{subject}\"\n";
         let p = parse_pipeline(text, Path::new("pipelines/relay.toml")).expect("valid");
         assert_eq!(p.name.as_str(), "relay");
         assert_eq!(p.batch_size, 64);
@@ -294,11 +287,7 @@ mod tests {
 
     #[test]
     fn global_relative_paths() {
-        let g = parse_global(
-            "cache_dir = \"cache\"\n[nats]\ncreds = \"/abs/x.creds\"\n",
-            Path::new("etc/weir.toml"),
-        )
-        .expect("valid");
+        let g = parse_global("cache_dir = \"cache\"\n[nats]\ncreds = \"/abs/x.creds\"\n", Path::new("etc/weir.toml")).expect("valid");
         assert_eq!(g.pipelines, PathBuf::from("etc/pipelines"));
         assert_eq!(g.cache_dir, PathBuf::from("etc/cache"));
         assert_eq!(g.nats.auth, NatsAuth::Creds(PathBuf::from("/abs/x.creds")));
@@ -318,9 +307,6 @@ mod tests {
     #[test]
     fn missing_file() {
         let err = load_pipeline(Path::new("does/not/exist.toml")).expect_err("no file");
-        assert_eq!(
-            err.to_string(),
-            "does/not/exist.toml: cannot read file: No such file or directory"
-        );
+        assert_eq!(err.to_string(), "does/not/exist.toml: cannot read file: No such file or directory");
     }
 }

@@ -9,8 +9,7 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 use super::error::InvalidValue;
 
 const NAME_MAX: usize = 64;
-const NAME_HELP: &str =
-    r#"names may contain only letters, digits, "_" and "-", up to 64 characters"#;
+const NAME_HELP: &str = r#"names may contain only letters, digits, "_" and "-", up to 64 characters"#;
 
 /// A pipeline, stage or instance name: `[A-Za-z0-9_-]{1,64}`.
 ///
@@ -26,21 +25,11 @@ impl Name {
         if name.is_empty() {
             return Err(InvalidValue::new("name is empty").with_help(NAME_HELP));
         }
-        if let Some(bad) = name
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
-        {
-            return Err(
-                InvalidValue::new(format!("invalid character {bad:?} in name {name:?}"))
-                    .with_help(NAME_HELP),
-            );
+        if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
+            return Err(InvalidValue::new(format!("invalid character {bad:?} in name {name:?}")).with_help(NAME_HELP));
         }
         if name.len() > NAME_MAX {
-            return Err(InvalidValue::new(format!(
-                "name {name:?} is {} characters long",
-                name.len()
-            ))
-            .with_help(NAME_HELP));
+            return Err(InvalidValue::new(format!("name {name:?} is {} characters long", name.len())).with_help(NAME_HELP));
         }
         Ok(Self(name))
     }
@@ -59,13 +48,7 @@ impl Name {
     pub(crate) fn sanitize(text: &str) -> Option<Self> {
         let cleaned: String = text
             .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                    c
-                } else {
-                    '-'
-                }
-            })
+            .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
             .take(NAME_MAX)
             .collect();
         let cleaned = cleaned.trim_matches('-');
@@ -94,10 +77,7 @@ impl FromStr for Name {
 
 impl<'de> Deserialize<'de> for Name {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_str(StrVisitor {
-            expecting: "a name (letters, digits, \"_\" and \"-\")",
-            parse: Name::new,
-        })
+        deserializer.deserialize_str(StrVisitor { expecting: "a name (letters, digits, \"_\" and \"-\")", parse: Name::new })
     }
 }
 
@@ -134,14 +114,8 @@ pub(crate) fn nats_name(name: String) -> Result<String, InvalidValue> {
     if name.is_empty() {
         return Err(InvalidValue::new("name is empty").with_help(help));
     }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| c.is_whitespace() || c.is_control() || NATS_NAME_FORBIDDEN.contains(c))
-    {
-        return Err(
-            InvalidValue::new(format!("invalid character {bad:?} in name {name:?}"))
-                .with_help(help),
-        );
+    if let Some(bad) = name.chars().find(|c| c.is_whitespace() || c.is_control() || NATS_NAME_FORBIDDEN.contains(c)) {
+        return Err(InvalidValue::new(format!("invalid character {bad:?} in name {name:?}")).with_help(help));
     }
     Ok(name)
 }
@@ -153,10 +127,7 @@ pub(crate) struct NatsName(pub(crate) String);
 impl<'de> Deserialize<'de> for NatsName {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer
-            .deserialize_str(StrVisitor {
-                expecting: "a NATS name",
-                parse: nats_name,
-            })
+            .deserialize_str(StrVisitor { expecting: "a NATS name", parse: nats_name })
             .map(NatsName)
     }
 }
@@ -178,12 +149,7 @@ impl<'de> Deserialize<'de> for QueueGroup {
                 Ok(name)
             }
         }
-        deserializer
-            .deserialize_str(StrVisitor {
-                expecting: "a queue group name",
-                parse,
-            })
-            .map(QueueGroup)
+        deserializer.deserialize_str(StrVisitor { expecting: "a queue group name", parse }).map(QueueGroup)
     }
 }
 
@@ -193,27 +159,18 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(
-            Name::new("product-views_2").map(|n| n.to_string()).ok(),
-            Some("product-views_2".to_owned())
-        );
+        assert_eq!(Name::new("product-views_2").map(|n| n.to_string()).ok(), Some("product-views_2".to_owned()));
         assert!(Name::new("a".repeat(64)).is_ok());
         assert!(Name::new("a".repeat(65)).is_err());
         assert!(Name::new("").is_err());
         let err = Name::new("my pipeline").expect_err("space");
-        assert_eq!(
-            err.message,
-            r#"invalid character ' ' in name "my pipeline""#
-        );
+        assert_eq!(err.message, r#"invalid character ' ' in name "my pipeline""#);
         assert!(Name::new("é").is_err());
     }
 
     #[test]
     fn sanitize() {
-        assert_eq!(
-            Name::sanitize("host.example.com").map(|n| n.0),
-            Some("host-example-com".to_owned())
-        );
+        assert_eq!(Name::sanitize("host.example.com").map(|n| n.0), Some("host-example-com".to_owned()));
         assert_eq!(Name::sanitize("..."), None);
     }
 

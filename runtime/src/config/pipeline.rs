@@ -59,10 +59,7 @@ pub struct SourceConfig {
 impl SourceConfig {
     /// The subject a JetStream consumer filters on: `filter_subject` if set, else `subject`.
     pub fn filter_subject(&self) -> &Subject {
-        self.jetstream
-            .as_ref()
-            .and_then(|js| js.filter_subject.as_ref())
-            .unwrap_or(&self.subject)
+        self.jetstream.as_ref().and_then(|js| js.filter_subject.as_ref()).unwrap_or(&self.subject)
     }
 }
 
@@ -141,10 +138,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            timeout: Duration::from_millis(100),
-            memory: 64 * 1024 * 1024,
-        }
+        Self { timeout: Duration::from_millis(100), memory: 64 * 1024 * 1024 }
     }
 }
 
@@ -264,17 +258,13 @@ impl<'de> Visitor<'de> for DeliverVisitor {
         match v {
             "all" => Ok(Deliver::All),
             "new" => Ok(Deliver::New),
-            _ => Err(InvalidValue::new(format!("unknown deliver policy {v:?}"))
-                .with_help(DELIVER_HELP)
-                .into_de()),
+            _ => Err(InvalidValue::new(format!("unknown deliver policy {v:?}")).with_help(DELIVER_HELP).into_de()),
         }
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Deliver, A::Error> {
         let Some(key) = map.next_key::<String>()? else {
-            return Err(InvalidValue::new("deliver table is empty")
-                .with_help(DELIVER_HELP)
-                .into_de());
+            return Err(InvalidValue::new("deliver table is empty").with_help(DELIVER_HELP).into_de());
         };
         let deliver = match key.as_str() {
             "start_sequence" => Deliver::StartSequence(map.next_value::<Sequence>()?.0),
@@ -285,18 +275,13 @@ impl<'de> Visitor<'de> for DeliverVisitor {
                     .into_de());
             }
             _ => {
-                return Err(de::Error::unknown_field(
-                    &key,
-                    &["start_sequence", "start_time"],
-                ));
+                return Err(de::Error::unknown_field(&key, &["start_sequence", "start_time"]));
             }
         };
         if map.next_key::<String>()?.is_some() {
-            return Err(InvalidValue::new(
-                "deliver takes one of start_sequence or start_time, not both",
-            )
-            .with_help(DELIVER_HELP)
-            .into_de());
+            return Err(InvalidValue::new("deliver takes one of start_sequence or start_time, not both")
+                .with_help(DELIVER_HELP)
+                .into_de());
         }
         Ok(deliver)
     }
@@ -340,16 +325,7 @@ impl RawPipeline {
 
     /// Checks what serde cannot see one value at a time, and builds the [`Pipeline`].
     pub(crate) fn validate(self, source: &SourceFile<'_>) -> Result<Pipeline, ConfigError> {
-        let Self {
-            name,
-            batch_size,
-            ordered,
-            source: raw_source,
-            stages: raw_stages,
-            sink,
-            dead_letter,
-            allow_loops,
-        } = self;
+        let Self { name, batch_size, ordered, source: raw_source, stages: raw_stages, sink, dead_letter, allow_loops } = self;
         let pipeline_source = validate_source(raw_source.0, source)?;
 
         let base = source.path.parent().unwrap_or(Path::new(""));
@@ -364,13 +340,8 @@ impl RawPipeline {
                 return Err(source.error_at(
                     name_span,
                     format!("stages[{index}].name"),
-                    format!(
-                        "duplicate stage name \"{stage_name}\", already used on line {first_line}"
-                    ),
-                    Some(
-                        "stage names must be unique within a pipeline: rename one of the stages"
-                            .to_owned(),
-                    ),
+                    format!("duplicate stage name \"{stage_name}\", already used on line {first_line}"),
+                    Some("stage names must be unique within a pipeline: rename one of the stages".to_owned()),
                 ));
             }
             seen.insert(stage_name.clone(), source.location(&name_span).line);
@@ -410,15 +381,10 @@ impl RawPipeline {
             ordered: ordered.unwrap_or(false),
             source: pipeline_source,
             stages,
-            sink: SinkConfig {
-                subject: sink.0.subject,
-                stream: sink.0.stream.map(|s| s.0),
-                stamp: sink.0.stamp.unwrap_or(true),
-            },
-            dead_letter: dead_letter.map(|d| d.0).map(|d| DeadLetterConfig {
-                subject: d.subject.0,
-                stream: d.stream.map(|s| s.0),
-            }),
+            sink: SinkConfig { subject: sink.0.subject, stream: sink.0.stream.map(|s| s.0), stamp: sink.0.stamp.unwrap_or(true) },
+            dead_letter: dead_letter
+                .map(|d| d.0)
+                .map(|d| DeadLetterConfig { subject: d.subject.0, stream: d.stream.map(|s| s.0) }),
             allow_loops: allow_loops.unwrap_or(false),
         })
     }
@@ -443,12 +409,7 @@ fn resolve_dir(written: Spanned<String>, stage: usize, index: usize, base: &Path
     ))
 }
 
-fn resolve_plugin(
-    written: Spanned<String>,
-    index: usize,
-    base: &Path,
-    source: &SourceFile<'_>,
-) -> Result<PathBuf, ConfigError> {
+fn resolve_plugin(written: Spanned<String>, index: usize, base: &Path, source: &SourceFile<'_>) -> Result<PathBuf, ConfigError> {
     let span = written.span();
     let written = written.into_inner();
     let key = format!("stages[{index}].plugin");
@@ -466,39 +427,20 @@ fn resolve_plugin(
         Ok(_) => Err(source.error_at(
             span,
             key,
-            format!(
-                "plugin {written:?} is not a file (resolved to {})",
-                plugin.display()
-            ),
+            format!("plugin {written:?} is not a file (resolved to {})", plugin.display()),
             Some("point plugin at a .wasm component file".to_owned()),
         )),
         Err(_) => Err(source.error_at(
             span,
             key,
-            format!(
-                "plugin file {written:?} not found (resolved to {})",
-                plugin.display()
-            ),
-            Some(
-                "relative plugin paths are resolved from the directory of the pipeline file"
-                    .to_owned(),
-            ),
+            format!("plugin file {written:?} not found (resolved to {})", plugin.display()),
+            Some("relative plugin paths are resolved from the directory of the pipeline file".to_owned()),
         )),
     }
 }
 
 fn validate_source(raw: RawSource, file: &SourceFile<'_>) -> Result<SourceConfig, ConfigError> {
-    let RawSource {
-        subject,
-        queue,
-        stream,
-        durable,
-        filter_subject,
-        ack_wait,
-        max_deliver,
-        max_ack_pending,
-        deliver,
-    } = raw;
+    let RawSource { subject, queue, stream, durable, filter_subject, ack_wait, max_deliver, max_ack_pending, deliver } = raw;
     let (stream, durable) = match (stream, durable) {
         (Some(stream), Some(durable)) => (stream, durable),
         (Some(stream), None) => {
@@ -520,14 +462,10 @@ fn validate_source(raw: RawSource, file: &SourceFile<'_>) -> Result<SourceConfig
         (None, None) => {
             // JetStream-only keys on a core NATS source would be silently ignored.
             let stray = [
-                filter_subject
-                    .as_ref()
-                    .map(|s| ("filter_subject", s.span())),
+                filter_subject.as_ref().map(|s| ("filter_subject", s.span())),
                 ack_wait.as_ref().map(|s| ("ack_wait", s.span())),
                 max_deliver.as_ref().map(|s| ("max_deliver", s.span())),
-                max_ack_pending
-                    .as_ref()
-                    .map(|s| ("max_ack_pending", s.span())),
+                max_ack_pending.as_ref().map(|s| ("max_ack_pending", s.span())),
                 deliver.as_ref().map(|s| ("deliver", s.span())),
             ];
             if let Some((key, span)) = stray.into_iter().flatten().min_by_key(|(_, s)| s.start) {
@@ -538,11 +476,7 @@ fn validate_source(raw: RawSource, file: &SourceFile<'_>) -> Result<SourceConfig
                     Some("set stream and durable in [source] to read from JetStream, or remove this key".to_owned()),
                 ));
             }
-            return Ok(SourceConfig {
-                subject,
-                queue: queue.map(|q| q.into_inner().0),
-                jetstream: None,
-            });
+            return Ok(SourceConfig { subject, queue: queue.map(|q| q.into_inner().0), jetstream: None });
         }
     };
     if let Some(queue) = queue {

@@ -20,14 +20,9 @@ fn check_subject(subject: &str, wildcards: bool) -> Result<bool, InvalidValue> {
     if subject.is_empty() {
         return Err(InvalidValue::new("subject is empty").with_help(SUBJECT_HELP));
     }
-    if let Some(bad) = subject
-        .chars()
-        .find(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(InvalidValue::new(format!(
-            "invalid subject {subject:?}: {bad:?} is not allowed in a subject"
-        ))
-        .with_help("subjects cannot contain whitespace or control characters"));
+    if let Some(bad) = subject.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(InvalidValue::new(format!("invalid subject {subject:?}: {bad:?} is not allowed in a subject"))
+            .with_help("subjects cannot contain whitespace or control characters"));
     }
     let mut has_wildcards = false;
     let count = subject.split('.').count();
@@ -40,30 +35,21 @@ fn check_subject(subject: &str, wildcards: bool) -> Result<bool, InvalidValue> {
             } else {
                 "has an empty token (two dots in a row)"
             };
-            return Err(
-                InvalidValue::new(format!("invalid subject {subject:?}: it {what}"))
-                    .with_help(SUBJECT_HELP),
-            );
+            return Err(InvalidValue::new(format!("invalid subject {subject:?}: it {what}")).with_help(SUBJECT_HELP));
         }
         let is_wildcard = token == "*" || token == ">";
         if !is_wildcard && token.contains(['*', '>']) {
-            return Err(InvalidValue::new(format!(
-                "invalid subject {subject:?}: wildcards must be whole tokens, found {token:?}"
-            ))
-            .with_help(r#""*" matches one token and ">" the rest, each alone between dots, like "orders.*.created""#));
+            return Err(InvalidValue::new(format!("invalid subject {subject:?}: wildcards must be whole tokens, found {token:?}"))
+                .with_help(r#""*" matches one token and ">" the rest, each alone between dots, like "orders.*.created""#));
         }
         if is_wildcard {
             if !wildcards {
-                return Err(InvalidValue::new(format!(
-                    "subject {subject:?} contains the wildcard {token:?}"
-                ))
-                .with_help("messages are published to this subject, so it must name one subject, without \"*\" or \">\""));
+                return Err(InvalidValue::new(format!("subject {subject:?} contains the wildcard {token:?}"))
+                    .with_help("messages are published to this subject, so it must name one subject, without \"*\" or \">\""));
             }
             if token == ">" && i + 1 != count {
-                return Err(InvalidValue::new(format!(
-                    "invalid subject {subject:?}: \">\" must be the last token"
-                ))
-                .with_help(r#"">" matches all remaining tokens, like "orders.>"; use "*" to match a single token in the middle"#));
+                return Err(InvalidValue::new(format!("invalid subject {subject:?}: \">\" must be the last token"))
+                    .with_help(r#"">" matches all remaining tokens, like "orders.>"; use "*" to match a single token in the middle"#));
             }
             has_wildcards = true;
         }
@@ -91,10 +77,7 @@ impl Subject {
     pub fn publish(subject: impl Into<String>) -> Result<Self, InvalidValue> {
         let text = subject.into();
         check_subject(&text, false)?;
-        Ok(Self {
-            text,
-            wildcards: false,
-        })
+        Ok(Self { text, wildcards: false })
     }
 
     /// The subject as written.
@@ -149,10 +132,7 @@ impl FromStr for Subject {
 
 impl<'de> Deserialize<'de> for Subject {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_str(StrVisitor {
-            expecting: "a NATS subject",
-            parse: Self::new,
-        })
+        deserializer.deserialize_str(StrVisitor { expecting: "a NATS subject", parse: Self::new })
     }
 }
 
@@ -162,10 +142,7 @@ pub(crate) struct PublishSubject(pub(crate) Subject);
 impl<'de> Deserialize<'de> for PublishSubject {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer
-            .deserialize_str(StrVisitor {
-                expecting: "a NATS subject without wildcards",
-                parse: Subject::publish,
-            })
+            .deserialize_str(StrVisitor { expecting: "a NATS subject without wildcards", parse: Subject::publish })
             .map(PublishSubject)
     }
 }
@@ -183,7 +160,8 @@ enum Segment {
 }
 
 const PLACEHOLDERS: &[&str] = &["subject", "input"];
-const TEMPLATE_HELP: &str = "placeholders are {subject} (the event's subject after the stages), {input} (the subject it arrived on) and {1}, {2}, ... (a token of the input subject)";
+const TEMPLATE_HELP: &str =
+    "placeholders are {subject} (the event's subject after the stages), {input} (the subject it arrived on) and {1}, {2}, ... (a token of the input subject)";
 
 /// The sink's subject: a publish subject whose tokens may contain placeholders, rendered
 /// for each output event. See [`SubjectTemplate::render`].
@@ -210,10 +188,7 @@ impl SubjectTemplate {
         let mut rest = text.as_str();
         while let Some(open) = rest.find(['{', '}']) {
             if rest[open..].starts_with('}') {
-                return Err(InvalidValue::new(format!(
-                    "unmatched \"}}\" in subject template {text:?}"
-                ))
-                .with_help(TEMPLATE_HELP));
+                return Err(InvalidValue::new(format!("unmatched \"}}\" in subject template {text:?}")).with_help(TEMPLATE_HELP));
             }
             literal.push_str(&rest[..open]);
             skeleton.push_str(&rest[..open]);
@@ -221,10 +196,8 @@ impl SubjectTemplate {
             let close = match after.find(['{', '}']) {
                 Some(close) if after[close..].starts_with('}') => close,
                 _ => {
-                    return Err(InvalidValue::new(format!(
-                        "unclosed \"{{\" in subject template {text:?}"
-                    ))
-                    .with_help("close each placeholder with \"}\", like \"processed.{subject}\""));
+                    return Err(InvalidValue::new(format!("unclosed \"{{\" in subject template {text:?}"))
+                        .with_help("close each placeholder with \"}\", like \"processed.{subject}\""));
                 }
             };
             let name = &after[..close];
@@ -232,9 +205,7 @@ impl SubjectTemplate {
                 "subject" => Segment::Subject,
                 "input" => Segment::Input,
                 _ => match name.parse::<usize>() {
-                    Ok(n) if n >= 1 && name.bytes().all(|b| b.is_ascii_digit()) => {
-                        Segment::Token(n)
-                    }
+                    Ok(n) if n >= 1 && name.bytes().all(|b| b.is_ascii_digit()) => Segment::Token(n),
                     _ => {
                         let mut help = String::new();
                         if let Some(close_match) = suggest(name, PLACEHOLDERS) {
@@ -243,10 +214,7 @@ impl SubjectTemplate {
                             help = "tokens are numbered from 1. ".to_owned();
                         }
                         help.push_str(TEMPLATE_HELP);
-                        return Err(InvalidValue::new(format!(
-                            "unknown placeholder \"{{{name}}}\" in subject template {text:?}"
-                        ))
-                        .with_help(help));
+                        return Err(InvalidValue::new(format!("unknown placeholder \"{{{name}}}\" in subject template {text:?}")).with_help(help));
                     }
                 },
             };
@@ -264,12 +232,7 @@ impl SubjectTemplate {
         }
         check_subject(&skeleton, false).map_err(|e| {
             // Report the template as written, not the skeleton.
-            InvalidValue {
-                message: e
-                    .message
-                    .replace(&format!("{skeleton:?}"), &format!("{text:?}")),
-                help: e.help,
-            }
+            InvalidValue { message: e.message.replace(&format!("{skeleton:?}"), &format!("{text:?}")), help: e.help }
         })?;
         let literal_len = segments
             .iter()
@@ -278,11 +241,7 @@ impl SubjectTemplate {
                 _ => 0,
             })
             .sum();
-        Ok(Self {
-            text,
-            segments,
-            literal_len,
-        })
+        Ok(Self { text, segments, literal_len })
     }
 
     /// The template as written.
@@ -292,9 +251,7 @@ impl SubjectTemplate {
 
     /// Whether the template has any placeholder (if not, every event goes to one subject).
     pub fn is_static(&self) -> bool {
-        self.segments
-            .iter()
-            .all(|s| matches!(s, Segment::Literal(_)))
+        self.segments.iter().all(|s| matches!(s, Segment::Literal(_)))
     }
 
     /// Renders the subject for one output event: `subject` is the event's subject after the
@@ -338,10 +295,7 @@ impl SubjectTemplate {
         if is_publish_subject(out) {
             Ok(())
         } else {
-            Err(format!(
-                "subject template {:?} rendered {out:?}, which is not a valid subject to publish to",
-                self.text
-            ))
+            Err(format!("subject template {:?} rendered {out:?}, which is not a valid subject to publish to", self.text))
         }
     }
 }
@@ -377,10 +331,7 @@ impl FromStr for SubjectTemplate {
 
 impl<'de> Deserialize<'de> for SubjectTemplate {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_str(StrVisitor {
-            expecting: "a NATS subject, optionally with placeholders",
-            parse: Self::new,
-        })
+        deserializer.deserialize_str(StrVisitor { expecting: "a NATS subject, optionally with placeholders", parse: Self::new })
     }
 }
 
@@ -394,71 +345,29 @@ mod tests {
 
     #[test]
     fn valid_subjects() {
-        for s in [
-            "a",
-            "orders.created",
-            "a.*.c",
-            "a.>",
-            ">",
-            "*",
-            "*.*",
-            "tracking.product.viewed",
-        ] {
+        for s in ["a", "orders.created", "a.*.c", "a.>", ">", "*", "*.*", "tracking.product.viewed"] {
             assert!(Subject::new(s).is_ok(), "{s}");
         }
-        assert!(
-            !Subject::new("a.b")
-                .map(|s| s.has_wildcards())
-                .unwrap_or(true)
-        );
-        assert!(
-            Subject::new("a.*")
-                .map(|s| s.has_wildcards())
-                .unwrap_or(false)
-        );
+        assert!(!Subject::new("a.b").map(|s| s.has_wildcards()).unwrap_or(true));
+        assert!(Subject::new("a.*").map(|s| s.has_wildcards()).unwrap_or(false));
     }
 
     #[test]
     fn invalid_subjects() {
-        assert_eq!(
-            message(Subject::new("a..b")),
-            r#"invalid subject "a..b": it has an empty token (two dots in a row)"#
-        );
-        assert_eq!(
-            message(Subject::new(".a")),
-            r#"invalid subject ".a": it starts with a dot"#
-        );
-        assert_eq!(
-            message(Subject::new("a.")),
-            r#"invalid subject "a.": it ends with a dot"#
-        );
-        assert_eq!(
-            message(Subject::new("a.>.b")),
-            r#"invalid subject "a.>.b": ">" must be the last token"#
-        );
-        assert_eq!(
-            message(Subject::new("a b")),
-            r#"invalid subject "a b": ' ' is not allowed in a subject"#
-        );
-        assert_eq!(
-            message(Subject::new("a.b*")),
-            r#"invalid subject "a.b*": wildcards must be whole tokens, found "b*""#
-        );
+        assert_eq!(message(Subject::new("a..b")), r#"invalid subject "a..b": it has an empty token (two dots in a row)"#);
+        assert_eq!(message(Subject::new(".a")), r#"invalid subject ".a": it starts with a dot"#);
+        assert_eq!(message(Subject::new("a.")), r#"invalid subject "a.": it ends with a dot"#);
+        assert_eq!(message(Subject::new("a.>.b")), r#"invalid subject "a.>.b": ">" must be the last token"#);
+        assert_eq!(message(Subject::new("a b")), r#"invalid subject "a b": ' ' is not allowed in a subject"#);
+        assert_eq!(message(Subject::new("a.b*")), r#"invalid subject "a.b*": wildcards must be whole tokens, found "b*""#);
         assert_eq!(message(Subject::new("")), "subject is empty");
-        assert_eq!(
-            message(Subject::publish("a.*")),
-            r#"subject "a.*" contains the wildcard "*""#
-        );
+        assert_eq!(message(Subject::publish("a.*")), r#"subject "a.*" contains the wildcard "*""#);
         assert!(Subject::publish("weir.dlq.views").is_ok());
     }
 
     #[test]
     fn matching() {
-        let m = |pattern: &str, subject: &str| {
-            Subject::new(pattern)
-                .map(|p| p.matches(subject))
-                .unwrap_or(false)
-        };
+        let m = |pattern: &str, subject: &str| Subject::new(pattern).map(|p| p.matches(subject)).unwrap_or(false);
         assert!(m("a.b", "a.b"));
         assert!(!m("a.b", "a.c"));
         assert!(m("a.*", "a.b"));
@@ -478,23 +387,11 @@ mod tests {
     #[test]
     fn template_render() {
         let t = |s: &str| SubjectTemplate::new(s).expect("valid template");
-        assert_eq!(
-            t("processed.{subject}").render("x.y", "in.z"),
-            Ok("processed.x.y".to_owned())
-        );
-        assert_eq!(
-            t("out.{input}").render("x", "in.z"),
-            Ok("out.in.z".to_owned())
-        );
-        assert_eq!(
-            t("out.{2}.{1}").render("x", "in.z"),
-            Ok("out.z.in".to_owned())
-        );
+        assert_eq!(t("processed.{subject}").render("x.y", "in.z"), Ok("processed.x.y".to_owned()));
+        assert_eq!(t("out.{input}").render("x", "in.z"), Ok("out.in.z".to_owned()));
+        assert_eq!(t("out.{2}.{1}").render("x", "in.z"), Ok("out.z.in".to_owned()));
         assert_eq!(t("p-{1}-q").render("x", "in.z"), Ok("p-in-q".to_owned()));
-        assert_eq!(
-            t("static.subject").render("x", "y"),
-            Ok("static.subject".to_owned())
-        );
+        assert_eq!(t("static.subject").render("x", "y"), Ok("static.subject".to_owned()));
         assert!(t("static.subject").is_static());
         assert!(!t("a.{1}").is_static());
         assert_eq!(
@@ -521,34 +418,16 @@ mod tests {
                 .map(|h| h.starts_with("did you mean {subject}?")),
             Some(true)
         );
-        assert_eq!(
-            message(SubjectTemplate::new("a.{0}")),
-            r#"unknown placeholder "{0}" in subject template "a.{0}""#
-        );
-        assert_eq!(
-            message(SubjectTemplate::new("a.{}")),
-            r#"unknown placeholder "{}" in subject template "a.{}""#
-        );
-        assert_eq!(
-            message(SubjectTemplate::new("a.{subject")),
-            r#"unclosed "{" in subject template "a.{subject""#
-        );
-        assert_eq!(
-            message(SubjectTemplate::new("a.{{subject}")),
-            r#"unclosed "{" in subject template "a.{{subject}""#
-        );
-        assert_eq!(
-            message(SubjectTemplate::new("a.subject}")),
-            r#"unmatched "}" in subject template "a.subject}""#
-        );
+        assert_eq!(message(SubjectTemplate::new("a.{0}")), r#"unknown placeholder "{0}" in subject template "a.{0}""#);
+        assert_eq!(message(SubjectTemplate::new("a.{}")), r#"unknown placeholder "{}" in subject template "a.{}""#);
+        assert_eq!(message(SubjectTemplate::new("a.{subject")), r#"unclosed "{" in subject template "a.{subject""#);
+        assert_eq!(message(SubjectTemplate::new("a.{{subject}")), r#"unclosed "{" in subject template "a.{{subject}""#);
+        assert_eq!(message(SubjectTemplate::new("a.subject}")), r#"unmatched "}" in subject template "a.subject}""#);
         assert_eq!(
             message(SubjectTemplate::new("a..{subject}")),
             r#"invalid subject "a..{subject}": it has an empty token (two dots in a row)"#
         );
-        assert_eq!(
-            message(SubjectTemplate::new("a.*")),
-            r#"subject "a.*" contains the wildcard "*""#
-        );
+        assert_eq!(message(SubjectTemplate::new("a.*")), r#"subject "a.*" contains the wildcard "*""#);
         assert_eq!(message(SubjectTemplate::new("")), "subject is empty");
     }
 }

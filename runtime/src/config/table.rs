@@ -25,8 +25,6 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Table<T> {
                 T::deserialize(MapAccessDeserializer::new(map))
             }
         }
-        deserializer
-            .deserialize_map(TableVisitor(PhantomData))
-            .map(Table)
+        deserializer.deserialize_map(TableVisitor(PhantomData)).map(Table)
     }
 }

@@ -18,15 +18,7 @@ const GIB: u64 = 1024 * MIB;
 
 /// Units accepted by [`parse_size`], with their factor. Case matters: `mb` is rejected
 /// rather than guessed, because `Mb` (megabit) and `MB` differ by a factor of eight.
-const SIZE_UNITS: &[(&str, u64)] = &[
-    ("B", 1),
-    ("KB", 1_000),
-    ("MB", 1_000_000),
-    ("GB", 1_000_000_000),
-    ("KiB", KIB),
-    ("MiB", MIB),
-    ("GiB", GIB),
-];
+const SIZE_UNITS: &[(&str, u64)] = &[("B", 1), ("KB", 1_000), ("MB", 1_000_000), ("GB", 1_000_000_000), ("KiB", KIB), ("MiB", MIB), ("GiB", GIB)];
 
 const DURATION_HELP: &str = r#"write a number and a unit, like "20ms", "1s" or "2m""#;
 const SIZE_HELP: &str = r#"write a whole number and a unit (B, KB, MB, GB, KiB, MiB or GiB), like "64MiB", or a number of bytes"#;
@@ -34,8 +26,7 @@ const SIZE_HELP: &str = r#"write a whole number and a unit (B, KB, MB, GB, KiB, 
 /// Parses a duration written like `20ms`, `1s`, `2m`, `1h` or `1h 30m`.
 pub fn parse_duration(text: &str) -> Result<Duration, InvalidValue> {
     let trimmed = text.trim();
-    let invalid =
-        || InvalidValue::new(format!("invalid duration {text:?}")).with_help(DURATION_HELP);
+    let invalid = || InvalidValue::new(format!("invalid duration {text:?}")).with_help(DURATION_HELP);
     // humantime accepts a bare "0"; any other bare number is ambiguous (seconds? ms?),
     // so it goes through humantime too and fails for want of a unit.
     if trimmed.is_empty() {
@@ -47,43 +38,27 @@ pub fn parse_duration(text: &str) -> Result<Duration, InvalidValue> {
 /// Parses a size in bytes written like `64MiB`, `512KiB`, `1GiB`, `10MB` or `1048576`.
 pub fn parse_size(text: &str) -> Result<u64, InvalidValue> {
     let trimmed = text.trim();
-    let digits_end = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
+    let digits_end = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
     let (digits, unit) = trimmed.split_at(digits_end);
     let unit = unit.trim_start();
-    let invalid =
-        |help: String| InvalidValue::new(format!("invalid size {text:?}")).with_help(help);
+    let invalid = |help: String| InvalidValue::new(format!("invalid size {text:?}")).with_help(help);
     if digits.is_empty() {
         return Err(invalid(SIZE_HELP.to_owned()));
     }
     // No unit: bytes.
-    let found = if unit.is_empty() {
-        Some(&("", 1))
-    } else {
-        SIZE_UNITS.iter().find(|(name, _)| *name == unit)
-    };
+    let found = if unit.is_empty() { Some(&("", 1)) } else { SIZE_UNITS.iter().find(|(name, _)| *name == unit) };
     let Some(&(_, factor)) = found else {
         // Name the unit they most likely meant: units are case-sensitive.
-        let help = match SIZE_UNITS
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(unit))
-        {
+        let help = match SIZE_UNITS.iter().find(|(name, _)| name.eq_ignore_ascii_case(unit)) {
             Some((name, _)) => {
                 format!("units are case-sensitive: did you mean \"{digits}{name}\"?")
             }
-            None if unit.starts_with('.') => {
-                "write a whole number: use a smaller unit instead of a fraction, like \"1536MiB\""
-                    .to_owned()
-            }
+            None if unit.starts_with('.') => "write a whole number: use a smaller unit instead of a fraction, like \"1536MiB\"".to_owned(),
             None => SIZE_HELP.to_owned(),
         };
         return Err(invalid(help));
     };
-    let too_large = || {
-        InvalidValue::new(format!("size {text:?} is too large"))
-            .with_help("sizes must fit in 64 bits")
-    };
+    let too_large = || InvalidValue::new(format!("size {text:?} is too large")).with_help("sizes must fit in 64 bits");
     let number: u64 = digits.parse().map_err(|_| too_large())?;
     number.checked_mul(factor).ok_or_else(too_large)
 }
@@ -105,30 +80,12 @@ pub fn format_duration(duration: Duration) -> String {
 
 /// A duration that must lie within `min..=max`; the bounds come from the caller so that each
 /// newtype below states its own range once.
-fn check_duration(
-    text: &str,
-    value: Duration,
-    what: &str,
-    min: Duration,
-    max: Duration,
-) -> Result<Duration, InvalidValue> {
-    let range = format!(
-        "{what} must be between {} and {}",
-        format_duration(min),
-        format_duration(max)
-    );
+fn check_duration(text: &str, value: Duration, what: &str, min: Duration, max: Duration) -> Result<Duration, InvalidValue> {
+    let range = format!("{what} must be between {} and {}", format_duration(min), format_duration(max));
     if value < min {
-        Err(InvalidValue::new(format!(
-            "{what} {text:?} is below the minimum of {}",
-            format_duration(min)
-        ))
-        .with_help(range))
+        Err(InvalidValue::new(format!("{what} {text:?} is below the minimum of {}", format_duration(min))).with_help(range))
     } else if value > max {
-        Err(InvalidValue::new(format!(
-            "{what} {text:?} is over the maximum of {}",
-            format_duration(max)
-        ))
-        .with_help(range))
+        Err(InvalidValue::new(format!("{what} {text:?} is over the maximum of {}", format_duration(max))).with_help(range))
     } else {
         Ok(value)
     }
@@ -156,9 +113,7 @@ impl Visitor<'_> for DurationVisitor {
 
     fn visit_i64<E: de::Error>(self, n: i64) -> Result<Duration, E> {
         Err(InvalidValue::new(format!("duration {n} has no unit"))
-            .with_help(format!(
-                r#"write a string with a unit, like "{n}ms" or "{n}s""#
-            ))
+            .with_help(format!(r#"write a string with a unit, like "{n}ms" or "{n}s""#))
             .into_de())
     }
 
@@ -286,19 +241,11 @@ impl Visitor<'_> for IntegerVisitor {
     type Value = i64;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.max == i64::MAX {
-            write!(f, "an integer of at least {}", self.min)
-        } else {
-            write!(f, "an integer from {} to {}", self.min, self.max)
-        }
+        if self.max == i64::MAX { write!(f, "an integer of at least {}", self.min) } else { write!(f, "an integer from {} to {}", self.min, self.max) }
     }
 
     fn visit_i64<E: de::Error>(self, n: i64) -> Result<i64, E> {
-        if (self.min..=self.max).contains(&n) {
-            Ok(n)
-        } else {
-            Err(E::invalid_value(Unexpected::Signed(n), &self))
-        }
+        if (self.min..=self.max).contains(&n) { Ok(n) } else { Err(E::invalid_value(Unexpected::Signed(n), &self)) }
     }
 
     fn visit_u64<E: de::Error>(self, n: u64) -> Result<i64, E> {
@@ -369,10 +316,7 @@ mod tests {
         assert_eq!(parse_duration("1s").ok(), Some(Duration::from_secs(1)));
         assert_eq!(parse_duration("2m").ok(), Some(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h").ok(), Some(Duration::from_secs(3600)));
-        assert_eq!(
-            parse_duration("1h 30m").ok(),
-            Some(Duration::from_secs(5400))
-        );
+        assert_eq!(parse_duration("1h 30m").ok(), Some(Duration::from_secs(5400)));
         assert_eq!(parse_duration(" 5s ").ok(), Some(Duration::from_secs(5)));
         assert_eq!(parse_duration("0").ok(), Some(Duration::ZERO));
     }
@@ -403,17 +347,11 @@ mod tests {
     fn bad_sizes() {
         let err = parse_size("64mib").expect_err("lowercase unit");
         assert_eq!(err.message, r#"invalid size "64mib""#);
-        assert_eq!(
-            err.help.as_deref(),
-            Some(r#"units are case-sensitive: did you mean "64MiB"?"#)
-        );
+        assert_eq!(err.help.as_deref(), Some(r#"units are case-sensitive: did you mean "64MiB"?"#));
         for text in ["", "MiB", "64TiB", "1.5GiB", "-1MiB", "big"] {
             assert!(parse_size(text).is_err(), "{text}");
         }
-        assert_eq!(
-            parse_size("99999999999GiB").expect_err("overflow").message,
-            r#"size "99999999999GiB" is too large"#
-        );
+        assert_eq!(parse_size("99999999999GiB").expect_err("overflow").message, r#"size "99999999999GiB" is too large"#);
     }
 
     #[test]

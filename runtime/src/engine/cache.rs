@@ -240,7 +240,10 @@ mod tests {
     }
 
     fn entries(cache: &CodeCache) -> usize {
-        std::fs::read_dir(cache.dir.as_ref().unwrap()).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "cwasm")).count()
+        std::fs::read_dir(cache.dir.as_ref().unwrap())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "cwasm"))
+            .count()
     }
 
     #[test]
@@ -274,8 +277,13 @@ mod tests {
         let dir = temp("lru");
         let components: Vec<Vec<u8>> = (0..6).map(component).collect();
         let probe = CodeCache::new(&engine, Some(&dir), u64::MAX);
-        probe.get_or_compile(&engine, Path::new("p.wasm"), ContentHash::of(&components[0]), &components[0]).unwrap();
-        let one: u64 = std::fs::read_dir(probe.dir.as_ref().unwrap()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+        probe
+            .get_or_compile(&engine, Path::new("p.wasm"), ContentHash::of(&components[0]), &components[0])
+            .unwrap();
+        let one: u64 = std::fs::read_dir(probe.dir.as_ref().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
         // Room for three entries.
         let cache = CodeCache::new(&engine, Some(&dir), one * 3 + one / 2);
         for (i, c) in components.iter().enumerate().skip(1) {
@@ -285,11 +293,24 @@ mod tests {
                 // Entry 1 is used again: it outlives 2.
                 let again = CodeCache::new(&engine, Some(&dir), one * 3 + one / 2);
                 std::thread::sleep(std::time::Duration::from_millis(20));
-                assert_eq!(again.get_or_compile(&engine, Path::new("p.wasm"), ContentHash::of(&components[1]), &components[1]).unwrap().1, Origin::Disk);
+                assert_eq!(
+                    again
+                        .get_or_compile(&engine, Path::new("p.wasm"), ContentHash::of(&components[1]), &components[1])
+                        .unwrap()
+                        .1,
+                    Origin::Disk
+                );
             }
         }
         assert_eq!(entries(&cache), 3);
-        let on_disk = |i: usize| cache.dir.as_ref().unwrap().join(format!("{}.cwasm", ContentHash::of(&components[i]).to_hex())).is_file();
+        let on_disk = |i: usize| {
+            cache
+                .dir
+                .as_ref()
+                .unwrap()
+                .join(format!("{}.cwasm", ContentHash::of(&components[i]).to_hex()))
+                .is_file()
+        };
         assert!(on_disk(1) && on_disk(4) && on_disk(5), "the three most recently used stay");
         assert!(!on_disk(0) && !on_disk(2) && !on_disk(3));
         let _ = std::fs::remove_dir_all(dir);

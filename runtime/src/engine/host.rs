@@ -69,16 +69,7 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        Ok(HostState {
-            wasi,
-            table: ResourceTable::new(),
-            limiter: MemoryLimiter::new(memory_limit),
-            stderr,
-            label,
-            logs: LogBudget::new(),
-            kv,
-            kv_source,
-        })
+        Ok(HostState { wasi, table: ResourceTable::new(), limiter: MemoryLimiter::new(memory_limit), stderr, label, logs: LogBudget::new(), kv, kv_source })
     }
 }
 
@@ -122,7 +113,9 @@ impl HostState {
         }
         match &self.kv_source {
             Some(source) => source.get(bucket, key),
-            None => Err(format!("KV bucket \"{bucket}\" is not available here: `weir run` mirrors KV buckets from NATS, `weir exec` serves them from files given with --kv {bucket}.json")),
+            None => Err(format!(
+                "KV bucket \"{bucket}\" is not available here: `weir run` mirrors KV buckets from NATS, `weir exec` serves them from files given with --kv {bucket}.json"
+            )),
         }
     }
 }
@@ -205,18 +198,10 @@ pub(crate) struct MemoryLimitExceeded {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         let desired = desired as u64;
         if desired > self.limit {
-            return Err(wasmtime::Error::new(MemoryLimitExceeded {
-                requested: desired,
-                limit: self.limit,
-            }));
+            return Err(wasmtime::Error::new(MemoryLimitExceeded { requested: desired, limit: self.limit }));
         }
         // Called when a memory is created (current 0) and on every grow.
         self.current = self.current.saturating_add(desired.saturating_sub(current as u64));
@@ -224,12 +209,7 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         // Tables hold function references; a million is far beyond any real
         // stage and bounds the host memory a table can take.
         Ok(desired <= 1_000_000)

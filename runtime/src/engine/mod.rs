@@ -25,9 +25,9 @@ use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Store, Trap};
 
+use cache::CodeCache;
 pub use cache::{ContentHash, Origin};
 pub use host::KvSource;
-use cache::CodeCache;
 use host::{HostState, MemoryLimitExceeded, StageLabel};
 
 use crate::event::{ErrorKind, Event, StageResult};
@@ -147,8 +147,7 @@ impl Engine {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Imports { path: path.clone(), message: chain(&e) })?;
-        let pre = bindings::StagePre::new(pre)
-            .map_err(|e| LoadError::WrongWorld { path: path.clone(), message: chain(&e) })?;
+        let pre = bindings::StagePre::new(pre).map_err(|e| LoadError::WrongWorld { path: path.clone(), message: chain(&e) })?;
         Ok(Plugin { pre, hash, path: path.into(), origin, kv: self.inner.kv.clone() })
     }
 }
@@ -271,9 +270,9 @@ impl Instance {
         let called = process.call(&mut self.store, (&events,)).map(|(results,)| results);
         let results = match called {
             Ok(results) if results.len() == n => Ok(results),
-            Ok(results) => Err(Fault::BadOutput {
-                message: format!("returned {} results for {n} events; process must return exactly one per event", results.len()),
-            }),
+            Ok(results) => {
+                Err(Fault::BadOutput { message: format!("returned {} results for {n} events; process must return exactly one per event", results.len()) })
+            }
             Err(e) => Err(fault(&e, &self.store, budget)),
         };
         (events, results)
@@ -419,11 +418,7 @@ fn classify(e: &wasmtime::Error, store: &Store<HostState>, budget: Duration) -> 
     // `unreachable`: the message is what the author needs.
     let stderr = store.data().stderr.take();
     let printed = stderr.trim();
-    let message = if printed.is_empty() {
-        trap.to_string()
-    } else {
-        format!("{} ({trap})", printed.replace('\n', " "))
-    };
+    let message = if printed.is_empty() { trap.to_string() } else { format!("{} ({trap})", printed.replace('\n', " ")) };
     Some(Fault::Trap { message })
 }
 

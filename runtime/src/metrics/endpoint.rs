@@ -48,12 +48,8 @@ impl Limits {
     /// Scrapers and probes open a connection or two every few seconds, and a
     /// request head is one short line and a few headers: these leave a wide
     /// margin for them and little for anything else.
-    pub(crate) const DEFAULT: Limits = Limits {
-        connections: 64,
-        head_timeout: Duration::from_secs(5),
-        write_timeout: Duration::from_secs(10),
-        head_bytes: 8 * 1024,
-    };
+    pub(crate) const DEFAULT: Limits =
+        Limits { connections: 64, head_timeout: Duration::from_secs(5), write_timeout: Duration::from_secs(10), head_bytes: 8 * 1024 };
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `stop`.
@@ -62,12 +58,7 @@ pub async fn serve(metrics: Metrics, listener: TcpListener, stop: CancellationTo
 }
 
 /// [`serve`] with chosen limits (tests use short timeouts).
-pub(crate) async fn serve_with(
-    metrics: Metrics,
-    listener: TcpListener,
-    stop: CancellationToken,
-    limits: Limits,
-) {
+pub(crate) async fn serve_with(metrics: Metrics, listener: TcpListener, stop: CancellationToken, limits: Limits) {
     let open = Arc::new(Mutex::new(Open::default()));
     loop {
         let stream = tokio::select! {
@@ -148,11 +139,7 @@ impl Ticket {
         state.next_id += 1;
         let displaced = CancellationToken::new();
         state.waiting.insert(id, displaced.clone());
-        Some(Ticket {
-            open: open.clone(),
-            id,
-            displaced,
-        })
+        Some(Ticket { open: open.clone(), id, displaced })
     }
 
     /// Whether a new connection may take this one's place: while it waits
@@ -240,11 +227,7 @@ async fn read_head(stream: &mut TcpStream, limit: usize) -> std::io::Result<Head
         if n == 0 {
             // The client closed its side: answer what it sent (`printf 'GET
             // /metrics\n' | nc` is a request too).
-            return Ok(if head.is_empty() {
-                Head::Empty
-            } else {
-                Head::Complete(head)
-            });
+            return Ok(if head.is_empty() { Head::Empty } else { Head::Complete(head) });
         }
         head.extend_from_slice(&buf[..n]);
         let tail = &head[searched..];
@@ -263,43 +246,28 @@ fn route(metrics: &Metrics, head: &[u8]) -> (Response, bool) {
     let line = String::from_utf8_lossy(line);
     let mut words = line.split_ascii_whitespace();
     let (Some(method), Some(target)) = (words.next(), words.next()) else {
-        return (
-            Response::text(
-                "400 Bad Request",
-                "bad request: send GET /metrics, /healthz or /readyz\n".to_owned(),
-            ),
-            false,
-        );
+        return (Response::text("400 Bad Request", "bad request: send GET /metrics, /healthz or /readyz\n".to_owned()), false);
     };
     let head_only = match method {
         "GET" => false,
         "HEAD" => true,
         _ => {
-            let mut response = Response::text(
-                "405 Method Not Allowed",
-                format!("method {method} is not allowed: use GET or HEAD\n"),
-            );
+            let mut response = Response::text("405 Method Not Allowed", format!("method {method} is not allowed: use GET or HEAD\n"));
             response.allow = true;
             return (response, false);
         }
     };
     let path = target.split(['?', '#']).next().unwrap_or(target);
     let response = match path {
-        "/metrics" => Response {
-            status: "200 OK",
-            content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            body: metrics.render(),
-            allow: false,
-        },
+        "/metrics" => {
+            Response { status: "200 OK", content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8", body: metrics.render(), allow: false }
+        }
         "/healthz" => Response::text("200 OK", "ok\n".to_owned()),
         "/readyz" => match metrics.readiness() {
             Ok(()) => Response::text("200 OK", "ready\n".to_owned()),
             Err(why) => Response::text("503 Service Unavailable", format!("not ready: {why}\n")),
         },
-        _ => Response::text(
-            "404 Not Found",
-            "not found: try /metrics, /healthz or /readyz\n".to_owned(),
-        ),
+        _ => Response::text("404 Not Found", "not found: try /metrics, /healthz or /readyz\n".to_owned()),
     };
     (response, head_only)
 }
@@ -314,22 +282,11 @@ struct Response {
 
 impl Response {
     fn text(status: &'static str, body: String) -> Response {
-        Response {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body,
-            allow: false,
-        }
+        Response { status, content_type: "text/plain; charset=utf-8", body, allow: false }
     }
 
     fn timed_out(timeout: Duration) -> Response {
-        Response::text(
-            "408 Request Timeout",
-            format!(
-                "request timeout: send the request within {}\n",
-                crate::config::format_duration(timeout)
-            ),
-        )
+        Response::text("408 Request Timeout", format!("request timeout: send the request within {}\n", crate::config::format_duration(timeout)))
     }
 
     fn too_large(limit: usize) -> Response {
@@ -340,20 +297,13 @@ impl Response {
     }
 
     fn refused() -> Response {
-        Response::text(
-            "503 Service Unavailable",
-            "busy: too many connections to the metrics endpoint, try again\n".to_owned(),
-        )
+        Response::text("503 Service Unavailable", "busy: too many connections to the metrics endpoint, try again\n".to_owned())
     }
 
     /// The response as sent; `head_only` leaves the body out but keeps its
     /// `Content-Length`, as `HEAD` asks.
     fn bytes(&self, head_only: bool) -> Vec<u8> {
-        let allow = if self.allow {
-            "Allow: GET, HEAD\r\n"
-        } else {
-            ""
-        };
+        let allow = if self.allow { "Allow: GET, HEAD\r\n" } else { "" };
         let mut out = format!(
             "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
             self.status,
@@ -417,18 +367,11 @@ mod tests {
             let _ = stream.read_to_end(&mut response).await;
             String::from_utf8_lossy(&response).into_owned()
         };
-        tokio::time::timeout(Duration::from_secs(5), work)
-            .await
-            .expect("an answer within 5 s")
+        tokio::time::timeout(Duration::from_secs(5), work).await.expect("an answer within 5 s")
     }
 
     fn fast() -> Limits {
-        Limits {
-            connections: 8,
-            head_timeout: Duration::from_millis(300),
-            write_timeout: Duration::from_secs(1),
-            head_bytes: 1024,
-        }
+        Limits { connections: 8, head_timeout: Duration::from_millis(300), write_timeout: Duration::from_secs(1), head_bytes: 1024 }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,44 +383,20 @@ mod tests {
 
         let head = exchange(e.address, b"HEAD /readyz HTTP/1.1\r\n\r\n").await;
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-        assert!(
-            head.contains("Content-Length: 6\r\n"),
-            "the length GET's body would have: {head}"
-        );
+        assert!(head.contains("Content-Length: 6\r\n"), "the length GET's body would have: {head}");
         assert!(head.ends_with("\r\n\r\n"), "no body: {head}");
 
         let metrics = exchange(e.address, b"HEAD /metrics?x=1 HTTP/1.0\n\n").await;
-        assert!(
-            metrics.starts_with("HTTP/1.1 200 OK\r\n") && metrics.ends_with("\r\n\r\n"),
-            "{metrics}"
-        );
+        assert!(metrics.starts_with("HTTP/1.1 200 OK\r\n") && metrics.ends_with("\r\n\r\n"), "{metrics}");
 
-        let post = exchange(
-            e.address,
-            b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
-        )
-        .await;
-        assert!(
-            post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
-            "{post}"
-        );
+        let post = exchange(e.address, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").await;
+        assert!(post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{post}");
         assert!(post.contains("Allow: GET, HEAD\r\n"), "{post}");
 
-        assert!(
-            exchange(e.address, b"GET /nope HTTP/1.1\r\n\r\n")
-                .await
-                .starts_with("HTTP/1.1 404 ")
-        );
-        assert!(
-            exchange(e.address, b"\r\n\r\n")
-                .await
-                .starts_with("HTTP/1.1 400 ")
-        );
+        assert!(exchange(e.address, b"GET /nope HTTP/1.1\r\n\r\n").await.starts_with("HTTP/1.1 404 "));
+        assert!(exchange(e.address, b"\r\n\r\n").await.starts_with("HTTP/1.1 400 "));
         let closed_early = send(e.address, b"GET /healthz", true).await;
-        assert!(
-            closed_early.ends_with("\r\n\r\nok\n"),
-            "a client that closes its side is answered: {closed_early}"
-        );
+        assert!(closed_early.ends_with("\r\n\r\nok\n"), "a client that closes its side is answered: {closed_early}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,14 +408,8 @@ mod tests {
 
         let started = Instant::now();
         let answer = exchange(e.address, b"GET /metrics HTTP/1.1\r\n").await;
-        assert!(
-            answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
-            "{answer}"
-        );
-        assert!(
-            started.elapsed() >= Duration::from_millis(300),
-            "not before the head timeout"
-        );
+        assert!(answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{answer}");
+        assert!(started.elapsed() >= Duration::from_millis(300), "not before the head timeout");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -539,10 +452,7 @@ mod tests {
         drop((b, c));
         assert_eq!(open.lock().unwrap().count, 2);
         d.set_displaceable(false);
-        assert!(
-            Ticket::take(&open, 2).is_none(),
-            "both places answer requests"
-        );
+        assert!(Ticket::take(&open, 2).is_none(), "both places answer requests");
         drop((a, d));
         assert_eq!(open.lock().unwrap().count, 0);
         assert!(open.lock().unwrap().waiting.is_empty());

@@ -92,7 +92,10 @@ impl Captures {
         if let Some(answer) = remembered.get(subject) {
             return answer.clone();
         }
-        let answer = streams.iter().find(|(_, filters)| filters.iter().any(|f| matches(f, subject))).map(|(name, _)| Arc::from(name.as_str()));
+        let answer = streams
+            .iter()
+            .find(|(_, filters)| filters.iter().any(|f| matches(f, subject)))
+            .map(|(name, _)| Arc::from(name.as_str()));
         if remembered.len() >= REMEMBERED {
             remembered.clear();
         }

@@ -4,8 +4,8 @@
 //! Errors are told apart by the server's JetStream error codes, not by the
 //! wording of their messages.
 
-use async_nats::jetstream::context::{ConsumerInfoErrorKind, GetStreamErrorKind};
 use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::context::{ConsumerInfoErrorKind, GetStreamErrorKind};
 
 use super::{Nats, SourceError};
 use crate::config::Pipeline;
@@ -27,7 +27,10 @@ pub async fn check_endpoints(nats: &Nats, pipeline: &Pipeline) -> Result<(), Sou
             Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::NotFound) => {}
             Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::JetStream(ref j) if j.error_code() == ErrorCode::CONSUMER_NOT_FOUND) => {}
             Err(e) => {
-                return Err(SourceError::JetStream { what: format!("looking up durable consumer \"{}\" of stream \"{}\"", js.durable, js.stream), message: e.to_string() });
+                return Err(SourceError::JetStream {
+                    what: format!("looking up durable consumer \"{}\" of stream \"{}\"", js.durable, js.stream),
+                    message: e.to_string(),
+                });
             }
         }
     }

@@ -28,7 +28,9 @@ impl KvSource for KvMirror {
         let buckets = self.buckets.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         match buckets.get(bucket) {
             Some(keys) => Ok(keys.get(key).cloned()),
-            None => Err(format!("KV bucket \"{bucket}\" is not mirrored (yet); weir mirrors the buckets granted in pipelines when it starts or reloads them")),
+            None => Err(format!(
+                "KV bucket \"{bucket}\" is not mirrored (yet); weir mirrors the buckets granted in pipelines when it starts or reloads them"
+            )),
         }
     }
 }
@@ -44,11 +46,14 @@ impl KvMirror {
             what: format!("opening KV bucket \"{bucket}\" (`weir run` never creates buckets: load it with `weir kv load {bucket}.json`, or create it with `nats kv add {bucket}`)"),
             message: e.to_string(),
         })?;
-        let mut watch = store.watch_with_history(">").await.map_err(|e| SourceError::JetStream {
-            what: format!("watching KV bucket \"{bucket}\""),
-            message: e.to_string(),
-        })?;
-        self.buckets.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(bucket.to_owned(), HashMap::new());
+        let mut watch = store
+            .watch_with_history(">")
+            .await
+            .map_err(|e| SourceError::JetStream { what: format!("watching KV bucket \"{bucket}\""), message: e.to_string() })?;
+        self.buckets
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(bucket.to_owned(), HashMap::new());
 
         // Apply the history (the last value of every key) before saying the
         // bucket is ready, so the first events already see it.

@@ -59,25 +59,21 @@ pub async fn record(nats: &Nats, options: &RecordOptions) -> Result<Vec<Event>, 
             nats.flush().await?;
             while events.len() < options.count {
                 match tokio::time::timeout_at(deadline, sub.next()).await {
-                    Ok(Some(m)) => {
-                        events.push(to_event(m.subject.as_str(), m.headers.as_ref(), &m.payload))
-                    }
+                    Ok(Some(m)) => events.push(to_event(m.subject.as_str(), m.headers.as_ref(), &m.payload)),
                     Ok(None) | Err(_) => break,
                 }
             }
             let _ = sub.unsubscribe().await;
         }
         Some(stream_name) => {
-            let stream = nats.js.get_stream(stream_name).await.map_err(|e| {
-                format!(
-                    "JetStream stream \"{stream_name}\": {e}; check the name with `nats stream ls`"
-                )
-            })?;
+            let stream = nats
+                .js
+                .get_stream(stream_name)
+                .await
+                .map_err(|e| format!("JetStream stream \"{stream_name}\": {e}; check the name with `nats stream ls`"))?;
             let deliver_policy = match &options.start {
                 RecordStart::All => DeliverPolicy::All,
-                RecordStart::Sequence(start_sequence) => DeliverPolicy::ByStartSequence {
-                    start_sequence: *start_sequence,
-                },
+                RecordStart::Sequence(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence: *start_sequence },
                 RecordStart::Time(text) => {
                     let start_time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
                         .map_err(|e| format!("--start-time {text:?}: {e}; write an RFC 3339 time like 2026-12-01T00:00:00Z"))?;
@@ -85,22 +81,13 @@ pub async fn record(nats: &Nats, options: &RecordOptions) -> Result<Vec<Event>, 
                 }
             };
             let consumer = stream
-                .create_consumer(pull::OrderedConfig {
-                    filter_subject: options.subject.clone(),
-                    deliver_policy,
-                    ..Default::default()
-                })
+                .create_consumer(pull::OrderedConfig { filter_subject: options.subject.clone(), deliver_policy, ..Default::default() })
                 .await
                 .map_err(|e| format!("cannot read stream \"{stream_name}\": {e}"))?;
-            let mut messages = consumer
-                .messages()
-                .await
-                .map_err(|e| format!("cannot read stream \"{stream_name}\": {e}"))?;
+            let mut messages = consumer.messages().await.map_err(|e| format!("cannot read stream \"{stream_name}\": {e}"))?;
             while events.len() < options.count {
                 match tokio::time::timeout_at(deadline, messages.next()).await {
-                    Ok(Some(Ok(m))) => {
-                        events.push(to_event(m.subject.as_str(), m.headers.as_ref(), &m.payload))
-                    }
+                    Ok(Some(Ok(m))) => events.push(to_event(m.subject.as_str(), m.headers.as_ref(), &m.payload)),
                     Ok(Some(Err(e))) => {
                         return Err(format!("reading stream \"{stream_name}\": {e}"));
                     }

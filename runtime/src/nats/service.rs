@@ -80,12 +80,7 @@ fn status(instance: &str, started: Instant, pipelines: &SharedStatus) -> StatusR
 /// Registers this weir as service `weir` with endpoints `status` on
 /// `weir.control.<instance>.status` and `reload` on
 /// `weir.control.<instance>.reload`.
-pub async fn start_service(
-    nats: &Nats,
-    instance: &str,
-    pipelines: SharedStatus,
-    reloads: mpsc::Sender<ReloadRequest>,
-) -> Result<Service, String> {
+pub async fn start_service(nats: &Nats, instance: &str, pipelines: SharedStatus, reloads: mpsc::Sender<ReloadRequest>) -> Result<Service, String> {
     let started = Instant::now();
     let instance: Arc<str> = instance.into();
     let for_stats = (pipelines.clone(), instance.clone());

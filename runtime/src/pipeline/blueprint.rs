@@ -150,4 +150,3 @@ impl Blueprint {
         self.inner.batch_size
     }
 }
-

@@ -173,7 +173,10 @@ subject = "dlq.views"
         // make it on purpose.
         let dir = temp("stable");
         let canonical = canonical(&parse(TEXT, &dir), &[ContentHash::of(b"plugin")]).to_string();
-        assert!(canonical.starts_with(r#"{"batch_size":32,"dead_letter":{"stream":null,"subject":"dlq.views"},"name":"views","#), "{canonical}");
+        assert!(
+            canonical.starts_with(r#"{"batch_size":32,"dead_letter":{"stream":null,"subject":"dlq.views"},"name":"views","#),
+            "{canonical}"
+        );
         assert!(canonical.contains(r#""config":{"a":{"x":[3,4],"y":2},"b":1}"#), "{canonical}");
     }
 }

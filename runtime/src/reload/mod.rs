@@ -98,7 +98,9 @@ impl Supervisor {
         for e in errors {
             let pipeline = self.running.iter().find(|(_, r)| same_file(&r.pipeline.file, &e.file)).map(|(n, _)| n.clone());
             kept.extend(pipeline.clone());
-            report.failed.push(ReloadFailure { pipeline, file: e.file.display().to_string(), error: e.to_string(), rolled_back: false });
+            report
+                .failed
+                .push(ReloadFailure { pipeline, file: e.file.display().to_string(), error: e.to_string(), rolled_back: false });
         }
         // Versions from the plugins' bytes: nothing is compiled to plan.
         let mut wanted: Vec<(Pipeline, String)> = Vec::new();
@@ -117,7 +119,11 @@ impl Supervisor {
             }
         }
         let plan = {
-            let running: Vec<Versioned<'_>> = self.running.values().map(|e| Versioned { pipeline: &e.pipeline, version: e.blueprint.version() }).collect();
+            let running: Vec<Versioned<'_>> = self
+                .running
+                .values()
+                .map(|e| Versioned { pipeline: &e.pipeline, version: e.blueprint.version() })
+                .collect();
             let wanted: Vec<Versioned<'_>> = wanted.iter().map(|(p, v)| Versioned { pipeline: p, version: v }).collect();
             plan::plan(&running, &wanted, &kept)
         };
@@ -229,14 +235,17 @@ impl Supervisor {
                 match start_pipeline(&self.context, old_pipeline.clone(), old_blueprint.clone()).await {
                     Ok(handle) => {
                         tracing::warn!(pipeline = %name, version = from, "the new version failed to start; the old version runs again");
-                        self.running.insert(name, Entry { pipeline: old_pipeline, blueprint: old_blueprint, handle, since: Instant::now() });
+                        self.running
+                            .insert(name, Entry { pipeline: old_pipeline, blueprint: old_blueprint, handle, since: Instant::now() });
                         let mut failed = failure(&pipeline, format!("{error} (rolled back: version {from} runs again)"));
                         failed.rolled_back = true;
                         report.failed.push(failed);
                     }
                     Err(again) => report.failed.push(failure(
                         &pipeline,
-                        format!("{error}; and the old version {from} could not be started again: {again:#}; the pipeline is not running: fix the cause and reload"),
+                        format!(
+                            "{error}; and the old version {from} could not be started again: {again:#}; the pipeline is not running: fix the cause and reload"
+                        ),
                     )),
                 }
             }
@@ -264,9 +273,13 @@ impl Supervisor {
         }
         let engine = self.engine.clone();
         let pipeline = pipeline.clone();
-        tokio::task::spawn_blocking(move || Blueprint::build(&engine, &pipeline).map(|(b, _)| b).map_err(|e| format!("{}: {e}", pipeline.file.display())))
-            .await
-            .unwrap_or_else(|e| Err(format!("building panicked: {e}")))
+        tokio::task::spawn_blocking(move || {
+            Blueprint::build(&engine, &pipeline)
+                .map(|(b, _)| b)
+                .map_err(|e| format!("{}: {e}", pipeline.file.display()))
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("building panicked: {e}")))
     }
 
     /// Forgets the compiled code of plugins no running pipeline uses.

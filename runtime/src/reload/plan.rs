@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::control::{Action, Step};
 use crate::config::Pipeline;
+pub use crate::control::{Action, Step};
 
 /// A running or wanted pipeline, with its version.
 #[derive(Debug, Clone, Copy)]
@@ -62,11 +62,22 @@ pub fn plan(running: &[Versioned<'_>], wanted: &[Versioned<'_>], kept: &[String]
             continue;
         }
         let step = if kept.iter().any(|k| k == name) {
-            Step { pipeline: name.to_owned(), action: Action::Kept, reason: format!("{} does not load; version {} goes on", r.pipeline.file.display(), r.version) }
+            Step {
+                pipeline: name.to_owned(),
+                action: Action::Kept,
+                reason: format!("{} does not load; version {} goes on", r.pipeline.file.display(), r.version),
+            }
         } else {
-            let replaced_by = wanted.iter().find(|w| !running_by_name.contains_key(w.pipeline.name.as_str()) && same_source(r.pipeline, w.pipeline));
+            let replaced_by = wanted
+                .iter()
+                .find(|w| !running_by_name.contains_key(w.pipeline.name.as_str()) && same_source(r.pipeline, w.pipeline));
             let reason = match replaced_by {
-                Some(w) => format!("{} is gone; \"{}\" ({}) reads the same source and starts first", r.pipeline.file.display(), w.pipeline.name, w.pipeline.file.display()),
+                Some(w) => format!(
+                    "{} is gone; \"{}\" ({}) reads the same source and starts first",
+                    r.pipeline.file.display(),
+                    w.pipeline.name,
+                    w.pipeline.file.display()
+                ),
                 None => format!("{} is gone", r.pipeline.file.display()),
             };
             Step { pipeline: name.to_owned(), action: Action::Remove, reason }

@@ -54,8 +54,7 @@ struct Interesting {
 
 impl Interesting {
     fn matches(&self, path: &Path) -> bool {
-        self.files.contains(path)
-            || (path.extension().is_some_and(|e| e == "toml") && path.parent().is_some_and(|d| self.pipeline_dirs.contains(d)))
+        self.files.contains(path) || (path.extension().is_some_and(|e| e == "toml") && path.parent().is_some_and(|d| self.pipeline_dirs.contains(d)))
     }
 }
 

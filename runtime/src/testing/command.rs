@@ -65,12 +65,7 @@ pub struct RecordArgs {
     #[arg(long, value_name = "STREAM")]
     stream: Option<String>,
     /// With --stream: start at this stream sequence.
-    #[arg(
-        long,
-        value_name = "N",
-        requires = "stream",
-        conflicts_with = "start_time"
-    )]
+    #[arg(long, value_name = "N", requires = "stream", conflicts_with = "start_time")]
     start_seq: Option<u64>,
     /// With --stream: start at this time (RFC 3339).
     #[arg(long, value_name = "TIME", requires = "stream")]
@@ -88,52 +83,31 @@ pub struct RecordArgs {
 
 /// Runs `weir test`.
 pub fn test(global: &Global, args: &TestArgs) -> anyhow::Result<ExitCode> {
-    let options = super::Options {
-        update: args.update,
-        filter: args.filter.clone(),
-        input_file: None,
-    };
+    let options = super::Options { update: args.update, filter: args.filter.clone(), input_file: None };
     run_tests(global, &args.paths, &options, args.junit.as_ref())
 }
 
-fn run_tests(
-    global: &Global,
-    paths: &[PathBuf],
-    options: &super::Options,
-    junit: Option<&PathBuf>,
-) -> anyhow::Result<ExitCode> {
+fn run_tests(global: &Global, paths: &[PathBuf], options: &super::Options, junit: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
     let files = super::discover(paths).map_err(|e| anyhow::anyhow!("{e}"))?;
     if files.is_empty() {
         anyhow::bail!(
             "no test files (*{}) found in {}; write one beside your pipelines (see docs/testing.md)",
             crate::config::TEST_FILE_SUFFIX,
-            paths
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         );
     }
-    let (engine, kv) = super::engine(Some(global.cache_dir.clone()))
-        .context("cannot start the WebAssembly engine")?;
+    let (engine, kv) = super::engine(Some(global.cache_dir.clone())).context("cannot start the WebAssembly engine")?;
     let mut out = std::io::stdout().lock();
     let report = super::run(&engine, &kv, &files, options, &mut out)?;
     super::print_summary(&report, &mut out)?;
     out.flush()?;
     if let Some(path) = junit {
-        super::write_junit(&report, path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        super::write_junit(&report, path).with_context(|| format!("cannot write {}", path.display()))?;
     }
     if report.cases.is_empty() && report.broken.is_empty() {
-        anyhow::bail!(
-            "no case matched: check --filter, or (weir record --update) that a case reads the recorded file as its input_file"
-        );
+        anyhow::bail!("no case matched: check --filter, or (weir record --update) that a case reads the recorded file as its input_file");
     }
-    Ok(if report.failed() {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 /// Runs `weir record`.
@@ -146,16 +120,8 @@ pub fn record(global: &Global, args: &RecordArgs) -> anyhow::Result<ExitCode> {
         (None, Some(time)) => RecordStart::Time(time.clone()),
         (None, None) => RecordStart::All,
     };
-    let options = RecordOptions {
-        subject: args.subject.clone(),
-        count: args.count,
-        stream: args.stream.clone(),
-        start,
-        wait: args.wait,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let options = RecordOptions { subject: args.subject.clone(), count: args.count, stream: args.stream.clone(), start, wait: args.wait };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let events = runtime.block_on(async {
         let give_up = CancellationToken::new();
         let timer = give_up.clone();
@@ -173,9 +139,7 @@ pub fn record(global: &Global, args: &RecordArgs) -> anyhow::Result<ExitCode> {
                 humantime::format_duration(args.wait)
             );
         }
-        crate::nats::record(&nats, &options)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))
+        crate::nats::record(&nats, &options).await.map_err(|e| anyhow::anyhow!("{e}"))
     })?;
     if events.is_empty() {
         anyhow::bail!(
@@ -193,30 +157,16 @@ pub fn record(global: &Global, args: &RecordArgs) -> anyhow::Result<ExitCode> {
         text.push_str(&crate::exec::envelope(event));
         text.push('\n');
     }
-    std::fs::write(&args.out, text)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    std::fs::write(&args.out, text).with_context(|| format!("cannot write {}", args.out.display()))?;
     let short = if events.len() < args.count {
-        format!(
-            " (fewer than {}: nothing more came within {})",
-            args.count,
-            humantime::format_duration(args.wait)
-        )
+        format!(" (fewer than {}: nothing more came within {})", args.count, humantime::format_duration(args.wait))
     } else {
         String::new()
     };
-    eprintln!(
-        "recorded {} event{} to {}{short}",
-        events.len(),
-        if events.len() == 1 { "" } else { "s" },
-        args.out.display()
-    );
+    eprintln!("recorded {} event{} to {}{short}", events.len(), if events.len() == 1 { "" } else { "s" }, args.out.display());
     if !args.update {
         return Ok(ExitCode::SUCCESS);
     }
-    let options = super::Options {
-        update: true,
-        filter: None,
-        input_file: Some(args.out.clone()),
-    };
+    let options = super::Options { update: true, filter: None, input_file: Some(args.out.clone()) };
     run_tests(global, &args.tests, &options, None)
 }

@@ -47,11 +47,7 @@ pub fn diff(expected: &str, actual: &str, context: usize) -> Option<String> {
     let mut lcs = vec![vec![0u32; m + 1]; n + 1];
     for i in (0..n).rev() {
         for j in (0..m).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
+            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
         }
     }
     let mut lines: Vec<(char, &str)> = Vec::new();
@@ -87,19 +83,13 @@ pub fn diff(expected: &str, actual: &str, context: usize) -> Option<String> {
             continue;
         }
         if skipped > 0 {
-            out.push(format!(
-                "  … {skipped} unchanged line{}",
-                if skipped == 1 { "" } else { "s" }
-            ));
+            out.push(format!("  … {skipped} unchanged line{}", if skipped == 1 { "" } else { "s" }));
             skipped = 0;
         }
         out.push(format!("{c} {line}"));
     }
     if skipped > 0 {
-        out.push(format!(
-            "  … {skipped} unchanged line{}",
-            if skipped == 1 { "" } else { "s" }
-        ));
+        out.push(format!("  … {skipped} unchanged line{}", if skipped == 1 { "" } else { "s" }));
     }
     Some(out.join("\n"))
 }
@@ -124,10 +114,7 @@ mod tests {
         let expected: String = (0..20).map(|i| format!("{i}\n")).collect();
         let actual = expected.replace("10\n", "ten\n");
         let d = diff(&expected, &actual, 1).unwrap();
-        assert_eq!(
-            d,
-            "  … 9 unchanged lines\n  9\n- 10\n+ ten\n  11\n  … 8 unchanged lines"
-        );
+        assert_eq!(d, "  … 9 unchanged lines\n  9\n- 10\n+ ten\n  11\n  … 8 unchanged lines");
     }
 
     #[test]

@@ -29,32 +29,14 @@ pub fn render(report: &Report) -> String {
         let name = escape(&file.display().to_string());
         let time: f64 = cases.iter().map(|c| c.elapsed.as_secs_f64()).sum();
         let failed = cases.iter().filter(|c| !c.passed()).count();
-        let _ = writeln!(
-            xml,
-            "  <testsuite name=\"{name}\" tests=\"{}\" failures=\"{failed}\" errors=\"0\" time=\"{time:.3}\">",
-            cases.len()
-        );
+        let _ = writeln!(xml, "  <testsuite name=\"{name}\" tests=\"{}\" failures=\"{failed}\" errors=\"0\" time=\"{time:.3}\">", cases.len());
         for case in cases {
-            let _ = write!(
-                xml,
-                "    <testcase classname=\"{name}\" name=\"{}\" time=\"{:.3}\"",
-                escape(&case.name),
-                case.elapsed.as_secs_f64()
-            );
+            let _ = write!(xml, "    <testcase classname=\"{name}\" name=\"{}\" time=\"{:.3}\"", escape(&case.name), case.elapsed.as_secs_f64());
             if case.passed() {
                 xml.push_str("/>\n");
             } else {
-                let first = case
-                    .problems
-                    .first()
-                    .map(|p| p.lines().next().unwrap_or_default())
-                    .unwrap_or_default();
-                let _ = writeln!(
-                    xml,
-                    ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>",
-                    escape(first),
-                    escape(&case.problems.join("\n"))
-                );
+                let first = case.problems.first().map(|p| p.lines().next().unwrap_or_default()).unwrap_or_default();
+                let _ = writeln!(xml, ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>", escape(first), escape(&case.problems.join("\n")));
             }
         }
         xml.push_str("  </testsuite>\n");
@@ -110,33 +92,18 @@ mod tests {
             figures: Vec::new(),
         };
         let report = Report {
-            cases: vec![
-                case("ok", vec![]),
-                case(
-                    "a <bad> \"one\"",
-                    vec!["output 1: payload at /a: expected 1, got 2".into()],
-                ),
-            ],
-            broken: vec![(
-                PathBuf::from("x.test.toml"),
-                "x.test.toml:3:1: case[0].nme: unknown key".into(),
-            )],
+            cases: vec![case("ok", vec![]), case("a <bad> \"one\"", vec!["output 1: payload at /a: expected 1, got 2".into()])],
+            broken: vec![(PathBuf::from("x.test.toml"), "x.test.toml:3:1: case[0].nme: unknown key".into())],
             elapsed: Duration::from_millis(10),
         };
         let xml = render(&report);
-        assert!(
-            xml.contains("<testsuites name=\"weir test\" tests=\"3\" failures=\"1\" errors=\"1\""),
-            "{xml}"
-        );
+        assert!(xml.contains("<testsuites name=\"weir test\" tests=\"3\" failures=\"1\" errors=\"1\""), "{xml}");
         assert!(xml.contains("<testcase classname=\"pipelines/tests/orders.test.toml\" name=\"ok\" time=\"0.003\"/>"), "{xml}");
+        assert!(xml.contains("name=\"a &lt;bad&gt; &quot;one&quot;\""), "{xml}");
+        assert!(xml.contains("<failure message=\"output 1: payload at /a: expected 1, got 2\">"), "{xml}");
         assert!(
-            xml.contains("name=\"a &lt;bad&gt; &quot;one&quot;\""),
+            xml.contains("<error message=\"the test file cannot be read\">x.test.toml:3:1: case[0].nme: unknown key</error>"),
             "{xml}"
         );
-        assert!(
-            xml.contains("<failure message=\"output 1: payload at /a: expected 1, got 2\">"),
-            "{xml}"
-        );
-        assert!(xml.contains("<error message=\"the test file cannot be read\">x.test.toml:3:1: case[0].nme: unknown key</error>"), "{xml}");
     }
 }

@@ -27,36 +27,20 @@ pub fn output_problems(expect: &OutputExpect, actual: &Produced) -> Vec<String> 
     if let Some(input) = expect.input
         && input != actual.input
     {
-        problems.push(format!(
-            "comes from input {}, expected from input {input}",
-            actual.input
-        ));
+        problems.push(format!("comes from input {}, expected from input {input}", actual.input));
     }
     if let Some(subject) = &expect.subject
         && !subject.matches(&actual.event.subject)
     {
-        problems.push(format!(
-            "subject {:?}, expected {:?}",
-            actual.event.subject,
-            subject.as_str()
-        ));
+        problems.push(format!("subject {:?}, expected {:?}", actual.event.subject, subject.as_str()));
     }
     for (name, value) in &expect.headers {
-        let values: Vec<&str> = actual
-            .event
-            .headers
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .collect();
+        let values: Vec<&str> = actual.event.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect();
         if !values.contains(&value.as_str()) {
             if values.is_empty() {
                 problems.push(format!("header {name:?} is missing, expected {value:?}"));
             } else {
-                problems.push(format!(
-                    "header {name:?} is {}, expected {value:?}",
-                    quoted(&values)
-                ));
+                problems.push(format!("header {name:?} is {}, expected {value:?}", quoted(&values)));
             }
         }
     }
@@ -68,50 +52,28 @@ pub fn output_problems(expect: &OutputExpect, actual: &Produced) -> Vec<String> 
         match check {
             PayloadCheck::Text(text) => {
                 if actual.event.payload != text.as_bytes() {
-                    problems.push(format!(
-                        "payload is {}, expected the text {text:?}",
-                        describe_payload(&actual.event.payload)
-                    ));
+                    problems.push(format!("payload is {}, expected the text {text:?}", describe_payload(&actual.event.payload)));
                 }
             }
             PayloadCheck::Bytes(bytes) => {
                 if actual.event.payload != bytes[..] {
-                    problems.push(format!(
-                        "payload is {}, expected {} bytes given in base64",
-                        describe_payload(&actual.event.payload),
-                        bytes.len()
-                    ));
+                    problems.push(format!("payload is {}, expected {} bytes given in base64", describe_payload(&actual.event.payload), bytes.len()));
                 }
             }
             PayloadCheck::Json(_) | PayloadCheck::Subset(_) | PayloadCheck::Paths(_) => {
                 let Ok(value) = &parsed else {
-                    problems.push(format!(
-                        "payload is not JSON: {}",
-                        describe_payload(&actual.event.payload)
-                    ));
+                    problems.push(format!("payload is not JSON: {}", describe_payload(&actual.event.payload)));
                     continue;
                 };
                 match check {
-                    PayloadCheck::Json(expected) => {
-                        json_equal(expected, value, expect.tolerance, "", &mut problems)
-                    }
-                    PayloadCheck::Subset(expected) => {
-                        json_subset(expected, value, expect.tolerance, "", &mut problems)
-                    }
+                    PayloadCheck::Json(expected) => json_equal(expected, value, expect.tolerance, "", &mut problems),
+                    PayloadCheck::Subset(expected) => json_subset(expected, value, expect.tolerance, "", &mut problems),
                     PayloadCheck::Paths(paths) => {
                         for (path, expected) in paths {
                             let pointer = pointer(path);
                             match value.pointer(&pointer) {
-                                Some(found) => json_equal(
-                                    expected,
-                                    found,
-                                    expect.tolerance,
-                                    &pointer,
-                                    &mut problems,
-                                ),
-                                None => problems.push(format!(
-                                    "payload has nothing at {path}, expected {expected}"
-                                )),
+                                Some(found) => json_equal(expected, found, expect.tolerance, &pointer, &mut problems),
+                                None => problems.push(format!("payload has nothing at {path}, expected {expected}")),
                             }
                         }
                     }
@@ -124,11 +86,7 @@ pub fn output_problems(expect: &OutputExpect, actual: &Produced) -> Vec<String> 
 }
 
 /// Problems of a dead letter against what the case expects of it.
-pub fn dead_letter_problems(
-    expect: &DeadLetterExpect,
-    input: usize,
-    actual: &DeadLetter,
-) -> Vec<String> {
+pub fn dead_letter_problems(expect: &DeadLetterExpect, input: usize, actual: &DeadLetter) -> Vec<String> {
     let mut problems = Vec::new();
     if let Some(n) = expect.input
         && n != input
@@ -138,27 +96,17 @@ pub fn dead_letter_problems(
     if let Some(stage) = &expect.stage
         && stage != &actual.stage
     {
-        problems.push(format!(
-            "came from stage {:?}, expected {stage:?}",
-            actual.stage
-        ));
+        problems.push(format!("came from stage {:?}, expected {stage:?}", actual.stage));
     }
     if let Some(kind) = expect.kind
         && kind != actual.kind
     {
-        problems.push(format!(
-            "kind {:?}, expected {:?}",
-            actual.kind.as_str(),
-            kind.as_str()
-        ));
+        problems.push(format!("kind {:?}, expected {:?}", actual.kind.as_str(), kind.as_str()));
     }
     if let Some(text) = &expect.message
         && !actual.message.contains(text.as_str())
     {
-        problems.push(format!(
-            "message {:?} does not contain {text:?}",
-            actual.message
-        ));
+        problems.push(format!("message {:?} does not contain {text:?}", actual.message));
     }
     problems
 }
@@ -169,68 +117,34 @@ pub fn pointer(path: &str) -> String {
     if path.starts_with('/') || path.is_empty() {
         return path.to_owned();
     }
-    path.split('.')
-        .map(|part| format!("/{}", part.replace('~', "~0").replace('/', "~1")))
-        .collect()
+    path.split('.').map(|part| format!("/{}", part.replace('~', "~0").replace('/', "~1"))).collect()
 }
 
 /// `expected` and `actual` are the same JSON, numbers within `tolerance`.
-pub fn json_equal(
-    expected: &Value,
-    actual: &Value,
-    tolerance: f64,
-    at: &str,
-    problems: &mut Vec<String>,
-) {
+pub fn json_equal(expected: &Value, actual: &Value, tolerance: f64, at: &str, problems: &mut Vec<String>) {
     compare(expected, actual, tolerance, at, false, problems);
 }
 
 /// Every key of `expected` is in `actual` with a matching value (objects
 /// recursively); arrays have the same length and match element by element.
-pub fn json_subset(
-    expected: &Value,
-    actual: &Value,
-    tolerance: f64,
-    at: &str,
-    problems: &mut Vec<String>,
-) {
+pub fn json_subset(expected: &Value, actual: &Value, tolerance: f64, at: &str, problems: &mut Vec<String>) {
     compare(expected, actual, tolerance, at, true, problems);
 }
 
-fn compare(
-    expected: &Value,
-    actual: &Value,
-    tolerance: f64,
-    at: &str,
-    subset: bool,
-    problems: &mut Vec<String>,
-) {
-    let place = if at.is_empty() {
-        "payload".to_owned()
-    } else {
-        format!("payload at {at}")
-    };
+fn compare(expected: &Value, actual: &Value, tolerance: f64, at: &str, subset: bool, problems: &mut Vec<String>) {
+    let place = if at.is_empty() { "payload".to_owned() } else { format!("payload at {at}") };
     match (expected, actual) {
         (Value::Number(e), Value::Number(a)) => {
             let equal = match (e.as_i64(), a.as_i64()) {
                 (Some(e), Some(a)) if tolerance == 0.0 => e == a,
                 _ => {
-                    let (e, a) = (
-                        e.as_f64().unwrap_or(f64::NAN),
-                        a.as_f64().unwrap_or(f64::NAN),
-                    );
+                    let (e, a) = (e.as_f64().unwrap_or(f64::NAN), a.as_f64().unwrap_or(f64::NAN));
                     (e - a).abs() <= tolerance
                 }
             };
             if !equal {
-                let within = if tolerance > 0.0 {
-                    format!(" (within {tolerance})")
-                } else {
-                    String::new()
-                };
-                problems.push(format!(
-                    "{place}: expected {expected}{within}, got {actual}"
-                ));
+                let within = if tolerance > 0.0 { format!(" (within {tolerance})") } else { String::new() };
+                problems.push(format!("{place}: expected {expected}{within}, got {actual}"));
             }
         }
         (Value::Object(e), Value::Object(a)) => {
@@ -251,11 +165,7 @@ fn compare(
         }
         (Value::Array(e), Value::Array(a)) => {
             if e.len() != a.len() {
-                problems.push(format!(
-                    "{place}: expected {} elements, got {}: {actual}",
-                    e.len(),
-                    a.len()
-                ));
+                problems.push(format!("{place}: expected {} elements, got {}: {actual}", e.len(), a.len()));
                 return;
             }
             for (i, (ev, av)) in e.iter().zip(a).enumerate() {
@@ -270,21 +180,10 @@ fn compare(
 /// Pairs expected with actual items so that as many as possible match
 /// (`ok(e, a)`): a maximum bipartite matching, by augmenting paths. Returns,
 /// per expected item, the actual item it got.
-pub fn assign(
-    expected: usize,
-    actual: usize,
-    ok: impl Fn(usize, usize) -> bool,
-) -> Vec<Option<usize>> {
-    let fits: Vec<Vec<usize>> = (0..expected)
-        .map(|e| (0..actual).filter(|&a| ok(e, a)).collect())
-        .collect();
+pub fn assign(expected: usize, actual: usize, ok: impl Fn(usize, usize) -> bool) -> Vec<Option<usize>> {
+    let fits: Vec<Vec<usize>> = (0..expected).map(|e| (0..actual).filter(|&a| ok(e, a)).collect()).collect();
     let mut owner: Vec<Option<usize>> = vec![None; actual];
-    fn augment(
-        e: usize,
-        fits: &[Vec<usize>],
-        owner: &mut [Option<usize>],
-        seen: &mut [bool],
-    ) -> bool {
+    fn augment(e: usize, fits: &[Vec<usize>], owner: &mut [Option<usize>], seen: &mut [bool]) -> bool {
         for &a in &fits[e] {
             if seen[a] {
                 continue;
@@ -311,11 +210,7 @@ pub fn assign(
 }
 
 fn quoted(values: &[&str]) -> String {
-    values
-        .iter()
-        .map(|v| format!("{v:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    values.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(", ")
 }
 
 /// A payload in a message: its text (shortened), or its size when binary.
@@ -339,11 +234,7 @@ mod tests {
 
     fn expect(payload: Vec<PayloadCheck>) -> OutputExpect {
         OutputExpect {
-            location: Location {
-                file: "t.test.toml".into(),
-                line: 1,
-                column: 1,
-            },
+            location: Location { file: "t.test.toml".into(), line: 1, column: 1 },
             input: None,
             subject: None,
             headers: Vec::new(),
@@ -353,50 +244,29 @@ mod tests {
     }
 
     fn produced(subject: &str, payload: Value) -> Produced {
-        Produced {
-            input: 1,
-            event: Event::new(subject, serde_json::to_vec(&payload).unwrap()),
-        }
+        Produced { input: 1, event: Event::new(subject, serde_json::to_vec(&payload).unwrap()) }
     }
 
     #[test]
     fn exact_json_names_every_difference() {
         let e = expect(vec![PayloadCheck::Json(json!({"a": 1, "b": {"c": "x"}}))]);
-        assert!(
-            output_problems(&e, &produced("s", json!({"b": {"c": "x"}, "a": 1.0}))).is_empty(),
-            "1 equals 1.0, key order is free"
-        );
-        let problems = output_problems(
-            &e,
-            &produced("s", json!({"a": 2, "b": {"c": "y"}, "extra": true})),
-        );
+        assert!(output_problems(&e, &produced("s", json!({"b": {"c": "x"}, "a": 1.0}))).is_empty(), "1 equals 1.0, key order is free");
+        let problems = output_problems(&e, &produced("s", json!({"a": 2, "b": {"c": "y"}, "extra": true})));
         assert_eq!(
             problems,
-            vec![
-                "payload at /a: expected 1, got 2",
-                "payload at /b/c: expected \"x\", got \"y\"",
-                "payload at /extra: not expected, got true"
-            ]
+            vec!["payload at /a: expected 1, got 2", "payload at /b/c: expected \"x\", got \"y\"", "payload at /extra: not expected, got true"]
         );
     }
 
     #[test]
     fn a_subset_ignores_other_keys_but_not_array_lengths() {
-        let e = expect(vec![PayloadCheck::Subset(
-            json!({"shop": {"country": "DE"}, "tags": [{"tag": "jeans"}]}),
-        )]);
+        let e = expect(vec![PayloadCheck::Subset(json!({"shop": {"country": "DE"}, "tags": [{"tag": "jeans"}]}))]);
         let ok = json!({"shop": {"country": "DE", "name": "x"}, "tags": [{"tag": "jeans", "score": 0.9}], "more": 1});
         assert!(output_problems(&e, &produced("s", ok)).is_empty());
         let problems = output_problems(&e, &produced("s", json!({"shop": {}, "tags": []})));
         assert_eq!(problems.len(), 2, "{problems:?}");
-        assert_eq!(
-            problems[0],
-            "payload at /shop/country: missing, expected \"DE\""
-        );
-        assert!(
-            problems[1].starts_with("payload at /tags: expected 1 elements, got 0"),
-            "{problems:?}"
-        );
+        assert_eq!(problems[0], "payload at /shop/country: missing, expected \"DE\"");
+        assert!(problems[1].starts_with("payload at /tags: expected 1 elements, got 0"), "{problems:?}");
     }
 
     #[test]
@@ -409,37 +279,19 @@ mod tests {
             ("/price".into(), json!(10)),
             ("gone".into(), json!(1)),
         ])]);
-        let problems = output_problems(
-            &e,
-            &produced("s", json!({"tags": [{"tag": "jeans"}], "price": 11})),
-        );
-        assert_eq!(
-            problems,
-            vec![
-                "payload at /price: expected 10, got 11",
-                "payload has nothing at gone, expected 1"
-            ]
-        );
+        let problems = output_problems(&e, &produced("s", json!({"tags": [{"tag": "jeans"}], "price": 11})));
+        assert_eq!(problems, vec!["payload at /price: expected 10, got 11", "payload has nothing at gone, expected 1"]);
     }
 
     #[test]
     fn numbers_within_a_tolerance() {
-        let mut e = expect(vec![PayloadCheck::Paths(vec![(
-            "score".into(),
-            json!(0.9),
-        )])]);
+        let mut e = expect(vec![PayloadCheck::Paths(vec![("score".into(), json!(0.9))])]);
         e.tolerance = 0.01;
         assert!(output_problems(&e, &produced("s", json!({"score": 0.905}))).is_empty());
         let problems = output_problems(&e, &produced("s", json!({"score": 0.95})));
-        assert_eq!(
-            problems,
-            vec!["payload at /score: expected 0.9 (within 0.01), got 0.95"]
-        );
+        assert_eq!(problems, vec!["payload at /score: expected 0.9 (within 0.01), got 0.95"]);
         e.tolerance = 0.0;
-        assert_eq!(
-            output_problems(&e, &produced("s", json!({"score": 0.905}))).len(),
-            1
-        );
+        assert_eq!(output_problems(&e, &produced("s", json!({"score": 0.905}))).len(), 1);
     }
 
     #[test]
@@ -454,45 +306,27 @@ mod tests {
         e.subject = Some(Subject::new("processed.>").unwrap());
         assert!(output_problems(&e, &produced("processed.a.b.c", json!({}))).is_empty());
         e.subject = Some(Subject::new("processed.a").unwrap());
-        assert_eq!(
-            output_problems(&e, &produced("processed.a.b", json!({}))).len(),
-            1
-        );
+        assert_eq!(output_problems(&e, &produced("processed.a.b", json!({}))).len(), 1);
     }
 
     #[test]
     fn headers_text_and_bytes() {
         let mut e = expect(vec![PayloadCheck::Text("hello".into())]);
         e.headers = vec![("trace".into(), "t1".into())];
-        let mut p = Produced {
-            input: 1,
-            event: Event::new("s", b"hello".to_vec()),
-        };
+        let mut p = Produced { input: 1, event: Event::new("s", b"hello".to_vec()) };
         p.event.headers = vec![("trace".into(), "t0".into()), ("trace".into(), "t1".into())];
-        assert!(
-            output_problems(&e, &p).is_empty(),
-            "any value of a repeated header may match"
-        );
+        assert!(output_problems(&e, &p).is_empty(), "any value of a repeated header may match");
         p.event.headers.clear();
         p.event.payload = b"bye".to_vec().into();
         assert_eq!(
             output_problems(&e, &p),
-            vec![
-                "header \"trace\" is missing, expected \"t1\"",
-                "payload is \"bye\", expected the text \"hello\""
-            ]
+            vec!["header \"trace\" is missing, expected \"t1\"", "payload is \"bye\", expected the text \"hello\""]
         );
         let e = expect(vec![PayloadCheck::Bytes(vec![0xff, 0])]);
         p.event.payload = vec![0xff, 1].into();
-        assert_eq!(
-            output_problems(&e, &p),
-            vec!["payload is 2 bytes of binary, expected 2 bytes given in base64"]
-        );
+        assert_eq!(output_problems(&e, &p), vec!["payload is 2 bytes of binary, expected 2 bytes given in base64"]);
         let e = expect(vec![PayloadCheck::Json(json!({}))]);
-        assert_eq!(
-            output_problems(&e, &p),
-            vec!["payload is not JSON: 2 bytes of binary"]
-        );
+        assert_eq!(output_problems(&e, &p), vec!["payload is not JSON: 2 bytes of binary"]);
     }
 
     #[test]
@@ -501,30 +335,16 @@ mod tests {
         // greedy pass would give actual 0 to expected 0 and leave 1 unmatched.
         let fits = [[true, true], [true, false]];
         assert_eq!(assign(2, 2, |e, a| fits[e][a]), vec![Some(1), Some(0)]);
-        assert_eq!(
-            assign(2, 1, |_, _| true)
-                .iter()
-                .filter(|a| a.is_some())
-                .count(),
-            1
-        );
+        assert_eq!(assign(2, 1, |_, _| true).iter().filter(|a| a.is_some()).count(), 1);
         assert_eq!(assign(0, 3, |_, _| true), Vec::<Option<usize>>::new());
     }
 
     #[test]
     fn dead_letters_by_stage_kind_and_message() {
-        let letter = DeadLetter {
-            event: Event::new("s", Vec::new()),
-            stage: "route".into(),
-            kind: ErrorKind::Invalid,
-            message: "field \"country\" is missing".into(),
-        };
+        let letter =
+            DeadLetter { event: Event::new("s", Vec::new()), stage: "route".into(), kind: ErrorKind::Invalid, message: "field \"country\" is missing".into() };
         let mut e = DeadLetterExpect {
-            location: Location {
-                file: "t".into(),
-                line: 1,
-                column: 1,
-            },
+            location: Location { file: "t".into(), line: 1, column: 1 },
             input: Some(2),
             stage: Some("route".into()),
             kind: Some(ErrorKind::Invalid),

@@ -63,11 +63,7 @@ pub fn median(values: &[f64]) -> Option<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let mid = sorted.len() / 2;
-    Some(if sorted.len() % 2 == 1 {
-        sorted[mid]
-    } else {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
-    })
+    Some(if sorted.len() % 2 == 1 { sorted[mid] } else { (sorted[mid - 1] + sorted[mid]) / 2.0 })
 }
 
 /// The spec of one stage, as [`Blueprint::build`](crate::pipeline::Blueprint::build) makes it.
@@ -78,12 +74,7 @@ fn spec(pipeline: &Pipeline, stage: &config::StageConfig) -> StageSpec {
         timeout: stage.limits.timeout,
         memory: stage.limits.memory,
         config: stage.config.to_string(),
-        dirs: stage
-            .grants
-            .dirs
-            .iter()
-            .map(|d| (d.clone(), config::Grants::guest_path(d)))
-            .collect(),
+        dirs: stage.grants.dirs.iter().map(|d| (d.clone(), config::Grants::guest_path(d))).collect(),
         kv: stage.grants.kv.clone(),
     }
 }
@@ -95,25 +86,14 @@ pub fn measure(engine: &Engine, pipeline: &Pipeline, inputs: &[Event]) -> Vec<St
     let mut current: Vec<Event> = inputs.to_vec();
     let mut figures = Vec::with_capacity(pipeline.stages.len());
     for stage in &pipeline.stages {
-        let mut f = StageFigures {
-            stage: stage.name.as_str().to_owned(),
-            samples: Vec::new(),
-            batch_size: batch,
-            events: 0,
-            memory: 0,
-        };
+        let mut f = StageFigures { stage: stage.name.as_str().to_owned(), samples: Vec::new(), batch_size: batch, events: 0, memory: 0 };
         let spec = spec(pipeline, stage);
         let Ok(plugin) = engine.load(&stage.plugin) else {
             figures.push(f);
             current.clear();
             continue;
         };
-        let mut stage_run = StageRun {
-            plugin,
-            spec,
-            instance: None,
-            memory: 0,
-        };
+        let mut stage_run = StageRun { plugin, spec, instance: None, memory: 0 };
         let (passing, next) = stage_run.pass(std::mem::take(&mut current), batch);
         f.events = passing.len();
         if !passing.is_empty() {
@@ -246,10 +226,6 @@ mod tests {
         assert_eq!(median(&[]), None);
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
-        assert_eq!(
-            median(&[5.0, 1.0, 1000.0]),
-            Some(5.0),
-            "one slow batch does not move it"
-        );
+        assert_eq!(median(&[5.0, 1.0, 1000.0]), Some(5.0), "one slow batch does not move it");
     }
 }

@@ -102,19 +102,13 @@ pub struct CaseKv {
 
 impl CaseKv {
     fn set(&self, buckets: HashMap<String, HashMap<String, Vec<u8>>>) {
-        *self
-            .buckets
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = buckets;
+        *self.buckets.write().unwrap_or_else(std::sync::PoisonError::into_inner) = buckets;
     }
 }
 
 impl KvSource for CaseKv {
     fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
-        let buckets = self
-            .buckets
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let buckets = self.buckets.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         match buckets.get(bucket) {
             Some(keys) => Ok(keys.get(key).cloned()),
             None => Err(format!(
@@ -127,10 +121,7 @@ impl KvSource for CaseKv {
 /// The engine `weir test` runs cases with, and its switchable KV.
 pub fn engine(cache_dir: Option<PathBuf>) -> anyhow::Result<(Engine, Arc<CaseKv>)> {
     let kv = Arc::new(CaseKv::default());
-    let engine = Engine::new(&EngineOptions {
-        cache_dir,
-        kv: Some(kv.clone() as Arc<dyn KvSource>),
-    })?;
+    let engine = Engine::new(&EngineOptions { cache_dir, kv: Some(kv.clone() as Arc<dyn KvSource>) })?;
     Ok((engine, kv))
 }
 
@@ -141,10 +132,7 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             if path.is_dir() {
                 if !name.starts_with('.') && name != "target" && name != "node_modules" {
                     walk(&path, out)?;
@@ -160,12 +148,9 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
         match std::fs::metadata(path) {
             Ok(m) if m.is_dir() => {
                 let mut found = Vec::new();
-                walk(path, &mut found)
-                    .map_err(|e| format!("{}: cannot read directory: {e}", path.display()))?;
+                walk(path, &mut found).map_err(|e| format!("{}: cannot read directory: {e}", path.display()))?;
                 // `weir test` in a directory shows `tests/a.test.toml`, not `./tests/a.test.toml`.
-                let found = found
-                    .into_iter()
-                    .map(|f| f.strip_prefix("./").map(Path::to_path_buf).unwrap_or(f));
+                let found = found.into_iter().map(|f| f.strip_prefix("./").map(Path::to_path_buf).unwrap_or(f));
                 let mut found: Vec<PathBuf> = found.collect();
                 found.sort();
                 files.extend(found);
@@ -180,29 +165,15 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 
 /// Runs every case of `files`, printing one line per case (and a failure's
 /// problems) to `out` as it goes.
-pub fn run(
-    engine: &Engine,
-    kv: &CaseKv,
-    files: &[PathBuf],
-    options: &Options,
-    out: &mut dyn Write,
-) -> std::io::Result<Report> {
+pub fn run(engine: &Engine, kv: &CaseKv, files: &[PathBuf], options: &Options, out: &mut dyn Write) -> std::io::Result<Report> {
     let started = Instant::now();
     let mut report = Report::default();
-    let wanted_input = options
-        .input_file
-        .as_ref()
-        .map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()));
+    let wanted_input = options.input_file.as_ref().map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()));
     for file in files {
         let test_file = match config::load_test_file(file) {
             Ok(t) => t,
             Err(e) => {
-                writeln!(
-                    out,
-                    "{}\n  error: {}",
-                    file.display(),
-                    indent(&e.to_string(), "    ").trim_start()
-                )?;
+                writeln!(out, "{}\n  error: {}", file.display(), indent(&e.to_string(), "    ").trim_start())?;
                 report.broken.push((file.clone(), e.to_string()));
                 continue;
             }
@@ -211,16 +182,11 @@ pub fn run(
         let selected: Vec<Case> = cases
             .into_iter()
             .filter(|c| match &options.filter {
-                Some(text) => {
-                    c.name.contains(text.as_str()) || file.to_string_lossy().contains(text.as_str())
-                }
+                Some(text) => c.name.contains(text.as_str()) || file.to_string_lossy().contains(text.as_str()),
                 None => true,
             })
             .filter(|c| match &wanted_input {
-                Some(wanted) => c
-                    .input_file
-                    .as_ref()
-                    .is_some_and(|f| std::fs::canonicalize(f).ok().as_ref() == Some(wanted)),
+                Some(wanted) => c.input_file.as_ref().is_some_and(|f| std::fs::canonicalize(f).ok().as_ref() == Some(wanted)),
                 None => true,
             })
             .collect();
@@ -231,17 +197,8 @@ pub fn run(
         for case in &selected {
             let result = run_case(engine, kv, file, case, options);
             let mark = if result.passed() { "ok  " } else { "FAIL" };
-            let updated = result
-                .updated
-                .as_ref()
-                .map(|p| format!(" (wrote {})", p.display()))
-                .unwrap_or_default();
-            writeln!(
-                out,
-                "  {mark}  {} ({}){updated}",
-                case.name,
-                millis(result.elapsed)
-            )?;
+            let updated = result.updated.as_ref().map(|p| format!(" (wrote {})", p.display())).unwrap_or_default();
+            writeln!(out, "  {mark}  {} ({}){updated}", case.name, millis(result.elapsed))?;
             for problem in &result.problems {
                 writeln!(out, "{}", indent(problem, "        "))?;
             }
@@ -253,13 +210,7 @@ pub fn run(
     Ok(report)
 }
 
-fn run_case(
-    engine: &Engine,
-    kv: &CaseKv,
-    file: &Path,
-    case: &Case,
-    options: &Options,
-) -> CaseReport {
+fn run_case(engine: &Engine, kv: &CaseKv, file: &Path, case: &Case, options: &Options) -> CaseReport {
     let started = Instant::now();
     let mut report = CaseReport {
         file: file.to_owned(),
@@ -279,23 +230,13 @@ fn run_case(
 
 /// Runs one case and records its problems in `report`; `Err` for a case
 /// that could not run at all.
-fn check_case(
-    engine: &Engine,
-    kv: &CaseKv,
-    case: &Case,
-    options: &Options,
-    report: &mut CaseReport,
-) -> Result<(), String> {
+fn check_case(engine: &Engine, kv: &CaseKv, case: &Case, options: &Options, report: &mut CaseReport) -> Result<(), String> {
     let entries = inputs(case)?;
     kv.set(buckets(case)?);
     let pipeline = pipeline_under_test(case)?;
-    let (blueprint, _) = Blueprint::build(engine, &pipeline)
-        .map_err(|e| format!("the pipeline does not build: {e}"))?;
+    let (blueprint, _) = Blueprint::build(engine, &pipeline).map_err(|e| format!("the pipeline does not build: {e}"))?;
     let mut chain = blueprint.chain();
-    let inputs: Vec<Event> = entries
-        .iter()
-        .filter_map(|e| e.as_ref().ok().cloned())
-        .collect();
+    let inputs: Vec<Event> = entries.iter().filter_map(|e| e.as_ref().ok().cloned()).collect();
     let mut processed = Vec::with_capacity(inputs.len());
     for chunk in inputs.chunks(pipeline.batch_size.max(1)) {
         processed.extend(chain.process(chunk.to_vec()));
@@ -308,21 +249,16 @@ fn check_case(
             Err(letter) => Outcome::Dead(letter),
         })
         .collect();
-    let dead_subject = pipeline
-        .dead_letter
-        .as_ref()
-        .map(|d| d.subject.as_str().to_owned());
+    let dead_subject = pipeline.dead_letter.as_ref().map(|d| d.subject.as_str().to_owned());
     let actual = golden::render(&outcomes, pipeline.name.as_str(), dead_subject.as_deref());
 
     match &case.expect {
         Expect::Golden(path) => {
             if options.update {
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
                 }
-                std::fs::write(path, &actual)
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                std::fs::write(path, &actual).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
                 report.updated = Some(path.clone());
             } else {
                 match std::fs::read_to_string(path) {
@@ -338,29 +274,17 @@ fn check_case(
                 }
             }
         }
-        Expect::Listed {
-            outputs,
-            ordered,
-            dropped,
-            dead_letters,
-        } => {
+        Expect::Listed { outputs, ordered, dropped, dead_letters } => {
             let n = outcomes.len();
             let mut problems = Vec::new();
             for (what, number) in outputs
                 .iter()
                 .filter_map(|o| o.input.map(|i| ("an output", i)))
                 .chain(dropped.iter().map(|&i| ("dropped", i)))
-                .chain(
-                    dead_letters
-                        .iter()
-                        .filter_map(|d| d.input.map(|i| ("a dead letter", i))),
-                )
+                .chain(dead_letters.iter().filter_map(|d| d.input.map(|i| ("a dead letter", i))))
             {
                 if number > n {
-                    problems.push(format!(
-                        "{what} names input {number}, but the case has {n} input{}",
-                        plural(n)
-                    ));
+                    problems.push(format!("{what} names input {number}, but the case has {n} input{}", plural(n)));
                 }
             }
             let mut produced = Vec::new();
@@ -369,10 +293,7 @@ fn check_case(
             for (index, outcome) in outcomes.iter().enumerate() {
                 match outcome {
                     Outcome::Done(events) if events.is_empty() => nothing.push(index + 1),
-                    Outcome::Done(events) => produced.extend(events.iter().map(|e| Produced {
-                        input: index + 1,
-                        event: e.clone(),
-                    })),
+                    Outcome::Done(events) => produced.extend(events.iter().map(|e| Produced { input: index + 1, event: e.clone() })),
                     Outcome::Dead(letter) => letters.push((index + 1, letter.clone())),
                 }
             }
@@ -385,10 +306,7 @@ fn check_case(
             for input in dropped {
                 if *input <= n && !nothing.contains(input) {
                     let became = match &outcomes[input - 1] {
-                        Outcome::Dead(l) => format!(
-                            "was dead-lettered by stage \"{}\" ({}): {}",
-                            l.stage, l.kind, l.message
-                        ),
+                        Outcome::Dead(l) => format!("was dead-lettered by stage \"{}\" ({}): {}", l.stage, l.kind, l.message),
                         Outcome::Done(events) => {
                             format!("produced {} output{}", events.len(), plural(events.len()))
                         }
@@ -397,8 +315,7 @@ fn check_case(
                 }
             }
             let got = matcher::assign(dead_letters.len(), letters.len(), |e, a| {
-                matcher::dead_letter_problems(&dead_letters[e], letters[a].0, &letters[a].1)
-                    .is_empty()
+                matcher::dead_letter_problems(&dead_letters[e], letters[a].0, &letters[a].1).is_empty()
             });
             for (e, found) in got.iter().enumerate() {
                 if found.is_none() {
@@ -409,11 +326,7 @@ fn check_case(
                         .min_by_key(Vec::len)
                         .map(|p| format!("; the closest dead letter {}", p.join(", ")))
                         .unwrap_or_else(|| "; there was no dead letter".to_owned());
-                    problems.push(format!(
-                        "expected dead letter {} (line {}) did not happen{closest}",
-                        e + 1,
-                        expect.location.line
-                    ));
+                    problems.push(format!("expected dead letter {} (line {}) did not happen{closest}", e + 1, expect.location.line));
                 }
             }
             // An unexpected dead letter (a trap, a refusal) usually explains
@@ -421,18 +334,12 @@ fn check_case(
             let mut unexpected = Vec::new();
             for (a, (input, letter)) in letters.iter().enumerate() {
                 if !got.contains(&Some(a)) {
-                    unexpected.push(format!(
-                        "input {input} was dead-lettered by stage \"{}\" ({}): {}",
-                        letter.stage, letter.kind, letter.message
-                    ));
+                    unexpected.push(format!("input {input} was dead-lettered by stage \"{}\" ({}): {}", letter.stage, letter.kind, letter.message));
                 }
             }
             problems.splice(0..0, unexpected);
             if !problems.is_empty() {
-                problems.push(format!(
-                    "what came out (outputs, then dead letters with weir-error-* headers):\n{}",
-                    indent(actual.trim_end(), "  ")
-                ));
+                problems.push(format!("what came out (outputs, then dead letters with weir-error-* headers):\n{}", indent(actual.trim_end(), "  ")));
             }
             report.problems.extend(problems);
         }
@@ -480,19 +387,9 @@ fn check_case(
 }
 
 /// Compares outputs in order, or as a best assignment when unordered.
-fn check_outputs(
-    expected: &[config::OutputExpect],
-    ordered: bool,
-    actual: &[Produced],
-    problems: &mut Vec<String>,
-) {
+fn check_outputs(expected: &[config::OutputExpect], ordered: bool, actual: &[Produced], problems: &mut Vec<String>) {
     if expected.len() != actual.len() {
-        problems.push(format!(
-            "expected {} output{}, got {}",
-            expected.len(),
-            plural(expected.len()),
-            actual.len()
-        ));
+        problems.push(format!("expected {} output{}, got {}", expected.len(), plural(expected.len()), actual.len()));
     }
     if ordered {
         for (i, (e, a)) in expected.iter().zip(actual).enumerate() {
@@ -501,25 +398,14 @@ fn check_outputs(
             }
         }
         for (i, e) in expected.iter().enumerate().skip(actual.len()) {
-            problems.push(format!(
-                "output {} (line {}) is missing",
-                i + 1,
-                e.location.line
-            ));
+            problems.push(format!("output {} (line {}) is missing", i + 1, e.location.line));
         }
         for (i, a) in actual.iter().enumerate().skip(expected.len()) {
-            problems.push(format!(
-                "output {} is not expected: {} (from input {})",
-                i + 1,
-                crate::exec::envelope(&a.event),
-                a.input
-            ));
+            problems.push(format!("output {} is not expected: {} (from input {})", i + 1, crate::exec::envelope(&a.event), a.input));
         }
         return;
     }
-    let got = matcher::assign(expected.len(), actual.len(), |e, a| {
-        matcher::output_problems(&expected[e], &actual[a]).is_empty()
-    });
+    let got = matcher::assign(expected.len(), actual.len(), |e, a| matcher::output_problems(&expected[e], &actual[a]).is_empty());
     for (i, found) in got.iter().enumerate() {
         if found.is_some() {
             continue;
@@ -540,21 +426,12 @@ fn check_outputs(
                 a + 1,
                 p.join("; ")
             )),
-            None => problems.push(format!(
-                "expected output {} (line {}) is missing",
-                i + 1,
-                e.location.line
-            )),
+            None => problems.push(format!("expected output {} (line {}) is missing", i + 1, e.location.line)),
         }
     }
     for (a, produced) in actual.iter().enumerate() {
         if !got.contains(&Some(a)) {
-            problems.push(format!(
-                "output {} is not expected: {} (from input {})",
-                a + 1,
-                crate::exec::envelope(&produced.event),
-                produced.input
-            ));
+            problems.push(format!("output {} is not expected: {} (from input {})", a + 1, crate::exec::envelope(&produced.event), produced.input));
         }
     }
 }
@@ -566,28 +443,25 @@ fn check_outputs(
 fn inputs(case: &Case) -> Result<Vec<Result<Event, DeadLetter>>, String> {
     let mut events = Vec::new();
     if let Some(file) = &case.input_file {
-        let text = std::fs::read(file)
-            .map_err(|e| format!("cannot read input file {}: {e}", file.display()))?;
+        let text = std::fs::read(file).map_err(|e| format!("cannot read input file {}: {e}", file.display()))?;
         for (number, line) in text.split(|b| *b == b'\n').enumerate() {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            events.push(
-                crate::exec::parse_line(line, case.subject.as_deref()).map_err(|message| {
-                    let mut raw = line.to_vec();
-                    while raw.last().is_some_and(|b| *b == b'\r') {
-                        raw.pop();
-                    }
-                    DeadLetter {
-                        event: Event::new(case.subject.clone().unwrap_or_default(), raw),
-                        stage: "input".into(),
-                        kind: ErrorKind::Malformed,
-                        // The line number alone, as `weir exec` says it: a golden
-                        // file must not depend on where `weir test` runs from.
-                        message: format!("line {}: {message}", number + 1),
-                    }
-                }),
-            );
+            events.push(crate::exec::parse_line(line, case.subject.as_deref()).map_err(|message| {
+                let mut raw = line.to_vec();
+                while raw.last().is_some_and(|b| *b == b'\r') {
+                    raw.pop();
+                }
+                DeadLetter {
+                    event: Event::new(case.subject.clone().unwrap_or_default(), raw),
+                    stage: "input".into(),
+                    kind: ErrorKind::Malformed,
+                    // The line number alone, as `weir exec` says it: a golden
+                    // file must not depend on where `weir test` runs from.
+                    message: format!("line {}: {message}", number + 1),
+                }
+            }));
         }
     }
     events.extend(case.inputs.iter().cloned().map(Ok));
@@ -605,10 +479,7 @@ fn buckets(case: &Case) -> Result<HashMap<String, HashMap<String, Vec<u8>>>, Str
         buckets.entry(bucket).or_default().extend(entries);
     }
     for (bucket, entries) in &case.kv {
-        buckets
-            .entry(bucket.clone())
-            .or_default()
-            .extend(entries.iter().cloned());
+        buckets.entry(bucket.clone()).or_default().extend(entries.iter().cloned());
     }
     Ok(buckets)
 }
@@ -616,28 +487,13 @@ fn buckets(case: &Case) -> Result<HashMap<String, HashMap<String, Vec<u8>>>, Str
 /// A KV file as `weir exec --kv` reads it: an object of key to value, for
 /// the bucket named after the file.
 pub fn read_kv_file(file: &Path) -> Result<(String, crate::exec::KvEntries), String> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| format!("cannot read KV file {}: {e}", file.display()))?;
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read KV file {}: {e}", file.display()))?;
     let object: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(&text).map_err(|e| {
-            format!(
-                "{}: expected a JSON object of key to value: {e}",
-                file.display()
-            )
-        })?;
-    let bucket = file
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default()
-        .to_owned();
+        serde_json::from_str(&text).map_err(|e| format!("{}: expected a JSON object of key to value: {e}", file.display()))?;
+    let bucket = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
     let entries = object
         .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                serde_json::to_vec(v).expect("JSON values serialise"),
-            )
-        })
+        .map(|(k, v)| (k.clone(), serde_json::to_vec(v).expect("JSON values serialise")))
         .collect();
     Ok((bucket, entries))
 }
@@ -694,9 +550,7 @@ pub fn stage_rows(report: &Report) -> Vec<StageRow> {
     let mut rows: Vec<(StageRow, Vec<f64>)> = Vec::new();
     for case in &report.cases {
         for f in &case.figures {
-            let at = rows
-                .iter()
-                .position(|(r, _)| r.pipeline == case.pipeline && r.stage == f.stage);
+            let at = rows.iter().position(|(r, _)| r.pipeline == case.pipeline && r.stage == f.stage);
             let (row, samples) = match at {
                 Some(i) => &mut rows[i],
                 None => {
@@ -723,8 +577,7 @@ pub fn stage_rows(report: &Report) -> Vec<StageRow> {
     }
     rows.into_iter()
         .map(|(mut row, samples)| {
-            row.per_event =
-                measure::median(&samples).map(|ns| Duration::from_nanos(ns.round() as u64));
+            row.per_event = measure::median(&samples).map(|ns| Duration::from_nanos(ns.round() as u64));
             row
         })
         .collect()
@@ -734,41 +587,20 @@ pub fn stage_rows(report: &Report) -> Vec<StageRow> {
 pub fn print_summary(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
     let rows = stage_rows(report);
     if !rows.is_empty() {
-        let mut table = vec![[
-            "pipeline".to_owned(),
-            "stage".to_owned(),
-            "per event".to_owned(),
-            "batches".to_owned(),
-            "memory".to_owned(),
-            "cases".to_owned(),
-        ]];
+        let mut table =
+            vec![["pipeline".to_owned(), "stage".to_owned(), "per event".to_owned(), "batches".to_owned(), "memory".to_owned(), "cases".to_owned()]];
         for r in &rows {
             table.push([
                 r.pipeline.clone(),
                 r.stage.clone(),
                 r.per_event.map_or_else(|| "-".to_owned(), format_time),
                 format!("{}×{}", r.batches, r.batch_size),
-                if r.memory == 0 {
-                    "-".to_owned()
-                } else {
-                    format_bytes(r.memory)
-                },
+                if r.memory == 0 { "-".to_owned() } else { format_bytes(r.memory) },
                 r.cases.to_string(),
             ]);
         }
-        let widths: Vec<usize> = (0..6)
-            .map(|c| {
-                table
-                    .iter()
-                    .map(|row| row[c].chars().count())
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        writeln!(
-            out,
-            "\ntime per event (median over batches of the pipeline's batch size) and peak memory, per stage:"
-        )?;
+        let widths: Vec<usize> = (0..6).map(|c| table.iter().map(|row| row[c].chars().count()).max().unwrap_or(0)).collect();
+        writeln!(out, "\ntime per event (median over batches of the pipeline's batch size) and peak memory, per stage:")?;
         for row in &table {
             let mut line = String::new();
             for (c, cell) in row.iter().enumerate() {
@@ -776,12 +608,7 @@ pub fn print_summary(report: &Report, out: &mut dyn Write) -> std::io::Result<()
                 if c >= 2 {
                     let _ = write!(line, "  {}{cell}", " ".repeat(pad));
                 } else {
-                    let _ = write!(
-                        line,
-                        "{}{cell}{}",
-                        if c == 0 { "" } else { "  " },
-                        " ".repeat(pad)
-                    );
+                    let _ = write!(line, "{}{cell}{}", if c == 0 { "" } else { "  " }, " ".repeat(pad));
                 }
             }
             writeln!(out, "  {}", line.trim_end())?;
@@ -789,19 +616,9 @@ pub fn print_summary(report: &Report, out: &mut dyn Write) -> std::io::Result<()
     }
     let passed = report.cases.iter().filter(|c| c.passed()).count();
     let failed = report.cases.len() - passed;
-    write!(
-        out,
-        "\n{} case{}: {passed} passed, {failed} failed",
-        report.cases.len(),
-        plural(report.cases.len())
-    )?;
+    write!(out, "\n{} case{}: {passed} passed, {failed} failed", report.cases.len(), plural(report.cases.len()))?;
     if !report.broken.is_empty() {
-        write!(
-            out,
-            ", {} test file{} unreadable",
-            report.broken.len(),
-            plural(report.broken.len())
-        )?;
+        write!(out, ", {} test file{} unreadable", report.broken.len(), plural(report.broken.len()))?;
     }
     writeln!(out, " ({:.2} s)", report.elapsed.as_secs_f64())?;
     Ok(())
@@ -828,11 +645,7 @@ pub fn format_time(d: Duration) -> String {
 
 /// Bytes in MiB or KiB.
 pub fn format_bytes(bytes: u64) -> String {
-    if bytes >= 1 << 20 {
-        format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
-    } else {
-        format!("{:.0} KiB", bytes as f64 / 1024.0)
-    }
+    if bytes >= 1 << 20 { format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64) } else { format!("{:.0} KiB", bytes as f64 / 1024.0) }
 }
 
 fn millis(d: Duration) -> String {
@@ -844,10 +657,7 @@ fn plural(n: usize) -> &'static str {
 }
 
 fn indent(text: &str, prefix: &str) -> String {
-    text.lines()
-        .map(|l| format!("{prefix}{l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    text.lines().map(|l| format!("{prefix}{l}")).collect::<Vec<_>>().join("\n")
 }
 
 #[cfg(test)]

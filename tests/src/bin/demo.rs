@@ -87,7 +87,12 @@ async fn main() {
 /// enrichment added (the whole event is a screen wide).
 fn summarise_product(payload: &[u8]) -> Option<String> {
     let e: serde_json::Value = serde_json::from_slice(payload).ok()?;
-    let tags: Vec<String> = e.get("tags")?.as_array()?.iter().map(|t| format!("{} {:.2}", t["tag"].as_str().unwrap_or("?"), t["score"].as_f64().unwrap_or(0.0))).collect();
+    let tags: Vec<String> = e
+        .get("tags")?
+        .as_array()?
+        .iter()
+        .map(|t| format!("{} {:.2}", t["tag"].as_str().unwrap_or("?"), t["score"].as_f64().unwrap_or(0.0)))
+        .collect();
     let shop = match e.get("shop") {
         Some(shop) => format!("{} ({})", shop["name"].as_str().unwrap_or("?"), shop["country"].as_str().unwrap_or("?")),
         None => format!("shop {} missing", e["shop_id"]),
@@ -112,7 +117,10 @@ fn summarise_product(payload: &[u8]) -> Option<String> {
 /// weir's default compile cache: `$XDG_CACHE_HOME/weir`, else `~/.cache/weir`.
 fn default_cache_dir() -> PathBuf {
     let absolute = |var: &str| std::env::var_os(var).map(PathBuf::from).filter(|p| p.is_absolute());
-    absolute("XDG_CACHE_HOME").or_else(|| absolute("HOME").map(|h| h.join(".cache"))).unwrap_or_else(std::env::temp_dir).join("weir")
+    absolute("XDG_CACHE_HOME")
+        .or_else(|| absolute("HOME").map(|h| h.join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("weir")
 }
 
 /// The names of the example pipeline files in `pipelines/`.

@@ -171,13 +171,7 @@ pub async fn collect_for(sub: &mut Subscriber, window: Duration) -> Vec<Message>
 
 /// Like [`collect`], but panics unless exactly `n` messages arrive within
 /// `timeout` and nothing else during the following `quiet` period.
-pub async fn collect_exactly(
-    sub: &mut Subscriber,
-    what: &str,
-    n: usize,
-    timeout: Duration,
-    quiet: Duration,
-) -> Vec<Message> {
+pub async fn collect_exactly(sub: &mut Subscriber, what: &str, n: usize, timeout: Duration, quiet: Duration) -> Vec<Message> {
     let started = Instant::now();
     let mut seen = collect(sub, n, timeout).await;
     assert_eq!(seen.len(), n, "{what}: expected {n} messages within {timeout:?}, got {}", seen.len());
@@ -200,8 +194,7 @@ pub fn header(message: &Message, name: &str) -> Option<String> {
 
 /// The payload parsed as JSON; panics with the payload if it is not JSON.
 pub fn json(message: &Message) -> Value {
-    serde_json::from_slice(&message.payload)
-        .unwrap_or_else(|e| panic!("payload on {} is not JSON ({e}): {}", message.subject, describe(message)))
+    serde_json::from_slice(&message.payload).unwrap_or_else(|e| panic!("payload on {} is not JSON ({e}): {}", message.subject, describe(message)))
 }
 
 /// The `id` field of a JSON payload.
@@ -218,12 +211,7 @@ pub fn describe(message: &Message) -> String {
         .flat_map(|(name, values)| values.iter().map(move |v| format!("{name}: {v}")))
         .collect();
     headers.sort();
-    format!(
-        "subject={} headers=[{}] payload={}",
-        message.subject,
-        headers.join(", "),
-        String::from_utf8_lossy(&message.payload)
-    )
+    format!("subject={} headers=[{}] payload={}", message.subject, headers.join(", "), String::from_utf8_lossy(&message.payload))
 }
 
 /// Creates a file-backed stream `name` over `subjects` (duplicate window:
@@ -296,11 +284,7 @@ pub async fn read_stream(js: &jetstream::Context, name: &str) -> Vec<Message> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut messages = Vec::with_capacity(expected);
     while messages.len() < expected {
-        assert!(
-            Instant::now() < deadline,
-            "reading stream {name}: got {} of {expected} messages within 30s",
-            messages.len()
-        );
+        assert!(Instant::now() < deadline, "reading stream {name}: got {} of {expected} messages within 30s", messages.len());
         let mut batch = consumer
             .batch()
             .max_messages((expected - messages.len()).min(1000))
@@ -319,7 +303,10 @@ pub async fn read_stream(js: &jetstream::Context, name: &str) -> Vec<Message> {
 /// The state of consumer `durable` on `stream`.
 pub async fn consumer_info(js: &jetstream::Context, stream: &str, durable: &str) -> Result<consumer::Info, String> {
     let stream_handle = js.get_stream(stream).await.map_err(|e| format!("get stream {stream}: {e}"))?;
-    stream_handle.consumer_info(durable).await.map_err(|e| format!("consumer {durable} on {stream}: {e}"))
+    stream_handle
+        .consumer_info(durable)
+        .await
+        .map_err(|e| format!("consumer {durable} on {stream}: {e}"))
 }
 
 /// Waits until consumer `durable` on `stream` has nothing pending: every
@@ -332,11 +319,7 @@ pub async fn wait_consumer_done(js: &jetstream::Context, stream: &str, durable: 
         } else {
             Err(format!(
                 "num_pending={} num_ack_pending={} delivered={} ack_floor={} redelivered={}",
-                info.num_pending,
-                info.num_ack_pending,
-                info.delivered.stream_sequence,
-                info.ack_floor.stream_sequence,
-                info.num_redelivered
+                info.num_pending, info.num_ack_pending, info.delivered.stream_sequence, info.ack_floor.stream_sequence, info.num_redelivered
             ))
         }
     })

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 
+use super::TempDir;
 use super::output::Output;
 use super::server::{free_port, nats_server_binary};
-use super::TempDir;
 
 const NODE_READY_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -66,7 +66,11 @@ impl NatsCluster {
 
     /// Every node's URL, comma-separated, as `[nats] url` takes them.
     pub fn urls(&self) -> String {
-        self.nodes.iter().map(|n| format!("nats://127.0.0.1:{}", n.client_port)).collect::<Vec<_>>().join(",")
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.client_port))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The names of the nodes (`n1`, `n2`, `n3`).

@@ -88,7 +88,10 @@ pub fn stage(name: &str, plugin: &str, config: &str) -> String {
 
 /// The repository's root directory.
 pub fn repo_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_path_buf()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
 }
 
 /// The example pipeline `pipelines/<file>`, ready to run from the harness's

@@ -85,13 +85,7 @@ impl NatsServerBuilder {
 
     /// Starts the server and waits until it accepts connections.
     pub fn start(self) -> NatsServer {
-        let mut server = NatsServer {
-            child: None,
-            output: None,
-            port: self.port,
-            auth: self.auth,
-            store: TempDir::new("nats"),
-        };
+        let mut server = NatsServer { child: None, output: None, port: self.port, auth: self.auth, store: TempDir::new("nats") };
         server.start();
         server
     }

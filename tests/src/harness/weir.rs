@@ -33,16 +33,10 @@ fn find_or_build_weir() -> PathBuf {
         .unwrap_or_else(|| panic!("unexpected test executable path {}", exe.display()))
         .to_path_buf();
     let bin = profile_dir.join(format!("weir{}", std::env::consts::EXE_SUFFIX));
-    if let (Some(cargo), Some(target_dir), Some(profile)) =
-        (std::env::var_os("CARGO"), profile_dir.parent(), profile_dir.file_name())
-    {
+    if let (Some(cargo), Some(target_dir), Some(profile)) = (std::env::var_os("CARGO"), profile_dir.parent(), profile_dir.file_name()) {
         build_weir(&cargo, target_dir, &profile.to_string_lossy());
     }
-    assert!(
-        bin.is_file(),
-        "the weir binary is missing at {}: run `cargo build --release -p weir` (or set WEIR_BIN)",
-        bin.display()
-    );
+    assert!(bin.is_file(), "the weir binary is missing at {}: run `cargo build --release -p weir` (or set WEIR_BIN)", bin.display());
     bin
 }
 
@@ -76,8 +70,7 @@ fn build_weir(cargo: &OsString, target_dir: &Path, profile: &str) {
         if key.starts_with("CARGO_PKG_")
             || key.starts_with("CARGO_MANIFEST_")
             || key.starts_with("CARGO_BIN_EXE_")
-            || ["OUT_DIR", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "CARGO_BIN_NAME"]
-                .contains(&key.as_ref())
+            || ["OUT_DIR", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "CARGO_BIN_NAME"].contains(&key.as_ref())
         {
             command.env_remove(key.as_ref());
         }
@@ -352,11 +345,7 @@ impl Weir {
                 let _ = output.wait_closed(Duration::from_millis(200));
                 panic!("[{}] weir exited before it printed `ready:`; its stderr:\n{}", self.label, self.stderr())
             }
-            Err(WaitError::Timeout) => panic!(
-                "[{}] weir did not print `ready:` within {READY_TIMEOUT:?}; its stderr:\n{}",
-                self.label,
-                self.stderr()
-            ),
+            Err(WaitError::Timeout) => panic!("[{}] weir did not print `ready:` within {READY_TIMEOUT:?}; its stderr:\n{}", self.label, self.stderr()),
         }
     }
 

@@ -20,11 +20,7 @@ pub(super) struct Found {
 ///
 /// Every table is searched, not only those whose span contains the target: a `[table]`
 /// header's span covers the header only, and its keys follow it.
-pub(super) fn find_key(
-    root: &DeTable<'_>,
-    span: &Range<usize>,
-    prefer: Option<&str>,
-) -> Option<Found> {
+pub(super) fn find_key(root: &DeTable<'_>, span: &Range<usize>, prefer: Option<&str>) -> Option<Found> {
     struct Best {
         path: String,
         len: usize,
@@ -32,24 +28,13 @@ pub(super) fn find_key(
         value_type: Option<&'static str>,
     }
     fn contains(outer: &Range<usize>, inner: &Range<usize>) -> bool {
-        if inner.is_empty() {
-            outer.start <= inner.start && inner.start < outer.end
-        } else {
-            outer.start <= inner.start && inner.end <= outer.end
-        }
+        if inner.is_empty() { outer.start <= inner.start && inner.start < outer.end } else { outer.start <= inner.start && inner.end <= outer.end }
     }
     struct Search<'a> {
         target: &'a Range<usize>,
         prefer: Option<&'a str>,
     }
-    fn consider(
-        best: &mut Option<Best>,
-        search: &Search<'_>,
-        candidate: Range<usize>,
-        path: &str,
-        depth: usize,
-        value_type: Option<&'static str>,
-    ) {
+    fn consider(best: &mut Option<Best>, search: &Search<'_>, candidate: Range<usize>, path: &str, depth: usize, value_type: Option<&'static str>) {
         if !contains(&candidate, search.target) {
             return;
         }
@@ -62,89 +47,41 @@ pub(super) fn find_key(
             Some(b) => depth > b.depth,
         };
         if better {
-            *best = Some(Best {
-                path: path.to_owned(),
-                len,
-                depth,
-                value_type,
-            });
+            *best = Some(Best { path: path.to_owned(), len, depth, value_type });
         }
     }
-    fn walk_value(
-        value: &toml::Spanned<DeValue<'_>>,
-        path: &str,
-        depth: usize,
-        search: &Search<'_>,
-        best: &mut Option<Best>,
-    ) {
+    fn walk_value(value: &toml::Spanned<DeValue<'_>>, path: &str, depth: usize, search: &Search<'_>, best: &mut Option<Best>) {
         match value.get_ref() {
             DeValue::Table(table) => walk_table(table, path, depth + 1, search, best),
             DeValue::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     let item_path = format!("{path}[{i}]");
-                    consider(
-                        best,
-                        search,
-                        item.span(),
-                        &item_path,
-                        depth + 1,
-                        Some(item.get_ref().type_str()),
-                    );
+                    consider(best, search, item.span(), &item_path, depth + 1, Some(item.get_ref().type_str()));
                     walk_value(item, &item_path, depth + 1, search, best);
                 }
             }
             _ => {}
         }
     }
-    fn walk_table(
-        table: &DeTable<'_>,
-        prefix: &str,
-        depth: usize,
-        search: &Search<'_>,
-        best: &mut Option<Best>,
-    ) {
+    fn walk_table(table: &DeTable<'_>, prefix: &str, depth: usize, search: &Search<'_>, best: &mut Option<Best>) {
         for (key, value) in table.iter() {
             let path = join_key(prefix, key.get_ref());
             consider(best, search, key.span(), &path, depth, None);
-            consider(
-                best,
-                search,
-                value.span(),
-                &path,
-                depth,
-                Some(value.get_ref().type_str()),
-            );
+            consider(best, search, value.span(), &path, depth, Some(value.get_ref().type_str()));
             walk_value(value, &path, depth, search, best);
         }
     }
     let mut best = None;
-    let search = Search {
-        target: span,
-        prefer,
-    };
+    let search = Search { target: span, prefer };
     walk_table(root, "", 0, &search, &mut best);
-    best.map(|b| Found {
-        path: Some(b.path),
-        value_type: b.value_type,
-    })
+    best.map(|b| Found { path: Some(b.path), value_type: b.value_type })
 }
 
 /// Appends a key to a dotted path, quoting keys that are not bare TOML keys.
 pub(crate) fn join_key(prefix: &str, key: &str) -> String {
-    let bare = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    let key = if bare {
-        key.to_owned()
-    } else {
-        format!("{key:?}")
-    };
-    if prefix.is_empty() {
-        key
-    } else {
-        format!("{prefix}.{key}")
-    }
+    let bare = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let key = if bare { key.to_owned() } else { format!("{key:?}") };
+    if prefix.is_empty() { key } else { format!("{prefix}.{key}") }
 }
 
 pub(super) fn strip_indices(path: &str) -> String {

@@ -8,9 +8,7 @@ pub(super) fn mask_line(line: &str) -> String {
     let line = mask_urls(line);
     if let Some((key, value)) = line.split_once('=') {
         let name = key.trim().trim_matches(['"', '\'']).to_ascii_lowercase();
-        let secret = ["token", "password", "secret"]
-            .iter()
-            .any(|s| name.contains(s) || distance(&name, s) <= 2);
+        let secret = ["token", "password", "secret"].iter().any(|s| name.contains(s) || distance(&name, s) <= 2);
         if secret && !value.trim().is_empty() {
             let indent = &value[..value.len() - value.trim_start().len()];
             return format!("{key}={indent}\"***\"");
@@ -26,9 +24,7 @@ pub(crate) fn mask_urls(text: &str) -> String {
     while let Some(at) = rest.find("://") {
         let (head, tail) = rest.split_at(at + 3);
         out.push_str(head);
-        let authority_end = tail
-            .find(|c: char| matches!(c, '/' | '"' | '\'' | ',') || c.is_whitespace())
-            .unwrap_or(tail.len());
+        let authority_end = tail.find(|c: char| matches!(c, '/' | '"' | '\'' | ',') || c.is_whitespace()).unwrap_or(tail.len());
         match tail[..authority_end].rfind('@') {
             Some(userinfo_end) => {
                 out.push_str("***");
@@ -51,10 +47,7 @@ mod tests {
         assert_eq!(mask_line("tokn = \"s3cret\""), "tokn = \"***\"");
         assert_eq!(mask_line("  password=\"x\""), "  password=\"***\"");
         assert_eq!(mask_line("user = \"weir\""), "user = \"weir\"");
-        assert_eq!(
-            mask_line("url = \"nats://u:p@a:4222, tls://b:4222\""),
-            "url = \"nats://***@a:4222, tls://b:4222\""
-        );
+        assert_eq!(mask_line("url = \"nats://u:p@a:4222, tls://b:4222\""), "url = \"nats://***@a:4222, tls://b:4222\"");
         assert_eq!(mask_urls("nats://a:4222"), "nats://a:4222");
     }
 }

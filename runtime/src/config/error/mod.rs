@@ -39,10 +39,7 @@ pub struct InvalidValue {
 
 impl InvalidValue {
     pub(crate) fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            help: None,
-        }
+        Self { message: message.into(), help: None }
     }
 
     pub(crate) fn with_help(mut self, help: impl Into<String>) -> Self {
@@ -138,15 +135,7 @@ impl fmt::Display for ConfigError {
 impl ConfigError {
     /// An error about a whole file, with no position in it (I/O, duplicate files).
     pub fn file(file: &Path, message: impl Into<String>) -> Self {
-        Self {
-            file: file.to_owned(),
-            line: None,
-            column: None,
-            key: None,
-            message: message.into(),
-            help: None,
-            snippet: None,
-        }
+        Self { file: file.to_owned(), line: None, column: None, key: None, message: message.into(), help: None, snippet: None }
     }
 
     /// `FILE: cannot read file: REASON`, without the `(os error N)` noise. `what` is
@@ -167,11 +156,7 @@ impl ConfigError {
 
     /// Where the error is, if it has a line.
     pub fn location(&self) -> Option<Location> {
-        Some(Location {
-            file: self.file.clone(),
-            line: self.line?,
-            column: self.column.unwrap_or(1),
-        })
+        Some(Location { file: self.file.clone(), line: self.line?, column: self.column.unwrap_or(1) })
     }
 }
 

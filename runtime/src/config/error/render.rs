@@ -25,14 +25,7 @@ pub(super) fn render(e: &ConfigError, f: &mut fmt::Formatter<'_>) -> fmt::Result
         let gutter = snippet.line.to_string().len();
         write!(f, "\n{:gutter$} |", "")?;
         write!(f, "\n{} | {}", snippet.line, snippet.text)?;
-        write!(
-            f,
-            "\n{:gutter$} | {:pad$}{}",
-            "",
-            "",
-            "^".repeat(snippet.width.max(1)),
-            pad = snippet.column.saturating_sub(1)
-        )?;
+        write!(f, "\n{:gutter$} | {:pad$}{}", "", "", "^".repeat(snippet.width.max(1)), pad = snippet.column.saturating_sub(1))?;
     }
     Ok(())
 }
@@ -48,21 +41,12 @@ mod tests {
         let text = "[[stages]]\nlimits = { timeout = \"fast\", memory = \"64MiB\" }\n";
         let source = SourceFile::new(Path::new("pipelines/views.toml"), text);
         let start = text.find("\"fast\"").unwrap_or_default();
-        let error = source.error_at(
-            start..start + 6,
-            "stages[0].limits.timeout",
-            "invalid duration \"fast\"",
-            Some("write a number and a unit".to_owned()),
-        );
+        let error = source.error_at(start..start + 6, "stages[0].limits.timeout", "invalid duration \"fast\"", Some("write a number and a unit".to_owned()));
         assert_eq!(
             error.to_string(),
             "pipelines/views.toml:2:22: stages[0].limits.timeout: invalid duration \"fast\"\n  help: write a number and a unit\n  |\n2 | limits = { timeout = \"fast\", memory = \"64MiB\" }\n  |                      ^^^^^^"
         );
-        let io = ConfigError::io(
-            Path::new("x.toml"),
-            "file",
-            &std::io::Error::from(std::io::ErrorKind::NotFound),
-        );
+        let io = ConfigError::io(Path::new("x.toml"), "file", &std::io::Error::from(std::io::ErrorKind::NotFound));
         assert_eq!(io.to_string(), "x.toml: cannot read file: entity not found");
     }
 }

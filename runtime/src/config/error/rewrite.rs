@@ -14,27 +14,13 @@ fn backticked(message: &str) -> Vec<&str> {
 fn missing_key_help(table: &str, key: &str) -> Option<&'static str> {
     Some(match (table, key) {
         ("", "name") => "every pipeline needs a unique name, like name = \"product-views\"",
-        ("", "source") => {
-            "add a [source] table with the subject to read from, like subject = \"orders.created\""
-        }
-        ("", "sink") => {
-            "add a [sink] table with the subject to publish to, like subject = \"processed.{subject}\""
-        }
-        ("source", "subject") => {
-            "add the NATS subject to read from, like subject = \"orders.created\""
-        }
-        ("sink", "subject") => {
-            "add the NATS subject to publish results to, like subject = \"processed.{subject}\""
-        }
-        ("dead_letter", "subject") => {
-            "add the NATS subject for failed events, like subject = \"weir.dlq.orders\""
-        }
-        ("stages[]", "name") => {
-            "every stage needs a name, unique within the pipeline, like name = \"enrich\""
-        }
-        ("stages[]", "plugin") => {
-            "add the path of the stage's .wasm component, like plugin = \"plugins/enrich.wasm\""
-        }
+        ("", "source") => "add a [source] table with the subject to read from, like subject = \"orders.created\"",
+        ("", "sink") => "add a [sink] table with the subject to publish to, like subject = \"processed.{subject}\"",
+        ("source", "subject") => "add the NATS subject to read from, like subject = \"orders.created\"",
+        ("sink", "subject") => "add the NATS subject to publish results to, like subject = \"processed.{subject}\"",
+        ("dead_letter", "subject") => "add the NATS subject for failed events, like subject = \"weir.dlq.orders\"",
+        ("stages[]", "name") => "every stage needs a name, unique within the pipeline, like name = \"enrich\"",
+        ("stages[]", "plugin") => "add the path of the stage's .wasm component, like plugin = \"plugins/enrich.wasm\"",
         _ => return None,
     })
 }
@@ -43,11 +29,7 @@ fn missing_key_help(table: &str, key: &str) -> Option<&'static str> {
 const TABLE_KEYS: &[&str] = &["source", "sink"];
 
 /// Rewrites serde's stock messages; custom messages (from weir's visitors) pass through.
-pub(super) fn rewrite_serde(
-    raw: &str,
-    found: &Found,
-    text: Option<&str>,
-) -> (String, Option<String>) {
+pub(super) fn rewrite_serde(raw: &str, found: &Found, text: Option<&str>) -> (String, Option<String>) {
     if let Some(rest) = raw.strip_prefix("unknown field ") {
         let names = backticked(rest);
         let Some((unknown, valid)) = names.split_first() else {
@@ -70,11 +52,7 @@ pub(super) fn rewrite_serde(
         };
         let table = found.path.as_deref().unwrap_or_default();
         let generic = strip_indices(table);
-        let message = if table.is_empty() && TABLE_KEYS.contains(&key) {
-            format!("missing table [{key}]")
-        } else {
-            format!("missing key \"{key}\"")
-        };
+        let message = if table.is_empty() && TABLE_KEYS.contains(&key) { format!("missing table [{key}]") } else { format!("missing key \"{key}\"") };
         return (message, missing_key_help(&generic, key).map(str::to_owned));
     }
     if let Some(rest) = raw.strip_prefix("invalid type: ")
@@ -89,19 +67,10 @@ pub(super) fn rewrite_serde(
         && let Some((_, expected)) = rest.split_once(", expected ")
     {
         let value = text.map_or_else(|| "value".to_owned(), |t| t.trim().to_owned());
-        return (
-            format!(
-                "invalid value {value}: expected {}",
-                expected_phrase(expected)
-            ),
-            None,
-        );
+        return (format!("invalid value {value}: expected {}", expected_phrase(expected)), None);
     }
     if raw == "integer number overflowed" {
-        return (
-            "integer is too large".to_owned(),
-            Some("integers must fit in 64 bits".to_owned()),
-        );
+        return ("integer is too large".to_owned(), Some("integers must fit in 64 bits".to_owned()));
     }
     split_help(raw)
 }
@@ -109,9 +78,7 @@ pub(super) fn rewrite_serde(
 /// Describes what was found for an "invalid type" message, preferring the TOML type from
 /// the tree: serde sees a TOML datetime as a map, which would read "found a table".
 fn describe_found(unexpected: &str, found: &Found, text: Option<&str>) -> String {
-    let text = text
-        .map(str::trim)
-        .filter(|t| !t.is_empty() && t.len() <= 60 && !t.contains('\n'));
+    let text = text.map(str::trim).filter(|t| !t.is_empty() && t.len() <= 60 && !t.contains('\n'));
     match (found.value_type, text) {
         (Some("table"), _) => "a table".to_owned(),
         (Some("array"), _) => "an array".to_owned(),
@@ -123,11 +90,7 @@ fn describe_found(unexpected: &str, found: &Found, text: Option<&str>) -> String
 
 /// Serde's "expected" phrases for std types, in TOML words.
 fn expected_phrase(expected: &str) -> String {
-    let integer = |t: &str| {
-        ["8", "16", "32", "64", "128", "size"]
-            .iter()
-            .any(|bits| t.len() > 1 && &t[1..] == *bits)
-    };
+    let integer = |t: &str| ["8", "16", "32", "64", "128", "size"].iter().any(|bits| t.len() > 1 && &t[1..] == *bits);
     match expected {
         e if e.starts_with('u') && integer(e) => "a non-negative integer".to_owned(),
         e if e.starts_with('i') && integer(e) => "an integer".to_owned(),
@@ -150,29 +113,16 @@ fn type_help(expected: &str, found: &Found, text: Option<&str>) -> Option<String
     match found.value_type? {
         "string" if expected.contains("integer") => {
             let inner = text.trim_matches(['"', '\'']);
-            inner
-                .parse::<i64>()
-                .is_ok()
-                .then(|| format!("write the number without quotes: {key} = {inner}"))
+            inner.parse::<i64>().is_ok().then(|| format!("write the number without quotes: {key} = {inner}"))
         }
         "string" if expected.contains("boolean") => {
             let inner = text.trim_matches(['"', '\'']);
-            matches!(inner, "true" | "false")
-                .then(|| format!("write true or false without quotes: {key} = {inner}"))
+            matches!(inner, "true" | "false").then(|| format!("write true or false without quotes: {key} = {inner}"))
         }
-        "integer" | "float" | "boolean" | "datetime" if expected.contains("string") => {
-            Some(format!("put the value in quotes: {key} = \"{text}\""))
-        }
-        "array" if expected == "a table" => Some(format!(
-            "write [{key}] for a table; [[{key}]] makes an array of tables"
-        )),
-        "table" if expected == "an array" => Some(format!(
-            "write [[{key}]] (double brackets) for each entry of an array of tables"
-        )),
-        _ if key == "config" && expected == "a table" => Some(
-            "write the stage's settings as a table, like config = { model = \"fashion.onnx\" }"
-                .to_owned(),
-        ),
+        "integer" | "float" | "boolean" | "datetime" if expected.contains("string") => Some(format!("put the value in quotes: {key} = \"{text}\"")),
+        "array" if expected == "a table" => Some(format!("write [{key}] for a table; [[{key}]] makes an array of tables")),
+        "table" if expected == "an array" => Some(format!("write [[{key}]] (double brackets) for each entry of an array of tables")),
+        _ if key == "config" && expected == "a table" => Some("write the stage's settings as a table, like config = { model = \"fashion.onnx\" }".to_owned()),
         _ => None,
     }
 }
@@ -180,45 +130,27 @@ fn type_help(expected: &str, found: &Found, text: Option<&str>) -> Option<String
 /// Rewrites parser messages: they are terse ("unclosed table, expected `]`"), and an
 /// unquoted string is reported as whatever its first character suggested ("invalid
 /// boolean" for `subject = tracking.x`).
-pub(super) fn rewrite_syntax(
-    raw: &str,
-    found: &Found,
-    text: Option<&str>,
-) -> (String, Option<String>) {
+pub(super) fn rewrite_syntax(raw: &str, found: &Found, text: Option<&str>) -> (String, Option<String>) {
     let (description, expected) = match raw.split_once(", expected ") {
         Some((d, e)) => (d, Some(e)),
         None => (raw, None),
     };
-    let key = found
-        .path
-        .as_deref()
-        .and_then(|p| p.rsplit('.').next())
-        .unwrap_or("key");
+    let key = found.path.as_deref().and_then(|p| p.rsplit('.').next()).unwrap_or("key");
     let token = text.map(str::trim).unwrap_or_default();
     if looks_unquoted(description, token) {
-        return (
-            "invalid TOML: string values must be quoted".to_owned(),
-            Some(format!("put the value in quotes: {key} = \"{token}\"")),
-        );
+        return ("invalid TOML: string values must be quoted".to_owned(), Some(format!("put the value in quotes: {key} = \"{token}\"")));
     }
     let help = match description {
-        "duplicate key" => {
-            Some("a key can be set only once in a table, and a table defined only once".to_owned())
-        }
+        "duplicate key" => Some("a key can be set only once in a table, and a table defined only once".to_owned()),
         "unclosed table" => Some("close the table header with \"]\", like [source]".to_owned()),
         "unclosed array table" => Some("close the header with \"]]\", like [[stages]]".to_owned()),
         "unclosed inline table" => Some("close the inline table with \"}\"".to_owned()),
         "unclosed array" => Some("close the array with \"]\"".to_owned()),
-        "missing comma between array elements" => {
-            Some("separate array elements with commas".to_owned())
+        "missing comma between array elements" => Some("separate array elements with commas".to_owned()),
+        "missing comma between key-value pairs" => Some("separate the keys of an inline table with commas".to_owned()),
+        "invalid basic string" | "invalid literal string" => {
+            Some("close the string with a quote on the same line (use \"\"\" for a multi-line string)".to_owned())
         }
-        "missing comma between key-value pairs" => {
-            Some("separate the keys of an inline table with commas".to_owned())
-        }
-        "invalid basic string" | "invalid literal string" => Some(
-            "close the string with a quote on the same line (use \"\"\" for a multi-line string)"
-                .to_owned(),
-        ),
         _ => expected.map(|e| format!("expected {e}")),
     };
     let description = match description {
@@ -252,8 +184,8 @@ fn looks_unquoted(description: &str, token: &str) -> bool {
     scalar_error
         && !token.is_empty()
         && token.len() <= 80
-        && token.chars().all(|c| {
-            c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '*' | '>' | '/' | '+')
-        })
+        && token
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '*' | '>' | '/' | '+'))
         && token.chars().any(char::is_alphabetic)
 }

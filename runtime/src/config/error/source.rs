@@ -20,20 +20,12 @@ pub(crate) struct SourceFile<'a> {
 
 impl<'a> SourceFile<'a> {
     pub(crate) fn new(path: &'a Path, text: &'a str) -> Self {
-        Self {
-            path,
-            text,
-            secrets: false,
-        }
+        Self { path, text, secrets: false }
     }
 
     /// A file that may hold secrets (`weir.toml`).
     pub(crate) fn with_secrets(path: &'a Path, text: &'a str) -> Self {
-        Self {
-            path,
-            text,
-            secrets: true,
-        }
+        Self { path, text, secrets: true }
     }
 
     /// 1-based line and character column of a byte offset.
@@ -50,21 +42,11 @@ impl<'a> SourceFile<'a> {
 
     pub(crate) fn location(&self, span: &Range<usize>) -> Location {
         let (line, column, _) = self.position(span.start);
-        Location {
-            file: self.path.to_owned(),
-            line,
-            column,
-        }
+        Location { file: self.path.to_owned(), line, column }
     }
 
     /// An error at `span` (or about the whole file when `None`).
-    pub(crate) fn error(
-        &self,
-        span: Option<Range<usize>>,
-        key: Option<String>,
-        message: impl Into<String>,
-        help: Option<String>,
-    ) -> ConfigError {
+    pub(crate) fn error(&self, span: Option<Range<usize>>, key: Option<String>, message: impl Into<String>, help: Option<String>) -> ConfigError {
         let mut message = message.into();
         if self.secrets {
             message = mask_urls(&message);
@@ -74,11 +56,7 @@ impl<'a> SourceFile<'a> {
         error.help = help;
         if let Some(span) = span {
             let (line, column, line_start) = self.position(span.start);
-            let line_text = self.text[line_start..]
-                .split('\n')
-                .next()
-                .unwrap_or_default()
-                .trim_end_matches('\r');
+            let line_text = self.text[line_start..].split('\n').next().unwrap_or_default().trim_end_matches('\r');
             let masked;
             let line_text = if self.secrets {
                 masked = mask_line(line_text);
@@ -88,31 +66,17 @@ impl<'a> SourceFile<'a> {
             };
             let line_chars = line_text.chars().count();
             let span_end = span.end.clamp(span.start, self.text.len());
-            let span_chars = self
-                .text
-                .get(span.start..span_end)
-                .map_or(0, |s| s.chars().count());
+            let span_chars = self.text.get(span.start..span_end).map_or(0, |s| s.chars().count());
             // Spans over several lines are underlined to the end of the first one.
             let width = span_chars.min(line_chars.saturating_sub(column - 1)).max(1);
             error.line = Some(line);
             error.column = Some(column);
-            error.snippet = Some(Snippet {
-                line,
-                text: line_text.replace('\t', " "),
-                column,
-                width,
-            });
+            error.snippet = Some(Snippet { line, text: line_text.replace('\t', " "), column, width });
         }
         error
     }
 
-    pub(crate) fn error_at(
-        &self,
-        span: Range<usize>,
-        key: impl Into<String>,
-        message: impl Into<String>,
-        help: Option<String>,
-    ) -> ConfigError {
+    pub(crate) fn error_at(&self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>, help: Option<String>) -> ConfigError {
         self.error(Some(span), Some(key.into()), message, help)
     }
 
@@ -129,22 +93,14 @@ impl<'a> SourceFile<'a> {
         // points at a token (a bad value, a duplicate key), not at a gap between tokens.
         // `[[sink]]` has the same span as the array and as its first table: when serde
         // complains about a sequence, the array is meant.
-        let prefer = if error.message().starts_with("invalid type: sequence") {
-            Some("array")
-        } else {
-            None
-        };
+        let prefer = if error.message().starts_with("invalid type: sequence") { Some("array") } else { None };
         let found = span
             .as_ref()
             .filter(|s| !syntax || !s.is_empty())
             .and_then(|s| find_key(tree.get_ref(), s, prefer))
             .unwrap_or_default();
         let text = span.as_ref().map(|s| self.slice(s));
-        let (message, help) = if syntax {
-            rewrite_syntax(error.message(), &found, text)
-        } else {
-            rewrite_serde(error.message(), &found, text)
-        };
+        let (message, help) = if syntax { rewrite_syntax(error.message(), &found, text) } else { rewrite_serde(error.message(), &found, text) };
         // Missing keys are reported at the table that lacks them, so the key is the table.
         self.error(span, found.path, message, help)
     }

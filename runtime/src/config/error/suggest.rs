@@ -37,10 +37,7 @@ mod tests {
         assert_eq!(suggest("tmieout", &["timeout", "memory"]), Some("timeout"));
         assert_eq!(suggest("colour", &["timeout", "memory"]), None);
         // The nearest wins, and a tie goes to the first candidate.
-        assert_eq!(
-            suggest("sbuject", &["subjects", "subject"]),
-            Some("subject")
-        );
+        assert_eq!(suggest("sbuject", &["subjects", "subject"]), Some("subject"));
         assert_eq!(suggest("ab", &["ax", "ay"]), Some("ax"));
         assert_eq!(suggest("", &["a"]), None);
     }
