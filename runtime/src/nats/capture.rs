@@ -36,10 +36,13 @@ pub struct Captures {
     inner: Arc<Inner>,
 }
 
+/// Every stream with its subject filters.
+type Streams = Arc<Vec<(String, Vec<String>)>>;
+
 #[derive(Default)]
 struct Inner {
     /// (stream, its subject filters).
-    streams: RwLock<Arc<Vec<(String, Vec<String>)>>>,
+    streams: RwLock<Streams>,
     remembered: Mutex<HashMap<String, Option<Arc<str>>>>,
 }
 

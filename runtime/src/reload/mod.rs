@@ -18,6 +18,7 @@
 //!     start, the old one is started again (`rolled_back`).
 //!   - add, then remove: a renamed file's new pipeline starts before the
 //!     old one drains.
+//!
 //!   A step that fails leaves what ran before running; the error is logged,
 //!   counted (`weir_reloads_total{result}`) and returned to `weir reload`.
 //! - `watch`: the file watcher and SIGHUP, which only trigger reloads.

@@ -121,7 +121,7 @@ impl KvSource for CaseKv {
 /// The engine `weir test` runs cases with, and its switchable KV.
 pub fn engine(cache_dir: Option<PathBuf>) -> anyhow::Result<(Engine, Arc<CaseKv>)> {
     let kv = Arc::new(CaseKv::default());
-    let engine = Engine::new(&EngineOptions { cache_dir, kv: Some(kv.clone() as Arc<dyn KvSource>) })?;
+    let engine = Engine::new(&EngineOptions { cache_dir, cache_size: None, kv: Some(kv.clone() as Arc<dyn KvSource>) })?;
     Ok((engine, kv))
 }
 

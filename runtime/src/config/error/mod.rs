@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de;
 
+pub(crate) use locate::join_key;
 pub(crate) use mask::mask_urls;
 pub(crate) use source::SourceFile;
 pub(crate) use suggest::suggest;
