@@ -113,7 +113,7 @@ impl Sink {
                 }
             }
             for delivery in failed {
-                delivery.nak(Duration::from_secs(1)).await;
+                hand_back(delivery, self.max_deliver, &self.name).await;
             }
             if settle.iter().all(|d| !d.can_redeliver()) && pending.iter().all(|p| matches!(p, Published::Sent)) {
                 continue;
@@ -124,6 +124,7 @@ impl Sink {
             let nats = self.nats.clone();
             let name = self.name.clone();
             let stats = self.metrics.clone();
+            let max_deliver = self.max_deliver;
             confirms.spawn(async move {
                 let mut ok = true;
                 let mut core = false;
@@ -144,7 +145,7 @@ impl Sink {
                     }
                 }
                 for d in settle {
-                    if ok { d.ack().await } else { d.nak(Duration::from_secs(1)).await }
+                    if ok { d.ack().await } else { hand_back(d, max_deliver, &name).await }
                 }
             });
         }
@@ -230,6 +231,29 @@ enum Settle {
     Redeliver(Duration),
 }
 
+/// Hands an input back after what it produced could not be published or
+/// confirmed (a stream electing a new leader after a node was lost, say): it
+/// is redelivered after [`publish_retry_delay`], which grows with each
+/// delivery, so that a consumer's `max_deliver` attempts span a leader
+/// election (seconds) rather than a second.
+async fn hand_back(delivery: Delivery, max_deliver: Option<u64>, pipeline: &str) {
+    if delivery.can_redeliver() && max_deliver.is_some_and(|max| delivery.delivered() >= max) {
+        tracing::error!(
+            pipeline,
+            attempt = delivery.delivered(),
+            "an input reached its consumer's max_deliver while what it produced could not be published; JetStream will not deliver it again (it stays in the stream): raise [source] max_deliver if NATS is often unavailable this long"
+        );
+    }
+    let delay = publish_retry_delay(delivery.delivered());
+    delivery.nak(delay).await;
+}
+
+/// Backoff after a failed publish: 2 s, 4 s, 8 s … capped at 30 s; the
+/// default five deliveries span about 30 s.
+fn publish_retry_delay(delivered: u64) -> Duration {
+    retry_delay(delivered).saturating_mul(8).min(Duration::from_secs(30))
+}
+
 /// Backoff for `retry`: 250 ms, 500 ms, 1 s … capped at 30 s.
 fn retry_delay(delivered: u64) -> Duration {
     Duration::from_millis(250u64.saturating_mul(1 << delivered.saturating_sub(1).min(7))).min(Duration::from_secs(30))
@@ -246,6 +270,13 @@ fn strip_server_directives(event: &mut Event) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn publish_failures_back_off_longer() {
+        assert_eq!(publish_retry_delay(1), Duration::from_secs(2));
+        assert_eq!(publish_retry_delay(4), Duration::from_secs(16));
+        assert_eq!(publish_retry_delay(9), Duration::from_secs(30));
+    }
 
     #[test]
     fn retry_backoff_grows_and_caps() {

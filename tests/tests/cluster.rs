@@ -15,22 +15,47 @@ fn malformed(id: u64) -> bool {
 }
 
 /// Publishes `ids` to `in.orders` with acks and `Nats-Msg-Id` = `in-<id>`;
-/// the malformed ones carry a text payload.
+/// the malformed ones carry a text payload. A publish that the cluster does
+/// not acknowledge (a node lost mid-run) is sent again: the message id keeps
+/// it from being stored twice.
 async fn publish_inputs(js: &jetstream::Context, ids: std::ops::Range<u64>) {
-    let mut acks = std::collections::VecDeque::new();
-    for id in ids {
+    let message = |id: u64| {
         let payload = if malformed(id) { format!("not json {id}").into_bytes() } else { serde_json::to_vec(&order(id)).unwrap() };
-        let message = jetstream::message::PublishMessage::build()
+        jetstream::message::PublishMessage::build()
             .headers(test_headers(id))
             .message_id(format!("in-{id}"))
-            .payload(payload.into());
-        acks.push_back(js.send_publish("in.orders".to_string(), message).await.expect("publish an input"));
+            .payload(payload.into())
+    };
+    let mut acks = std::collections::VecDeque::new();
+    let confirm = |id: u64, ack: Result<jetstream::context::PublishAckFuture, String>| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        let mut ack = ack;
+        loop {
+            let stored = match ack {
+                Ok(future) => future.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            match stored {
+                Ok(()) => return,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("[test] input {id} not acknowledged ({e}); sending it again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    ack = js.send_publish("in.orders".to_string(), message(id)).await.map_err(|e| e.to_string());
+                }
+                Err(e) => panic!("input {id} not acknowledged within 90s: {e}"),
+            }
+        }
+    };
+    for id in ids {
+        let ack = js.send_publish("in.orders".to_string(), message(id)).await.map_err(|e| e.to_string());
+        acks.push_back((id, ack));
         if acks.len() >= 256 {
-            acks.pop_front().unwrap().await.expect("input acknowledged");
+            let (id, ack) = acks.pop_front().unwrap();
+            confirm(id, ack).await;
         }
     }
-    for ack in acks {
-        ack.await.expect("input acknowledged");
+    for (id, ack) in acks {
+        confirm(id, ack).await;
     }
 }
 
