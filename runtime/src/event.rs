@@ -114,7 +114,7 @@ pub enum ErrorKind {
     Init,
     /// The input itself could not be read (a malformed `weir exec` line).
     Malformed,
-    /// The event passed through weir pipelines [`MAX_HOPS`] times: pipelines
+    /// The event passed through weir pipelines `MAX_HOPS` (16) times: pipelines
     /// feed each other (or themselves) in a loop.
     Loop,
 }
@@ -173,13 +173,6 @@ pub mod headers {
     /// `weir-pipeline` already tells (see [`Event::hops`](super::Event::hops)).
     pub const HOPS: &str = "weir-hops";
 }
-
-/// The most weir pipelines an event may pass through: one that arrives having
-/// passed through this many is dead-lettered (kind `loop`) instead of being
-/// processed again. Chains of pipelines are far shorter; a loop through
-/// subjects (a pipeline whose outputs come back to its own source, directly
-/// or through others) reaches it in a few milliseconds.
-pub const MAX_HOPS: u32 = 16;
 
 /// An input event that failed, with the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]

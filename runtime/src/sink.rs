@@ -21,7 +21,7 @@
 //! Every output carries how many weir pipelines it has passed through (see
 //! [`Event::hops`]): `weir-hops`, from the second hop on, or always when the
 //! pipeline does not stamp `weir-pipeline`. The task that feeds the workers
-//! dead-letters an input that has looped [`MAX_HOPS`](crate::event::MAX_HOPS)
+//! dead-letters an input that has looped [`MAX_HOPS`](crate::config::MAX_HOPS)
 //! times.
 //!
 //! The sink is one tokio task per pipeline; the confirmations it waits for

@@ -17,8 +17,9 @@ use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::MAX_HOPS;
 use crate::config::Pipeline;
-use crate::event::{DeadLetter, ErrorKind, Event, MAX_HOPS};
+use crate::event::{DeadLetter, ErrorKind, Event};
 use crate::metrics::{Metrics, PipelineMetrics};
 use crate::nats::{Captures, Delivery, KvMirror, Nats, Source, check_endpoints};
 use crate::pipeline::workers::{Done, Workers};

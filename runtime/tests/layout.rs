@@ -129,7 +129,9 @@ fn foreign_types_stay_in_their_modules() {
             assert!(["engine", "event"].contains(&first), "{} uses wasmtime; only engine/ may (and event.rs its derives)", module.join("::"));
         }
         if first == "config" {
-            for foreign in ["crate::event", "crate::engine", "crate::nats", "crate::metrics", "crate::pipeline", "tokio::"] {
+            // `event` is weir's own data (events, error kinds), which test
+            // files describe; it uses nothing else of weir's.
+            for foreign in ["crate::engine", "crate::nats", "crate::metrics", "crate::pipeline", "crate::exec", "tokio::"] {
                 assert!(!code.contains(foreign), "{} uses {foreign}: config reads files and nothing else", module.join("::"));
             }
         }

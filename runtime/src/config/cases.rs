@@ -77,7 +77,7 @@ pub struct Case {
     pub kv_files: Vec<PathBuf>,
     /// `kv`: buckets written inline, `(bucket, [(key, value as JSON bytes)])`;
     /// their keys are added to (or replace those of) `kv_files`.
-    pub kv: Vec<(String, crate::exec::KvEntries)>,
+    pub kv: Vec<(String, Vec<(String, Vec<u8>)>)>,
     /// `dirs`: a directory to grant in place of the pipeline's own, by the
     /// name the stage sees it under: `("/models", fixtures/models)`.
     pub dirs: Vec<(String, PathBuf)>,

@@ -12,6 +12,13 @@
 
 use super::{Pipeline, Subject, SubjectTemplate};
 
+/// The most weir pipelines an event may pass through: one that arrives having
+/// passed through this many is dead-lettered (kind `loop`) instead of being
+/// processed again. Chains of pipelines are far shorter; a loop through
+/// subjects (a pipeline whose outputs come back to its own source, directly
+/// or through others) reaches it in a few milliseconds.
+pub const MAX_HOPS: u32 = 16;
+
 /// One token of a subject pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Token {

@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 pub use cases::{Budget, Case, DeadLetterExpect, Expect, OutputExpect, PayloadCheck, TestFile};
 pub use error::{ConfigError, InvalidValue, Location, Snippet};
 pub use global::{Global, MetricsConfig, NatsAuth, NatsConfig, TlsConfig};
-pub use loops::{Feedback, cycles, subjects_overlap};
+pub use loops::{Feedback, MAX_HOPS, cycles, subjects_overlap};
 pub use names::Name;
 pub use pipeline::{DeadLetterConfig, Deliver, Grants, JetStreamConfig, Limits, Pipeline, SinkConfig, SourceConfig, StageConfig};
 pub use subject::{Subject, SubjectTemplate};
@@ -171,7 +171,7 @@ fn loop_errors(pipelines: &[Pipeline], texts: &[String]) -> Vec<(usize, ConfigEr
                     format!(
                         "publish to a subject the source does not read{}; if the stages always change the subject so that nothing comes back, set allow_loops = true (an event is then stopped after {} hops)",
                         if edge.key == "sink" { ", like \"processed.{subject}\"" } else { "" },
-                        crate::event::MAX_HOPS
+                        loops::MAX_HOPS
                     ),
                 )
             } else {
@@ -179,7 +179,7 @@ fn loop_errors(pipelines: &[Pipeline], texts: &[String]) -> Vec<(usize, ConfigEr
                     format!("pipelines form a loop through their subjects: {path}"),
                     format!(
                         "make one of them publish to a subject the next does not read; if the stages always change the subject so that nothing comes back, set allow_loops = true in each (an event is then stopped after {} hops)",
-                        crate::event::MAX_HOPS
+                        loops::MAX_HOPS
                     ),
                 )
             };

@@ -38,9 +38,9 @@ pub use crate::control::{ReloadFailure, ReloadReport};
 pub use watch::DEBOUNCE;
 pub(crate) use watch::{Watcher, debounce, on_sighup};
 
+use crate::config::MAX_HOPS;
 use crate::config::{self, Pipeline};
 use crate::engine::{ContentHash, Engine};
-use crate::event::MAX_HOPS;
 use crate::nats::PipelineStatus;
 use crate::pipeline::{Blueprint, version};
 use crate::task::{PipelineHandle, ProcessContext, check_pipeline, start_pipeline};
