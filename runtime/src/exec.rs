@@ -129,8 +129,12 @@ pub fn run(
     let dead_subject = |event: &Event| options.dead_letter_subject.clone().unwrap_or_else(|| event.subject.clone());
     while let Ok(first) = rx.recv() {
         let mut lines = vec![first?];
+        // Lines already read make the batch; a line still on its way (the
+        // reader thread was not scheduled yet) gets a few milliseconds, so
+        // that a file is batched the same way on a busy machine. From an
+        // interactive stdin this adds at most that to a batch.
         while lines.len() < blueprint.batch_size() {
-            match rx.try_recv() {
+            match rx.recv_timeout(std::time::Duration::from_millis(5)) {
                 Ok(line) => lines.push(line?),
                 Err(_) => break,
             }
