@@ -212,10 +212,14 @@ impl NatsCluster {
     }
 
     async fn wait_for_meta_leader(&self) {
+        use futures::StreamExt as _;
         let (_client, js) = self.jetstream().await;
         let deadline = Instant::now() + META_LEADER_TIMEOUT;
         loop {
-            match js.query_account().await {
+            // Listing streams needs the meta leader, and reads the same on
+            // every server version (account info does not).
+            let listed = js.stream_names().next().await.transpose();
+            match listed {
                 Ok(_) => return,
                 Err(e) if Instant::now() < deadline => {
                     eprintln!("[cluster] waiting for JetStream: {e}");
