@@ -144,15 +144,11 @@ async fn dead_letters_to_a_captured_core_subject_survive_the_loss_of_their_strea
     let mut cluster = NatsCluster::start().await;
     let (_client, js) = cluster.jetstream().await;
     create_streams(&cluster, &js).await;
+    publish_inputs(&js, 0..N).await;
     let _weir = weir(&cluster, "a").start();
-    let publisher = {
-        let js = js.clone();
-        tokio::spawn(async move { publish_inputs(&js, 0..N).await })
-    };
     wait_under_way(&js, 1000).await;
     let leader = cluster.stream_leader(&js, "DLQ").await;
     cluster.kill(&leader);
-    publisher.await.expect("the publisher finishes");
     assert_every_input_once(&js, N).await;
     cluster.restart(&leader);
 }
