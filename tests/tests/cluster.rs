@@ -138,15 +138,24 @@ async fn wait_under_way(js: &jetstream::Context, n: u64) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_letters_to_a_captured_core_subject_survive_the_loss_of_their_streams_leader() {
-    const N: u64 = 8000;
-    let mut cluster = NatsCluster::start().await;
+/// How many inputs each test sends.
+const N: u64 = 8000;
+
+/// A cluster with streams IN, OUT and DLQ, every input in IN, and a weir for
+/// each of `labels` running on it, once OUT holds 1000 outputs.
+async fn under_way(labels: &[&str]) -> (NatsCluster, jetstream::Context, Vec<Weir>) {
+    let cluster = NatsCluster::start().await;
     let (_client, js) = cluster.jetstream().await;
     create_streams(&cluster, &js).await;
     publish_inputs(&js, 0..N).await;
-    let _weir = weir(&cluster, "a").start();
+    let weirs = labels.iter().map(|label| weir(&cluster, label).start()).collect();
     wait_under_way(&js, 1000).await;
+    (cluster, js, weirs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_to_a_captured_core_subject_survive_the_loss_of_their_streams_leader() {
+    let (mut cluster, js, _weirs) = under_way(&["a"]).await;
     let leader = cluster.stream_leader(&js, "DLQ").await;
     cluster.kill(&leader);
     assert_every_input_once(&js, N).await;
@@ -155,13 +164,7 @@ async fn dead_letters_to_a_captured_core_subject_survive_the_loss_of_their_strea
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_input_streams_leader_killed_mid_run_loses_and_duplicates_nothing() {
-    const N: u64 = 8000;
-    let mut cluster = NatsCluster::start().await;
-    let (_client, js) = cluster.jetstream().await;
-    create_streams(&cluster, &js).await;
-    publish_inputs(&js, 0..N).await;
-    let _weir = weir(&cluster, "a").start();
-    wait_under_way(&js, 1000).await;
+    let (mut cluster, js, _weirs) = under_way(&["a"]).await;
     let leader = cluster.stream_leader(&js, "IN").await;
     cluster.kill(&leader);
     assert_every_input_once(&js, N).await;
@@ -169,27 +172,14 @@ async fn the_input_streams_leader_killed_mid_run_loses_and_duplicates_nothing() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_of_two_weirs_killed_mid_run_loses_and_duplicates_nothing() {
-    const N: u64 = 8000;
-    let cluster = NatsCluster::start().await;
-    let (_client, js) = cluster.jetstream().await;
-    create_streams(&cluster, &js).await;
-    publish_inputs(&js, 0..N).await;
-    let mut a = weir(&cluster, "a").start();
-    let _b = weir(&cluster, "b").start();
-    wait_under_way(&js, 1000).await;
-    a.kill();
+    let (_cluster, js, mut weirs) = under_way(&["a", "b"]).await;
+    weirs[0].kill();
     assert_every_input_once(&js, N).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_cluster_restarted_mid_run_loses_and_duplicates_nothing() {
-    const N: u64 = 8000;
-    let mut cluster = NatsCluster::start().await;
-    let (_client, js) = cluster.jetstream().await;
-    create_streams(&cluster, &js).await;
-    publish_inputs(&js, 0..N).await;
-    let _weir = weir(&cluster, "a").start();
-    wait_under_way(&js, 1000).await;
+    let (mut cluster, _js, _weirs) = under_way(&["a"]).await;
     cluster.restart_all().await;
     let (_client, js) = cluster.jetstream().await;
     assert_every_input_once(&js, N).await;
