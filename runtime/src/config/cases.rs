@@ -42,6 +42,9 @@ use super::units::{format_size, parse_duration, parse_size};
 use super::{Pipeline, load_pipeline};
 use crate::event::{ErrorKind, Event};
 
+/// A KV bucket's entries: key, and value as JSON bytes.
+pub type KvEntries = Vec<(String, Vec<u8>)>;
+
 /// One test file: its cases, in the order written.
 #[derive(Debug, Clone)]
 pub struct TestFile {
@@ -77,7 +80,7 @@ pub struct Case {
     pub kv_files: Vec<PathBuf>,
     /// `kv`: buckets written inline, `(bucket, [(key, value as JSON bytes)])`;
     /// their keys are added to (or replace those of) `kv_files`.
-    pub kv: Vec<(String, Vec<(String, Vec<u8>)>)>,
+    pub kv: Vec<(String, KvEntries)>,
     /// `dirs`: a directory to grant in place of the pipeline's own, by the
     /// name the stage sees it under: `("/models", fixtures/models)`.
     pub dirs: Vec<(String, PathBuf)>,
