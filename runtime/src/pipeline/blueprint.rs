@@ -85,15 +85,7 @@ impl Blueprint {
                 reason,
             };
             let plugin = engine.load(&stage.plugin).map_err(|e| fail(e.into()))?;
-            let spec = StageSpec {
-                pipeline: name.clone(),
-                stage: stage.name.as_str().to_owned(),
-                timeout: stage.limits.timeout,
-                memory: stage.limits.memory,
-                config: stage.config.to_string(),
-                dirs: stage.grants.dirs.iter().map(|d| (d.clone(), config::Grants::guest_path(d))).collect(),
-                kv: stage.grants.kv.clone(),
-            };
+            let spec = stage_spec(pipeline, stage);
             plugin.instantiate(&spec).map_err(|e| fail(e.into()))?;
             reports.push(StageReport {
                 stage: spec.stage.clone(),
@@ -148,5 +140,19 @@ impl Blueprint {
     /// The most events handed to a stage in one call.
     pub fn batch_size(&self) -> usize {
         self.inner.batch_size
+    }
+}
+
+/// What an instance of `stage` needs to know: its names, limits, config and
+/// grants.
+pub fn stage_spec(pipeline: &config::Pipeline, stage: &config::StageConfig) -> StageSpec {
+    StageSpec {
+        pipeline: pipeline.name.as_str().to_owned(),
+        stage: stage.name.as_str().to_owned(),
+        timeout: stage.limits.timeout,
+        memory: stage.limits.memory,
+        config: stage.config.to_string(),
+        dirs: stage.grants.dirs.iter().map(|d| (d.clone(), config::Grants::guest_path(d))).collect(),
+        kv: stage.grants.kv.clone(),
     }
 }

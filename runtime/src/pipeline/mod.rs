@@ -25,5 +25,5 @@ pub mod workers;
 
 pub use version::{canonical, version};
 
-pub use blueprint::{Blueprint, BuildError, BuildFailure, StageReport};
+pub use blueprint::{Blueprint, BuildError, BuildFailure, StageReport, stage_spec};
 pub use chain::{Chain, Outcome};

@@ -22,7 +22,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::{self, Pipeline};
+use crate::config::Pipeline;
 use crate::engine::{Engine, Instance, Plugin, StageSpec};
 use crate::event::Event;
 
@@ -66,19 +66,6 @@ pub fn median(values: &[f64]) -> Option<f64> {
     Some(if sorted.len() % 2 == 1 { sorted[mid] } else { (sorted[mid - 1] + sorted[mid]) / 2.0 })
 }
 
-/// The spec of one stage, as [`Blueprint::build`](crate::pipeline::Blueprint::build) makes it.
-fn spec(pipeline: &Pipeline, stage: &config::StageConfig) -> StageSpec {
-    StageSpec {
-        pipeline: pipeline.name.as_str().to_owned(),
-        stage: stage.name.as_str().to_owned(),
-        timeout: stage.limits.timeout,
-        memory: stage.limits.memory,
-        config: stage.config.to_string(),
-        dirs: stage.grants.dirs.iter().map(|d| (d.clone(), config::Grants::guest_path(d))).collect(),
-        kv: stage.grants.kv.clone(),
-    }
-}
-
 /// Measures every stage of `pipeline` (the pipeline as the case runs it) over
 /// `inputs`. A stage whose plugin does not load or start gets no figures.
 pub fn measure(engine: &Engine, pipeline: &Pipeline, inputs: &[Event]) -> Vec<StageFigures> {
@@ -87,7 +74,7 @@ pub fn measure(engine: &Engine, pipeline: &Pipeline, inputs: &[Event]) -> Vec<St
     let mut figures = Vec::with_capacity(pipeline.stages.len());
     for stage in &pipeline.stages {
         let mut f = StageFigures { stage: stage.name.as_str().to_owned(), samples: Vec::new(), batch_size: batch, events: 0, memory: 0 };
-        let spec = spec(pipeline, stage);
+        let spec = crate::pipeline::stage_spec(pipeline, stage);
         let Ok(plugin) = engine.load(&stage.plugin) else {
             figures.push(f);
             current.clear();
