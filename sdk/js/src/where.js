@@ -6,12 +6,11 @@
 // line of the bundle that `weir build` made; the build appends a line table
 // (globalThis.__weirLines) that maps it back to the file and line written.
 
+// This file's directory, from a stack trace (import.meta is not available
+// inside componentize-js's engine): frames from here are the SDK's.
 const SDK_DIR = (() => {
-  try {
-    return new URL('.', import.meta.url).pathname;
-  } catch {
-    return '\0'; // inside the component: the line table marks SDK lines
-  }
+  const m = /(?:\(|@|at )((?:file:\/\/)?\/[^\s()]*\/)[^/\s()]+\.js:\d+:\d+/.exec(String(new Error().stack));
+  return m ? m[1].replace(/^file:\/\//, '') : '\0';
 })();
 
 const V8 = /^\s*at (?:.*? \()?(.*?):(\d+):(\d+)\)?$/;
