@@ -77,7 +77,7 @@ test('bad config is refused with the key', () => {
 
 test('the sample hits all classify', () => {
   const lines = readFileSync(new URL('../../samples/traffic.jsonl', import.meta.url), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-  const events = lines.map((l) => new Event(l.subject, typeof l.payload === 'string' ? l.payload : JSON.stringify(l.payload)));
+  const events = lines.map((l) => new Event(l.subject, l.payload_text ?? JSON.stringify(l.payload)));
   const out = run(Traffic, CONFIG, events);
   const channels = out.filter((o) => o.ok).map((o) => o.json().channel);
   assert.equal(channels.length, lines.length - 2);

@@ -79,7 +79,7 @@ def test_bad_config_is_refused_with_the_key():
 def test_the_sample_hits_all_classify():
     path = pathlib.Path(__file__).parent.parent.parent / "samples" / "traffic.jsonl"
     lines = [json.loads(line) for line in path.read_text().splitlines()]
-    events = [Event(l["subject"], json.dumps(l["payload"]) if not isinstance(l["payload"], str) else l["payload"]) for l in lines]
+    events = [Event(l["subject"], l["payload_text"] if "payload_text" in l else json.dumps(l["payload"])) for l in lines]
     out = testing.run(Traffic, CONFIG, events)
     channels = [o.json()["channel"] for o in out if o.ok]
     assert len(channels) == len(lines) - 2 and sum(1 for o in out if o.invalid) == 2

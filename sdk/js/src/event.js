@@ -48,6 +48,17 @@ function decode(bytes, what) {
   }
 }
 
+// A new event from its parts, without checking them again. (Not a private
+// method: events from weir are made with Object.create, without the
+// constructor, and private members would not exist on them.)
+function copy(subject, headers, payload) {
+  const event = Object.create(Event.prototype);
+  event.subject = subject;
+  event.headers = headers;
+  event.payload = payload;
+  return event;
+}
+
 /**
  * One message: a NATS subject, headers and a payload.
  *
@@ -96,39 +107,32 @@ export class Event {
     return this.headers.filter(([n]) => n === name).map(([, v]) => v);
   }
 
-  #copy(subject, headers, payload) {
-    const event = new Event(subject);
-    event.headers = headers;
-    event.payload = payload;
-    return event;
-  }
-
   withPayload(payload) {
-    return this.#copy(this.subject, this.headers.slice(), asBytes(payload));
+    return copy(this.subject, this.headers.slice(), asBytes(payload));
   }
 
   withJson(value) {
-    return this.#copy(this.subject, this.headers.slice(), dumps(value));
+    return copy(this.subject, this.headers.slice(), dumps(value));
   }
 
   withSubject(subject) {
-    return this.#copy(String(subject), this.headers.slice(), this.payload);
+    return copy(String(subject), this.headers.slice(), this.payload);
   }
 
   /** A copy with the header set to `value`, replacing every header of that name. */
   withHeader(name, value) {
     const headers = this.headers.filter(([n]) => n !== name);
     headers.push([name, String(value)]);
-    return this.#copy(this.subject, headers, this.payload);
+    return copy(this.subject, headers, this.payload);
   }
 
   /** A copy with one more header, after any of the same name. */
   addHeader(name, value) {
-    return this.#copy(this.subject, [...this.headers, [name, String(value)]], this.payload);
+    return copy(this.subject, [...this.headers, [name, String(value)]], this.payload);
   }
 
   withoutHeader(name) {
-    return this.#copy(this.subject, this.headers.filter(([n]) => n !== name), this.payload);
+    return copy(this.subject, this.headers.filter(([n]) => n !== name), this.payload);
   }
 
   /** Wraps an event as the bindings hand it over, without copying. */

@@ -126,8 +126,14 @@ test('init refusals', () => {
 test('the exported functions are what weir calls', () => {
   assert.deepEqual(init('{"fail": "no"}'), { tag: 'err', val: 'no' });
   assert.deepEqual(init('{}'), { tag: 'ok', val: undefined });
-  const results = process([{ subject: 's', headers: [], payload: new TextEncoder().encode('bad') }, { subject: 's', headers: [], payload: new TextEncoder().encode('drop') }]);
-  assert.deepEqual(results, [{ tag: 'err', val: { tag: 'invalid', val: 'bad event' } }, { tag: 'ok', val: [] }]);
+  // Events as the bindings hand them over: plain objects.
+  const raw = (text) => ({ subject: 's', headers: [['h', '1']], payload: new TextEncoder().encode(text) });
+  const results = process([raw('bad'), raw('drop'), raw('x')]);
+  assert.deepEqual(results.slice(0, 2), [{ tag: 'err', val: { tag: 'invalid', val: 'bad event' } }, { tag: 'ok', val: [] }]);
+  const [passed] = results[2].val;
+  assert.ok(passed instanceof Event);
+  assert.deepEqual(passed.headers, [['h', '1'], ['seen', '3']]);
+  assert.equal(passed.text, 'x');
   // The harness accepts what exportStage returned, too.
   assert.equal(text(runOne({ stage: Probe }, {}, new Event('s', 'x')).event), 'x');
 });
