@@ -30,6 +30,13 @@ const SDK_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const DISABLED_FEATURES = ['http', 'fetch-event'];
 const BUNDLE_NAME = 'stage.bundle.js';
 
+// A path as the user would type it: relative below the current directory,
+// absolute elsewhere.
+function shown(path) {
+  const rel = relative(process.cwd(), path);
+  return rel && !rel.startsWith('..') ? rel : path;
+}
+
 function fail(message) {
   process.stderr.write(`error: ${message}\n`);
   process.exit(1);
@@ -115,10 +122,13 @@ try {
     });
   } catch (error) {
     const messages = (error.errors ?? []).map((e) => {
-      const at = e.location ? `${relative(process.cwd(), e.location.file)}:${e.location.line}:${e.location.column}: ` : '';
+      const at = e.location ? `${shown(e.location.file)}:${e.location.line}:${e.location.column}: ` : '';
       return `${at}${e.text}`;
     });
-    fail(`bundling ${relative(process.cwd(), entry)} failed:\n  ${messages.join('\n  ') || error.message}`);
+    const hint = messages.some((m) => m.includes('Could not resolve'))
+      ? `\n(run \`npm install\` in ${shown(projectDir)} for the stage's dependencies; the sandbox has no Node.js modules such as fs or http)`
+      : '';
+    fail(`bundling ${shown(entry)} failed:\n  ${messages.join('\n  ') || error.message}${hint}`);
   }
   const code = result.outputFiles.find((f) => f.path.endsWith('.js')).text;
   const map = JSON.parse(result.outputFiles.find((f) => f.path.endsWith('.map')).text);
@@ -135,13 +145,13 @@ try {
       disableFeatures: DISABLED_FEATURES,
     }));
   } catch (error) {
-    fail(`componentize-js failed on ${relative(process.cwd(), entry)}:\n${error.message}`);
+    fail(`componentize-js failed on ${shown(entry)}:\n${error.message}`);
   }
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, component);
   const seconds = ((Date.now() - started) / 1000).toFixed(1);
   const mb = (component.length / 1e6).toFixed(1);
-  process.stderr.write(`built ${relative(process.cwd(), out) || out} (${mb} MB) from ${relative(process.cwd(), entry)} in ${seconds} s\n`);
+  process.stderr.write(`built ${shown(out)} (${mb} MB) from ${shown(entry)} in ${seconds} s\n`);
 } finally {
   rmSync(work, { recursive: true, force: true });
 }
