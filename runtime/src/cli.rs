@@ -72,6 +72,56 @@ enum Command {
     /// Capture events (with headers) from NATS or a JetStream stream into a
     /// JSON-lines file that test cases read; --update rewrites their golden files.
     Record(crate::testing::command::RecordArgs),
+    /// Make a new project: `weir new stage NAME --lang rust|python|js`.
+    #[command(subcommand)]
+    New(NewCommand),
+    /// Build the stage project in DIR (default: here) into a component, with
+    /// its language's toolchain; --watch builds again on every save.
+    Build(BuildArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum NewCommand {
+    /// A stage project that builds and runs as generated: the stage, a
+    /// native test, a pipeline that uses it, sample events and a README.
+    #[command(
+        after_help = "Example:\n  weir new stage traffic-channel --lang python\n  cd traffic-channel && weir build && weir exec pipeline.toml --input events.jsonl"
+    )]
+    Stage(NewStageArgs),
+}
+
+#[derive(Debug, Args)]
+struct NewStageArgs {
+    /// The stage's name: lowercase letters, digits and dashes.
+    name: String,
+    /// The language to write it in.
+    #[arg(long, value_enum)]
+    lang: crate::author::Lang,
+    /// Where to create it; default: ./NAME.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// weir's `sdk` directory, which the project depends on; default: the
+    /// one of the checkout this weir was built from.
+    #[arg(long, env = "WEIR_SDK", value_name = "DIR")]
+    sdk: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct BuildArgs {
+    /// The project: a directory with Cargo.toml (Rust), pyproject.toml or
+    /// app.py (Python), or package.json (JavaScript).
+    #[arg(default_value = ".", value_name = "DIR")]
+    dir: PathBuf,
+    /// Where to write the component; default: DIR/NAME.wasm.
+    #[arg(long, short, value_name = "FILE.wasm")]
+    output: Option<PathBuf>,
+    /// Build again on every change to the project's files, until Ctrl-C.
+    #[arg(long)]
+    watch: bool,
+    /// weir's `sdk` directory (the Python and JavaScript SDKs and build
+    /// helpers); default: the one of the checkout this weir was built from.
+    #[arg(long, env = "WEIR_SDK", value_name = "DIR")]
+    sdk: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -203,6 +253,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Kv(KvCommand::Load(args)) => kv_load(&global, &args),
         Command::Test(args) => crate::testing::command::test(&global, &args),
         Command::Record(args) => crate::testing::command::record(&global, &args),
+        Command::New(NewCommand::Stage(args)) => new_stage(&args),
+        Command::Build(args) => build_stage(&args),
         Command::Run(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(global.io_threads)
@@ -217,6 +269,50 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `weir new stage`: writes the project and says what to do next.
+fn new_stage(args: &NewStageArgs) -> anyhow::Result<ExitCode> {
+    let sdk = crate::author::sdk_dir(args.sdk.as_deref())?;
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(&args.name));
+    let files = crate::author::new::create(&args.name, args.lang, &dir, &sdk)?;
+    println!("created a {} stage in {}:", args.lang, dir.display());
+    for file in &files {
+        println!("  {}", file.strip_prefix(&dir).unwrap_or(file).display());
+    }
+    let test = match args.lang {
+        crate::author::Lang::Rust => "cargo test",
+        crate::author::Lang::Python => "python -m pytest",
+        crate::author::Lang::Js => "npm install && node --test",
+    };
+    println!("next (README.md says more):");
+    for (command, what) in [
+        (format!("cd {}", dir.display()), String::new()),
+        (test.to_owned(), "the native tests".to_owned()),
+        ("weir build".to_owned(), format!("the component, {}.wasm", args.name)),
+        ("weir exec pipeline.toml --input events.jsonl".to_owned(), "the pipeline over the samples, no NATS".to_owned()),
+    ] {
+        let comment = if what.is_empty() { String::new() } else { format!("# {what}") };
+        println!("  {command:<46}{comment}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `weir build`: one build, or a build on every save.
+fn build_stage(args: &BuildArgs) -> anyhow::Result<ExitCode> {
+    let project = crate::author::Project::detect(&args.dir)?;
+    let output = args.output.clone().unwrap_or_else(|| project.default_output());
+    let sdk = match project.lang {
+        crate::author::Lang::Rust => None,
+        _ => Some(crate::author::sdk_dir(args.sdk.as_deref())?),
+    };
+    eprintln!("building the {} stage {} in {}", project.lang, project.name, project.dir.display());
+    if args.watch {
+        crate::author::build::watch(&project, &output, sdk.as_deref())?;
+    } else {
+        println!("{}", crate::author::build::build(&project, &output, sdk.as_deref())?);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `weir reload` and `weir status`: one request to the running weir's

@@ -37,9 +37,12 @@
 //! - [`exec`]: `weir exec`, a pipeline over JSON lines without NATS.
 //! - [`testing`]: `weir test`, test files' cases with expected outputs and
 //!   per-stage budgets, without NATS.
+//! - [`author`]: `weir new stage` and `weir build`, for stage authors in
+//!   Rust, Python and JavaScript.
 //! - [`metrics`]: counters and histograms, `/metrics`, `/healthz`, `/readyz`.
 //! - [`cli`]: the command line.
 
+pub mod author;
 pub mod cli;
 pub mod config;
 pub mod control;

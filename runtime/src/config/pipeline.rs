@@ -107,7 +107,7 @@ pub struct StageConfig {
     pub location: Location,
 }
 
-/// `grants = { dirs = [...], kv = [...] }`: nothing unless listed.
+/// `grants = { dirs = [...], kv = [...], clock = true }`: nothing unless listed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Grants {
     /// Directories the stage may read (not write), resolved from the
@@ -116,6 +116,11 @@ pub struct Grants {
     pub dirs: Vec<PathBuf>,
     /// NATS KV buckets the stage may read with `kv-get`.
     pub kv: Vec<String>,
+    /// Whether the stage may read the real wall and monotonic clocks.
+    /// Without the grant both read zero: a stage's output then depends only
+    /// on its events and its config, which is what replays, `weir test`'s
+    /// golden files and deduplication rely on.
+    pub clock: bool,
 }
 
 impl Grants {
@@ -213,6 +218,8 @@ struct RawGrants {
     dirs: Vec<Spanned<String>>,
     #[serde(default)]
     kv: Vec<NatsName>,
+    #[serde(default)]
+    clock: bool,
 }
 
 #[derive(Deserialize)]
@@ -362,6 +369,7 @@ impl RawPipeline {
                         .map(|(i, dir)| resolve_dir(dir, index, i, base, source))
                         .collect::<Result<_, _>>()?,
                     kv: g.kv.into_iter().map(|b| b.0).collect(),
+                    clock: g.clock,
                 },
             };
             stages.push(StageConfig {

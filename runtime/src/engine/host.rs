@@ -1,6 +1,8 @@
 //! What lives in each stage instance's `Store`: the sandbox's WASI context
-//! (empty: no files, network, environment, arguments or clocks), the memory
-//! limiter, the captured stdout/stderr, and the `host` import the stage calls.
+//! (empty: no files, network, environment or arguments; clocks only when
+//! granted), the memory limiter, stdout and stderr (lines into weir's log,
+//! and the last KiB of stderr for fault messages), and the `host` import the
+//! stage calls.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -31,7 +33,8 @@ pub(crate) struct HostState {
     pub(crate) limiter: MemoryLimiter,
     pub(crate) stderr: Tail,
     label: Arc<StageLabel>,
-    logs: LogBudget,
+    /// Shared with stdout and stderr: one budget for everything the stage logs.
+    logs: Arc<Mutex<LogBudget>>,
     /// Buckets this stage was granted, and where to read them.
     kv: Vec<String>,
     kv_source: Option<Arc<dyn KvSource>>,
@@ -45,31 +48,28 @@ pub trait KvSource: Send + Sync {
 }
 
 impl HostState {
-    pub(crate) fn new(
-        label: Arc<StageLabel>,
-        memory_limit: u64,
-        dirs: &[(std::path::PathBuf, String)],
-        kv: Vec<String>,
-        kv_source: Option<Arc<dyn KvSource>>,
-    ) -> wasmtime::Result<Self> {
+    pub(crate) fn new(label: Arc<StageLabel>, spec: &super::StageSpec, kv_source: Option<Arc<dyn KvSource>>) -> wasmtime::Result<Self> {
         let stderr = Tail::default();
+        let logs = Arc::new(Mutex::new(LogBudget::new()));
         let mut builder = WasiCtx::builder();
-        for (host, guest) in dirs {
+        for (host, guest) in &spec.dirs {
             // Read-only: a stage reads its model or reference files, never
             // writes beside them.
             builder.preopened_dir(host, guest, wasmtime_wasi::FsPerms::ReadOnly)?;
         }
+        // No clocks unless granted: a stage reads times from its events, so
+        // that what it outputs depends on its inputs alone.
+        if !spec.clock {
+            builder.wall_clock(Frozen).monotonic_clock(Frozen);
+        }
         let wasi = builder
-            .stdout(Tail::default())
-            .stderr(stderr.clone())
-            // No clocks unless granted: a stage reads times from its events.
-            .wall_clock(Frozen)
-            .monotonic_clock(Frozen)
+            .stdout(StageOutput::new(Stream::Stdout, label.clone(), logs.clone(), None))
+            .stderr(StageOutput::new(Stream::Stderr, label.clone(), logs.clone(), Some(stderr.clone())))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        Ok(HostState { wasi, table: ResourceTable::new(), limiter: MemoryLimiter::new(memory_limit), stderr, label, logs: LogBudget::new(), kv, kv_source })
+        Ok(HostState { wasi, table: ResourceTable::new(), limiter: MemoryLimiter::new(spec.memory), stderr, label, logs, kv: spec.kv.clone(), kv_source })
     }
 }
 
@@ -85,19 +85,7 @@ impl host::Host for HostState {
     }
 
     fn log(&mut self, level: Level, message: String) {
-        let Some(dropped) = self.logs.take() else { return };
-        let label = &self.label;
-        let message = truncate(&message, 4096);
-        if dropped > 0 {
-            tracing::warn!(pipeline = %label.pipeline, stage = %label.stage, dropped, "stage logged too fast; lines were dropped");
-        }
-        match level {
-            Level::Trace => tracing::trace!(pipeline = %label.pipeline, stage = %label.stage, "{message}"),
-            Level::Debug => tracing::debug!(pipeline = %label.pipeline, stage = %label.stage, "{message}"),
-            Level::Info => tracing::info!(pipeline = %label.pipeline, stage = %label.stage, "{message}"),
-            Level::Warn => tracing::warn!(pipeline = %label.pipeline, stage = %label.stage, "{message}"),
-            Level::Error => tracing::error!(pipeline = %label.pipeline, stage = %label.stage, "{message}"),
-        }
+        log_line(&self.logs, &self.label, level, &message);
     }
 }
 
@@ -117,6 +105,22 @@ impl HostState {
                 "KV bucket \"{bucket}\" is not available here: `weir run` mirrors KV buckets from NATS, `weir exec` serves them from files given with --kv {bucket}.json"
             )),
         }
+    }
+}
+
+/// Writes one line of a stage's into weir's log, within the stage's budget.
+fn log_line(budget: &Mutex<LogBudget>, label: &StageLabel, level: Level, message: &str) {
+    let Some(dropped) = budget.lock().unwrap_or_else(PoisonError::into_inner).take() else { return };
+    let message = truncate(message, 4096);
+    if dropped > 0 {
+        tracing::warn!(pipeline = %label.pipeline, stage = %label.stage, dropped, "stage logged too fast; lines were dropped");
+    }
+    match level {
+        Level::Trace => tracing::trace!(pipeline = %label.pipeline, stage = %label.stage, "{message}"),
+        Level::Debug => tracing::debug!(pipeline = %label.pipeline, stage = %label.stage, "{message}"),
+        Level::Info => tracing::info!(pipeline = %label.pipeline, stage = %label.stage, "{message}"),
+        Level::Warn => tracing::warn!(pipeline = %label.pipeline, stage = %label.stage, "{message}"),
+        Level::Error => tracing::error!(pipeline = %label.pipeline, stage = %label.stage, "{message}"),
     }
 }
 
@@ -254,6 +258,11 @@ impl Tail {
         buf.extend(bytes);
     }
 
+    /// Forgets what was written so far.
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+
     /// Takes what was written so far, as text.
     pub(crate) fn take(&self) -> String {
         let mut buf = self.0.lock().unwrap_or_else(PoisonError::into_inner);
@@ -262,13 +271,80 @@ impl Tail {
     }
 }
 
-impl IsTerminal for Tail {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A stage's stdout or stderr: each line goes into weir's log (stdout at
+/// info, stderr at warn), tagged with the pipeline and the stage, so that
+/// `print`, `console.log` and `eprintln!` are seen where weir's own lines
+/// are. stderr is also kept in a [`Tail`]: a panic message written just
+/// before a trap becomes the fault's message.
+#[derive(Clone)]
+struct StageOutput(Arc<Mutex<Lines>>);
+
+struct Lines {
+    stream: Stream,
+    label: Arc<StageLabel>,
+    budget: Arc<Mutex<LogBudget>>,
+    tail: Option<Tail>,
+    /// The line being written, up to [`Lines::MAX`] bytes.
+    partial: Vec<u8>,
+}
+
+impl StageOutput {
+    fn new(stream: Stream, label: Arc<StageLabel>, budget: Arc<Mutex<LogBudget>>, tail: Option<Tail>) -> Self {
+        StageOutput(Arc::new(Mutex::new(Lines { stream, label, budget, tail, partial: Vec::new() })))
+    }
+
+    fn write_bytes(&self, bytes: &[u8]) {
+        let mut lines = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tail) = &lines.tail {
+            tail.push(bytes);
+        }
+        for piece in bytes.split_inclusive(|&b| b == b'\n') {
+            let room = Lines::MAX.saturating_sub(lines.partial.len());
+            lines.partial.extend_from_slice(&piece[..piece.len().min(room)]);
+            if piece.ends_with(b"\n") {
+                lines.emit();
+            }
+        }
+    }
+}
+
+impl Lines {
+    /// Longer lines are cut: a log line is for a person to read.
+    const MAX: usize = 4096;
+
+    fn emit(&mut self) {
+        let line = String::from_utf8_lossy(&self.partial);
+        let line = line.trim_end_matches(['\n', '\r']);
+        if !line.is_empty() {
+            let level = if self.stream == Stream::Stdout { Level::Info } else { Level::Warn };
+            log_line(&self.budget, &self.label, level, line);
+        }
+        self.partial.clear();
+    }
+}
+
+impl Drop for Lines {
+    /// A last line without a newline is still a line.
+    fn drop(&mut self) {
+        if !self.partial.is_empty() {
+            self.emit();
+        }
+    }
+}
+
+impl IsTerminal for StageOutput {
     fn is_terminal(&self) -> bool {
         false
     }
 }
 
-impl StdoutStream for Tail {
+impl StdoutStream for StageOutput {
     fn p2_stream(&self) -> Box<dyn OutputStream> {
         Box::new(self.clone())
     }
@@ -278,13 +354,13 @@ impl StdoutStream for Tail {
 }
 
 #[wasmtime_wasi::async_trait]
-impl Pollable for Tail {
+impl Pollable for StageOutput {
     async fn ready(&mut self) {}
 }
 
-impl OutputStream for Tail {
+impl OutputStream for StageOutput {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        self.push(&bytes);
+        self.write_bytes(&bytes);
         Ok(())
     }
     fn flush(&mut self) -> StreamResult<()> {
@@ -295,9 +371,9 @@ impl OutputStream for Tail {
     }
 }
 
-impl tokio::io::AsyncWrite for Tail {
+impl tokio::io::AsyncWrite for StageOutput {
     fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        self.push(buf);
+        self.write_bytes(buf);
         Poll::Ready(Ok(buf.len()))
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {

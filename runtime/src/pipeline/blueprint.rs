@@ -154,5 +154,6 @@ pub fn stage_spec(pipeline: &config::Pipeline, stage: &config::StageConfig) -> S
         config: stage.config.to_string(),
         dirs: stage.grants.dirs.iter().map(|d| (d.clone(), config::Grants::guest_path(d))).collect(),
         kv: stage.grants.kv.clone(),
+        clock: stage.grants.clock,
     }
 }

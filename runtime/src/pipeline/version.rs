@@ -48,16 +48,22 @@ pub fn canonical(pipeline: &Pipeline, plugins: &[ContentHash]) -> Value {
         .iter()
         .enumerate()
         .map(|(i, stage)| {
+            let mut grants = json!({
+                "dirs": stage.grants.dirs.iter().map(|d| Grants::guest_path(d)).collect::<Vec<_>>(),
+                "kv": stage.grants.kv,
+            });
+            // Written only when granted, so that the versions of pipelines
+            // from before the grant existed stay what they were.
+            if stage.grants.clock {
+                grants["clock"] = json!(true);
+            }
             json!({
                 "name": stage.name.as_str(),
                 "plugin_sha256": plugins.get(i).map(ContentHash::to_hex),
                 "timeout_ns": stage.limits.timeout.as_nanos() as u64,
                 "memory": stage.limits.memory,
                 "config": sorted(&stage.config),
-                "grants": {
-                    "dirs": stage.grants.dirs.iter().map(|d| Grants::guest_path(d)).collect::<Vec<_>>(),
-                    "kv": stage.grants.kv,
-                },
+                "grants": grants,
             })
         })
         .collect();

@@ -5,6 +5,7 @@
 //! `pipelines/samples/*.jsonl`, and prints what arrives on the processed and
 //! dead-letter subjects. Everything it starts is stopped when it ends.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -37,10 +38,11 @@ async fn main() {
     let client = connect(&server.url(), server.auth()).await;
     let mut processed = client.subscribe("processed.>").await.expect("subscribe processed.>");
     let mut dead = client.subscribe("weir.dlq.>").await.expect("subscribe weir.dlq.>");
+    let mut traffic = client.subscribe("traffic.>").await.expect("subscribe traffic.>");
     client.flush().await.expect("flush");
 
     let mut samples = String::new();
-    for file in ["orders.jsonl", "products.jsonl"] {
+    for file in ["orders.jsonl", "products.jsonl", "traffic.jsonl"] {
         samples += &std::fs::read_to_string(root.join("pipelines/samples").join(file)).unwrap_or_else(|e| panic!("pipelines/samples/{file}: {e}"));
     }
     let mut sent = 0;
@@ -54,9 +56,19 @@ async fn main() {
     println!("\npublished {sent} sample events; what came out:\n");
 
     let (mut outputs, mut letters) = (0, 0);
+    // hit id -> (the Python stage's subject, the JavaScript stage's).
+    let mut channels: BTreeMap<String, [String; 2]> = BTreeMap::new();
     let quiet = Duration::from_millis(1500);
     loop {
         tokio::select! {
+            Some(m) = traffic.next() => {
+                outputs += 1;
+                let hit: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_default();
+                let id = hit["hit_id"].as_str().unwrap_or("?").to_owned();
+                // traffic.py.<channel>.<source> or traffic.js.<...>
+                let (lang, route) = m.subject.as_str().strip_prefix("traffic.").and_then(|s| s.split_once('.')).unwrap_or(("?", ""));
+                channels.entry(id).or_default()[usize::from(lang == "js")] = route.to_owned();
+            }
             Some(m) = processed.next() => {
                 outputs += 1;
                 match summarise_product(&m.payload) {
@@ -73,7 +85,14 @@ async fn main() {
             _ = tokio::time::sleep(quiet) => break,
         }
     }
-    println!("\n{sent} in: {outputs} processed, {letters} dead-lettered, the rest filtered out.");
+    if !channels.is_empty() {
+        println!("\ntraffic channels of the tracking hits, by the Python stage and by the JavaScript stage:\n");
+        for (id, [py, js]) in &channels {
+            let agree = if py == js { "" } else { "  <- the two stages disagree" };
+            println!("  {id:<8} py: {py:<36} js: {js}{agree}");
+        }
+    }
+    println!("\n{sent} in: {outputs} out, {letters} dead-lettered, the rest filtered out.");
     weir.interrupt();
     let status = weir.wait_exit(Duration::from_secs(15));
     if !status.success() {
