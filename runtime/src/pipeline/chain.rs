@@ -26,6 +26,9 @@ struct Slot {
     spec: StageSpec,
     plugin: Plugin,
     instance: Option<Instance>,
+    /// The linear memory the instance held after `init`: recycling looks at
+    /// what it grew by since.
+    memory_at_init: u64,
     restarts: u64,
     metrics: Option<StageMetrics>,
 }
@@ -51,6 +54,7 @@ impl Blueprint {
                 spec: spec.clone(),
                 plugin: plugin.clone(),
                 instance: None,
+                memory_at_init: 0,
                 restarts: 0,
                 metrics: self.inner.metrics.as_ref().map(|m| m[index].clone()),
             })
@@ -230,7 +234,10 @@ impl Slot {
             }
         }
         match called {
-            Ok(results) => (events, results.into_iter().map(|r| r.map_err(StageFailure::from)).collect()),
+            Ok(results) => {
+                self.recycle_if_full();
+                (events, results.into_iter().map(|r| r.map_err(StageFailure::from)).collect())
+            }
             Err(fault) => {
                 self.lose_instance(&fault.to_string(), events.len());
                 if events.len() == 1 {
@@ -254,9 +261,26 @@ impl Slot {
                 .plugin
                 .instantiate(&self.spec)
                 .map_err(|e| StageFailure { kind: ErrorKind::Init, message: format!("cannot start a fresh instance: {e}") })?;
+            self.memory_at_init = instance.peak_memory();
             self.instance = Some(instance);
         }
         Ok(self.instance.as_mut().expect("just set"))
+    }
+
+    /// Replaces, between batches, an instance that has used three quarters
+    /// of the memory it had left after `init`. Linear memory never shrinks,
+    /// and the Python and JavaScript toolchains' glue keeps a little of every
+    /// call (0.3-2 KiB an event): without this such a stage would hit its
+    /// limit every few tens of thousands of events, fault, and have its batch
+    /// replayed one event at a time. A fresh instance is an `init` away.
+    fn recycle_if_full(&mut self) {
+        let Some(instance) = &self.instance else { return };
+        let used = instance.peak_memory();
+        let headroom = self.spec.memory.saturating_sub(self.memory_at_init);
+        if used > self.memory_at_init + headroom / 4 * 3 {
+            tracing::debug!(pipeline = %self.spec.pipeline, stage = %self.spec.stage, used, limit = self.spec.memory, "stage instance used most of its memory; replacing it between batches");
+            self.instance = None;
+        }
     }
 
     fn lose_instance(&mut self, fault: &str, batch: usize) {
