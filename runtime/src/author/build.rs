@@ -204,13 +204,22 @@ pub fn watch(project: &Project, output: &Path, sdk: Option<&Path>) -> anyhow::Re
         .with_context(|| format!("cannot watch {}", project.dir.display()))?;
     let output = output.canonicalize().unwrap_or_else(|_| output.to_owned());
     let interesting = |event: &notify::Event| !event.kind.is_access() && event.paths.iter().any(|p| is_source(&project.dir, &output, p));
+    let dir = project.dir.canonicalize().unwrap_or_else(|_| project.dir.clone());
     while let Ok(event) = changed.recv() {
         if !interesting(&event) {
             continue;
         }
-        // An editor's save is several events; wait for quiet.
-        while changed.recv_timeout(Duration::from_millis(300)).is_ok() {}
-        eprintln!("change in {}: building", event.paths[0].display());
+        // An editor's save is several events (and temporary files); wait
+        // for quiet, then name the files that are still there.
+        let mut paths = event.paths;
+        while let Ok(more) = changed.recv_timeout(Duration::from_millis(300)) {
+            paths.extend(more.paths);
+        }
+        let mut changed_files: Vec<String> =
+            paths.iter().filter(|p| p.is_file() && is_source(&dir, &output, p)).map(|p| p.strip_prefix(&dir).unwrap_or(p).display().to_string()).collect();
+        changed_files.sort();
+        changed_files.dedup();
+        eprintln!("changed: {}; building", if changed_files.is_empty() { "files were removed".to_owned() } else { changed_files.join(", ") });
         report(build(project, &output, sdk));
     }
     Ok(())
