@@ -48,6 +48,13 @@ const CYCLES: usize = 100;
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The header carrying each event's sequence number.
 const SEQ_HEADER: &str = "bench-seq";
+/// What weir logs when it swapped `main` to a new version, started the
+/// second pipeline, and began to stop it; and at the end of every reload
+/// (after unused compiled code is released).
+const SWAPPED: &str = "swapped to the new version";
+const STARTED: &str = "started pipeline=second";
+const STOPPED: &str = "draining and stopping pipeline=second";
+const RELOADED: &str = "reloaded: in";
 /// The whole run's bound.
 const WATCHDOG: Duration = Duration::from_secs(1200);
 
@@ -186,6 +193,7 @@ fn main() {
     // (i) Plugin replacements.
     for i in 1..=replacements {
         let versions_before = seen.lock().expect("lock").versions.len();
+        let swaps_before = weir.stderr().matches(SWAPPED).count();
         let tmp = files.path().join("map.wasm.tmp");
         std::fs::write(&tmp, build_variant(&base, i)).expect("write the new build");
         let written = Instant::now();
@@ -194,7 +202,12 @@ fn main() {
             failure = Some(format!("replacement {i}: no output of a new version within {CHANGE_TIMEOUT:?}"));
             break;
         }
-        changes.push(Change { what: "plugin replaced", live: written.elapsed(), rss_kib: rss() });
+        let live = written.elapsed();
+        if !weir.wait_for_stderr(CHANGE_TIMEOUT, |text| applied(text, SWAPPED, swaps_before)) {
+            failure = Some(format!("replacement {i}: weir did not finish the reload within {CHANGE_TIMEOUT:?}"));
+            break;
+        }
+        changes.push(Change { what: "plugin replaced", live, rss_kib: rss() });
         if i % 50 == 0 {
             eprintln!("[deploys] {i} replacements, RSS {} MiB", rss() / 1024);
         }
@@ -202,21 +215,26 @@ fn main() {
 
     // (ii) Add/remove cycles of a second pipeline file.
     if failure.is_none() {
-        let stopped = |text: &str| text.matches("draining and stopping").count();
         for cycle in 1..=cycles {
             let outputs_before = seen.lock().expect("lock").second;
+            let starts_before = weir.stderr().matches(STARTED).count();
             let written = Instant::now();
             std::fs::write(&second_file, second_pipeline(&noop)).expect("write the second pipeline");
             if wait_for(&seen, CHANGE_TIMEOUT, |s| (s.second > outputs_before).then_some(())).is_none() {
                 failure = Some(format!("cycle {cycle}: the second pipeline gave no output within {CHANGE_TIMEOUT:?}"));
                 break;
             }
-            changes.push(Change { what: "pipeline added", live: written.elapsed(), rss_kib: rss() });
+            let live = written.elapsed();
+            if !weir.wait_for_stderr(CHANGE_TIMEOUT, |text| applied(text, STARTED, starts_before)) {
+                failure = Some(format!("cycle {cycle}: weir did not finish adding the second pipeline within {CHANGE_TIMEOUT:?}"));
+                break;
+            }
+            changes.push(Change { what: "pipeline added", live, rss_kib: rss() });
 
-            let stops_before = stopped(&weir.stderr());
+            let stops_before = weir.stderr().matches(STOPPED).count();
             let written = Instant::now();
             std::fs::remove_file(&second_file).expect("remove the second pipeline");
-            if !weir.wait_for_stderr(CHANGE_TIMEOUT, |text| stopped(text) > stops_before) {
+            if !weir.wait_for_stderr(CHANGE_TIMEOUT, |text| applied(text, STOPPED, stops_before)) {
                 failure = Some(format!("cycle {cycle}: the second pipeline was not stopped within {CHANGE_TIMEOUT:?}"));
                 break;
             }
@@ -243,7 +261,7 @@ fn main() {
     let beyond = seen.counts.iter().skip(published).filter(|&&c| c > 0).count();
     drop(weir);
 
-    report(&changes, rss_start, rss_settled, cache_bytes, started.elapsed());
+    report(&changes, replacements, rss_start, rss_settled, cache_bytes, started.elapsed());
     println!();
     println!(
         "events: {published} published to `in`, {missing} missing, {duplicated} duplicated, {} unexpected on `out`; versions of `main` seen: {}; outputs of `second`: {}; slow-consumer lines in nats-server's log: {slow_consumers}",
@@ -303,6 +321,12 @@ fn build_variant(base: &[u8], n: usize) -> Vec<u8> {
     out
 }
 
+/// Whether weir's log shows more than `before` lines with `marker`, and the
+/// end of the reload after the last of them.
+fn applied(log: &str, marker: &str, before: usize) -> bool {
+    log.matches(marker).count() > before && log.rfind(marker).is_some_and(|at| log[at..].contains(RELOADED))
+}
+
 /// Polls `probe` on what the consumer saw every 2 ms until it gives a value,
 /// or `None` after `timeout`.
 fn wait_for<T>(seen: &Mutex<Seen>, timeout: Duration, probe: impl Fn(&Seen) -> Option<T>) -> Option<T> {
@@ -331,7 +355,7 @@ fn dir_size(dir: &Path) -> u64 {
         .sum()
 }
 
-fn report(changes: &[Change], rss_start: u64, rss_settled: u64, cache_bytes: u64, elapsed: Duration) {
+fn report(changes: &[Change], replacements: usize, rss_start: u64, rss_settled: u64, cache_bytes: u64, elapsed: Duration) {
     let mib = |kib: u64| kib as f64 / 1024.0;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!();
@@ -342,7 +366,7 @@ fn report(changes: &[Change], rss_start: u64, rss_settled: u64, cache_bytes: u64
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
     println!();
-    println!("| after change | what | RSS MiB | live after (ms) |");
+    println!("| after change | what | RSS MiB | live after (ms): the change's first outputs, or its stop |");
     println!("|---:|---|---:|---:|");
     println!("| 0 | steady state before any change | {:.1} | |", mib(rss_start));
     for (i, change) in changes.iter().enumerate() {
@@ -382,5 +406,12 @@ fn report(changes: &[Change], rss_start: u64, rss_settled: u64, cache_bytes: u64
             if ratio <= 1.2 { "met" } else { "NOT met" },
             cache_bytes as f64 / (1024.0 * 1024.0)
         );
+        if let Some(last_replacement) = changes.get(replacements.saturating_sub(1)).filter(|_| replacements > 10) {
+            println!(
+                "after the {replacements} plugin replacements alone: {:.1} MiB, {:.2} × RSS after 10 changes",
+                mib(last_replacement.rss_kib),
+                last_replacement.rss_kib as f64 / tenth.rss_kib as f64
+            );
+        }
     }
 }
