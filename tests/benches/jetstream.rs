@@ -613,8 +613,10 @@ fn report(payloads: &[Bytes], results: &[JsResult]) {
     // Each round is four results: (f) native, (f) weir, (g) native, (g) weir.
     let mut ratios: [Vec<f64>; 4] = Default::default();
     println!();
-    println!("| round | (f) weir/native events/s | (f) p99 weir/native | (g) weir/native events/s | (g) p99 weir/native |");
-    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| round | (f) weir/native events/s | (f) p99 weir/native | (g) weir/native events/s | (g) p99 weir/native | machine CPU per event weir/native, (f) / (g) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
     for (i, round) in results.chunks(4).enumerate() {
         let [fa, fb, ga, gb] = round else { continue };
         let r = [
@@ -623,7 +625,16 @@ fn report(payloads: &[Bytes], results: &[JsResult]) {
             gb.events_per_s / ga.events_per_s,
             gb.percentile_ms(0.99) / ga.percentile_ms(0.99),
         ];
-        println!("| {} | {:.2} | {:.2} | {:.2} | {:.2} |", i + 1, r[0], r[1], r[2], r[3]);
+        println!(
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} |",
+            i + 1,
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            fb.cpu_us_per_event / fa.cpu_us_per_event,
+            gb.cpu_us_per_event / ga.cpu_us_per_event
+        );
         for (all, v) in ratios.iter_mut().zip(r) {
             all.push(v);
         }
