@@ -1,7 +1,8 @@
 //! The measuring machinery of the NATS benchmarks (`benches/relay.rs`,
 //! `benches/products.rs`): a publisher and a consumer on connections of their
 //! own, a full-speed throughput run and a fixed-rate latency run, every wait
-//! bounded, and a watchdog.
+//! bounded, and a watchdog. `benches/jetstream.rs` and `benches/deploys.rs`
+//! take the payloads, the CPU and RSS readers and the watchdog from here.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
