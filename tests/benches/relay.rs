@@ -39,11 +39,6 @@ use weir_tests::bench::*;
 use weir_tests::harness::{NatsServer, Weir, toml_str, weir_binary};
 use weir_tests::plugins;
 
-/// Distinct payloads, cycled: built before the clock starts.
-const DISTINCT_PAYLOADS: usize = 1024;
-
-const COUNTRIES: [&str; 4] = ["DE", "FR", "US", "NL"];
-
 fn main() {
     // Build (or find) the weir binary before anything is timed. The harness
     // may run `cargo build` here, which can take minutes: the watchdog starts
@@ -58,7 +53,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let payloads = payloads();
+    let payloads = relay_payloads();
     eprintln!("[relay] payload size: {} bytes", payloads[0].len());
 
     // WEIR_RELAY_PAIRS=N: only (a), (a2), (b) and (b2), N rounds in turn,
@@ -258,27 +253,6 @@ fn run_weir_with(runtime: &tokio::runtime::Runtime, name: &str, pipeline: &str, 
         eprintln!("[relay] {name}: weir exited with {status}");
     }
     result
-}
-
-/// About 300 bytes of JSON each; `price` > 0 so every event passes the
-/// filter, `country` drives the router.
-fn payloads() -> Vec<Bytes> {
-    (0..DISTINCT_PAYLOADS)
-        .map(|i| {
-            let text = format!(
-                r#"{{"id":{i},"type":"order.created","price":{}.{:02},"currency":"EUR","country":"{}","customer":{{"id":"c-{:06}","segment":"returning"}},"items":[{{"sku":"SKU-{:06}","qty":{}}},{{"sku":"SKU-{:06}","qty":1}}],"channel":"web","ts":"2026-11-26T10:15:{:02}Z","note":"the quick brown fox jumps over the lazy dog"}}"#,
-                1 + i % 200,
-                i % 100,
-                COUNTRIES[i % COUNTRIES.len()],
-                i * 7 % 1_000_000,
-                i * 13 % 1_000_000,
-                1 + i % 4,
-                i * 31 % 1_000_000,
-                i % 60,
-            );
-            Bytes::from(text)
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------- report

@@ -1,7 +1,8 @@
 //! The measuring machinery of the NATS benchmarks (`benches/relay.rs`,
 //! `benches/products.rs`): a publisher and a consumer on connections of their
 //! own, a full-speed throughput run and a fixed-rate latency run, every wait
-//! bounded, and a watchdog.
+//! bounded, and a watchdog. `benches/jetstream.rs` and `benches/deploys.rs`
+//! take the payloads, the CPU and RSS readers and the watchdog from here.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -162,7 +163,7 @@ async fn receive_until(sub: &mut Subscriber, n: usize, idle: Duration) -> usize 
 
 /// CPU time spent so far by the whole machine (user, nice, system, irq and
 /// softirq of every core), from `/proc/stat`; `None` off Linux.
-fn machine_cpu() -> Option<Duration> {
+pub fn machine_cpu() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let fields: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).map(|f| f.parse().unwrap_or(0)).collect();
     // user nice system idle iowait irq softirq steal ...; in clock ticks,
@@ -173,7 +174,7 @@ fn machine_cpu() -> Option<Duration> {
 
 /// CPU time process `pid` has spent so far (user and system), from
 /// `/proc/<pid>/stat`; `None` if it cannot be read.
-fn process_cpu(pid: u32) -> Option<Duration> {
+pub fn process_cpu(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // After the command name (which may hold spaces): state is field 3, utime
     // and stime are fields 14 and 15, in clock ticks (USER_HZ = 100).
@@ -322,9 +323,14 @@ pub async fn flush(client: &Client) {
 /// children (nats-server, weir: found by parent pid in /proc, so only
 /// processes this bench started) and exits with an error.
 pub fn start_watchdog() {
-    std::thread::spawn(|| {
-        std::thread::sleep(WATCHDOG);
-        eprintln!("[bench] the bench still runs after {WATCHDOG:?}: killing its processes and giving up");
+    start_watchdog_after(WATCHDOG);
+}
+
+/// [`start_watchdog`] for a bench that needs longer than [`WATCHDOG`].
+pub fn start_watchdog_after(limit: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!("[bench] the bench still runs after {limit:?}: killing its processes and giving up");
         let me = std::process::id().to_string();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
@@ -417,4 +423,40 @@ pub fn print_losses(cases: &[&CaseResult]) {
         println!();
         println!("Events were lost (core NATS drops under overload) in: {}", losses.join(", "));
     }
+}
+
+/// Distinct payloads of [`relay_payloads`], cycled: built before the clock
+/// starts.
+pub const DISTINCT_PAYLOADS: usize = 1024;
+
+const PAYLOAD_COUNTRIES: [&str; 4] = ["DE", "FR", "US", "NL"];
+
+/// The relay benchmarks' events: [`DISTINCT_PAYLOADS`] of about 300 bytes
+/// of JSON each, cycled; `price` > 0 so every event passes the
+/// filter, `country` drives the router.
+pub fn relay_payloads() -> Vec<Bytes> {
+    (0..DISTINCT_PAYLOADS)
+        .map(|i| {
+            let text = format!(
+                r#"{{"id":{i},"type":"order.created","price":{}.{:02},"currency":"EUR","country":"{}","customer":{{"id":"c-{:06}","segment":"returning"}},"items":[{{"sku":"SKU-{:06}","qty":{}}},{{"sku":"SKU-{:06}","qty":1}}],"channel":"web","ts":"2026-11-26T10:15:{:02}Z","note":"the quick brown fox jumps over the lazy dog"}}"#,
+                1 + i % 200,
+                i % 100,
+                PAYLOAD_COUNTRIES[i % PAYLOAD_COUNTRIES.len()],
+                i * 7 % 1_000_000,
+                i * 13 % 1_000_000,
+                1 + i % 4,
+                i * 31 % 1_000_000,
+                i % 60,
+            );
+            Bytes::from(text)
+        })
+        .collect()
+}
+
+/// The resident set size of process `pid` in KiB (`VmRSS` in
+/// `/proc/<pid>/status`); `None` if it cannot be read.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
