@@ -207,6 +207,15 @@ fn a_new_python_stage_tests_builds_and_runs_as_generated() {
 }
 
 #[test]
+fn a_new_rust_stage_tests_builds_and_runs_as_generated() {
+    // Its own target directory, kept between runs: the SDK and serde are
+    // compiled once (natively for `cargo test`, and for wasm32-wasip2).
+    let target = shared_cache_dir().parent().expect("a parent").join("weir-test-new-rust");
+    let command = format!("CARGO_TARGET_DIR={} cargo test -q", target.display());
+    new_project_runs_as_generated("rust", &["sh", "-c", &command]);
+}
+
+#[test]
 fn a_new_javascript_stage_tests_builds_and_runs_as_generated() {
     // `npm install` links the SDK (a file: dependency), offline.
     new_project_runs_as_generated("js", &["sh", "-c", "npm install --no-audit --no-fund --loglevel=error --offline && node --test"]);
@@ -360,6 +369,86 @@ fn a_stage_that_blows_its_memory_costs_only_its_event() {
         assert_eq!(kind, "memory", "{lang}: {error}");
         assert!(error.contains("over its limit of 67108864 bytes"), "{lang}: {error}");
     }
+}
+
+/// Stops `weir build --watch` when the test ends, however it ends.
+struct Watching(std::process::Child);
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_under_weir_build_watch_goes_live_in_a_running_weir() {
+    let dir = TempDir::new("weir-watch");
+    assert_ok("weir new stage", &weir(dir.path(), &["new", "stage", "live", "--lang", "python"]));
+    let project = dir.path().join("live");
+    let log = project.join("watch.log");
+    let _watching = Watching(
+        Command::new(weir_binary())
+            .args(["build", "--watch"])
+            .current_dir(&project)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create the log"))
+            .spawn()
+            .expect("weir build --watch starts"),
+    );
+    let built = |n: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(180);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.matches("built ").count() >= n {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "build {n} did not finish in 180 s:\n{text}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    built(1);
+
+    let pipeline = std::fs::read_to_string(project.join("pipeline.toml"))
+        .expect("read the pipeline")
+        .replace("plugin = \"live.wasm\"", &format!("plugin = {}", toml_str(&project.join("live.wasm").display().to_string())));
+    warm_shared_cache(&pipeline);
+    let server = NatsServer::new();
+    let weir_run = Weir::builder(&server).label("live").pipeline("live.toml", &pipeline).start();
+    let client = connect(&server.url(), server.auth()).await;
+    let mut outputs = client.subscribe("live.out").await.expect("subscribe");
+    client.flush().await.expect("flush");
+    // Publishes until an output's `team` is `want`.
+    let mut until = async |want: &str| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            client.publish("live.in", br#"{"id": 1}"#.to_vec().into()).await.expect("publish");
+            client.flush().await.expect("flush");
+            if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), outputs.next()).await {
+                let payload: serde_json::Value = serde_json::from_slice(&m.payload).expect("JSON");
+                if payload["team"] == want {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no output with team {want:?} in 120 s\n{}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default(),
+                weir_run.stderr()
+            );
+        }
+    };
+    until("web").await;
+
+    // The author edits the stage and saves: the watcher builds, the running
+    // weir sees the new component and reloads it.
+    let app = project.join("app.py");
+    let source = std::fs::read_to_string(&app).expect("read app.py");
+    std::fs::write(&app, source.replace("payload[self.field] = self.value", "payload[self.field] = self.value + \"-edited\"")).expect("save app.py");
+    built(2);
+    until("web-edited").await;
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(log.contains("changed: app.py; building"), "{log}");
 }
 
 #[test]

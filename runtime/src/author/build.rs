@@ -191,7 +191,6 @@ pub fn watch(project: &Project, output: &Path, sdk: Option<&Path>) -> anyhow::Re
         Ok(built) => eprintln!("{built}; watching {} for changes (Ctrl-C stops)", project.dir.display()),
         Err(e) => eprintln!("error: {e:#}\nwatching {} for changes; the last good component stays in place", project.dir.display()),
     };
-    report(build(project, output, sdk));
     let (changes, changed) = std::sync::mpsc::channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
@@ -202,6 +201,8 @@ pub fn watch(project: &Project, output: &Path, sdk: Option<&Path>) -> anyhow::Re
     watcher
         .watch(&project.dir, notify::RecursiveMode::Recursive)
         .with_context(|| format!("cannot watch {}", project.dir.display()))?;
+    // Watching starts before the first build: a save during it is seen.
+    report(build(project, output, sdk));
     let output = output.canonicalize().unwrap_or_else(|_| output.to_owned());
     let interesting = |event: &notify::Event| !event.kind.is_access() && event.paths.iter().any(|p| is_source(&project.dir, &output, p));
     let dir = project.dir.canonicalize().unwrap_or_else(|_| project.dir.clone());
@@ -215,11 +216,17 @@ pub fn watch(project: &Project, output: &Path, sdk: Option<&Path>) -> anyhow::Re
         while let Ok(more) = changed.recv_timeout(Duration::from_millis(300)) {
             paths.extend(more.paths);
         }
-        let mut changed_files: Vec<String> =
-            paths.iter().filter(|p| p.is_file() && is_source(&dir, &output, p)).map(|p| p.strip_prefix(&dir).unwrap_or(p).display().to_string()).collect();
+        let mut changed_files: Vec<String> = paths
+            .iter()
+            .filter(|p| p.is_file() && is_source(&dir, &output, p))
+            .map(|p| p.strip_prefix(&dir).unwrap_or(p).display().to_string())
+            .collect();
         changed_files.sort();
         changed_files.dedup();
-        eprintln!("changed: {}; building", if changed_files.is_empty() { "files were removed".to_owned() } else { changed_files.join(", ") });
+        eprintln!(
+            "changed: {}; building",
+            if changed_files.is_empty() { "files were removed".to_owned() } else { changed_files.join(", ") }
+        );
         report(build(project, &output, sdk));
     }
     Ok(())
@@ -232,7 +239,8 @@ fn is_source(dir: &Path, output: &Path, path: &Path) -> bool {
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
     let relative = path.strip_prefix(&dir).unwrap_or(path);
     path != output
-        && path.extension().is_none_or(|e| e != "wasm")
+        // A log the author sends the build's output to, in the project.
+        && path.extension().is_none_or(|e| e != "wasm" && e != "log")
         && !relative
             .components()
             .any(|c| GENERATED.iter().any(|g| c.as_os_str() == OsString::from(g).as_os_str()))

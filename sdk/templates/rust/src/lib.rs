@@ -27,10 +27,25 @@ impl Stage for Stamp {
     }
 
     fn process(&mut self, event: Event) -> Result<Output, Error> {
-        let mut object: Map<String, Value> = event.json()?;
+        // Not JSON at all: `?` makes it a dead letter with the parser's reason.
+        let mut object: Map<String, Value> = match event.json()? {
+            Value::Object(object) => object,
+            other => return Err(Error::invalid(format!("payload is a JSON {}, not an object", kind(&other)))),
+        };
         object.insert(self.0.field.clone(), self.0.value.clone());
         let payload = weir_sdk::serde_json::to_vec(&object).map_err(|e| Error::invalid(e.to_string()))?;
         Ok(event.with_payload(payload).into())
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
     }
 }
 
@@ -42,19 +57,19 @@ mod tests {
 
     use super::Stamp;
 
-    const CONFIG: &str = r#"{"field": "team", "value": "growth"}"#;
+    const CONFIG: &str = r#"{"field": "team", "value": "web"}"#;
 
     #[test]
     fn sets_the_field() {
-        let out = testing::run_one::<Stamp>(CONFIG, Event::new("shop.views", r#"{"product": 7}"#)).unwrap();
+        let out = testing::run_one::<Stamp>(CONFIG, Event::new("{{name}}.in", r#"{"product": 7}"#)).unwrap();
         let payload: weir_sdk::serde_json::Value = out[0].json().unwrap();
-        assert_eq!(payload, weir_sdk::serde_json::json!({"product": 7, "team": "growth"}));
+        assert_eq!(payload, weir_sdk::serde_json::json!({"product": 7, "team": "web"}));
     }
 
     #[test]
     fn refuses_what_is_not_a_json_object() {
-        let error = testing::run_one::<Stamp>(CONFIG, Event::new("shop.views", "[1, 2]")).unwrap_err();
-        assert_eq!(error.message(), "payload does not match the expected shape: invalid type: sequence, expected a map at line 1 column 0");
+        let error = testing::run_one::<Stamp>(CONFIG, Event::new("{{name}}.in", "[1, 2]")).unwrap_err();
+        assert_eq!(error.message(), "payload is a JSON array, not an object");
     }
 
     #[test]
