@@ -102,7 +102,7 @@ pub async fn measure(name: &str, server: &NatsServer, weir: Option<u32>, input: 
     let processes = [server.pid(), weir, Some(std::process::id())];
     let cpu_before = machine_cpu();
     let processes_before = processes.map(|pid| pid.and_then(process_cpu));
-    let (events_per_s, delivered) = throughput(&publisher, input, sub, payloads).await;
+    let (events_per_s, delivered) = throughput(&publisher, input, sub, payloads, N).await;
     let processes_after = processes.map(|pid| pid.and_then(process_cpu));
     let per_event = |before: Option<Duration>, after: Option<Duration>| match after.zip(before) {
         Some((after, before)) if delivered > 0 => after.saturating_sub(before).as_secs_f64() * 1e6 / delivered as f64,
@@ -130,6 +130,43 @@ pub async fn measure(name: &str, server: &NatsServer, weir: Option<u32>, input: 
         result.percentile_ms(0.50),
         result.percentile_ms(0.99),
         result.latencies.len()
+    );
+    result
+}
+
+/// Throughput alone, with `n` events: [`measure`] without the latency run,
+/// for relays too slow for its fixed rate (Python and JavaScript ones). The
+/// result's latency fields are empty.
+pub async fn measure_throughput(name: &str, server: &NatsServer, relay: Option<u32>, input: &str, out: &str, payloads: &[Bytes], n: usize) -> CaseResult {
+    let (publisher, pub_slow) = connect(server).await;
+    let (consumer, sub_slow) = connect(server).await;
+    let mut sub = subscribe(&consumer, out).await;
+    warm_up(name, &publisher, input, &mut sub, payloads).await;
+    let processes = [server.pid(), relay, Some(std::process::id())];
+    let cpu_before = machine_cpu();
+    let processes_before = processes.map(|pid| pid.and_then(process_cpu));
+    let (events_per_s, delivered) = throughput(&publisher, input, sub, payloads, n).await;
+    let processes_after = processes.map(|pid| pid.and_then(process_cpu));
+    let per_event = |before: Option<Duration>, after: Option<Duration>| match after.zip(before) {
+        Some((after, before)) if delivered > 0 => after.saturating_sub(before).as_secs_f64() * 1e6 / delivered as f64,
+        _ => f64::NAN,
+    };
+    let cpu_us_per_event = per_event(cpu_before, machine_cpu());
+    let [server_cpu, relay_cpu, bench_cpu] = [0, 1, 2].map(|i| per_event(processes_before[i], processes_after[i]));
+    let result = CaseResult {
+        name: name.into(),
+        events_per_s,
+        delivered,
+        published: n,
+        client_slow: pub_slow.load(Ordering::Relaxed) + sub_slow.load(Ordering::Relaxed),
+        server_slow: server.logs().matches("Slow Consumer").count(),
+        cpu_us_per_event,
+        cpu_by_process: CpuSplit { server: server_cpu, weir: relay_cpu, bench: bench_cpu },
+        ..CaseResult::default()
+    };
+    eprintln!(
+        "[bench] {name}: {:.0} events/s ({:.2} µs of machine CPU per event, {:.2} in the relay process), {delivered}/{n} delivered",
+        result.events_per_s, result.cpu_us_per_event, relay_cpu
     );
     result
 }
@@ -185,17 +222,17 @@ pub fn process_cpu(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis((utime + stime) * 10))
 }
 
-/// Publishes `N` events as fast as the client takes them, then flushes; a
+/// Publishes `n` events as fast as the client takes them, then flushes; a
 /// consumer task counts arrivals. Returns (delivered / (last arrival - first
 /// publish), delivered).
-async fn throughput(publisher: &Client, input: &str, mut sub: Subscriber, payloads: &[Bytes]) -> (f64, usize) {
+async fn throughput(publisher: &Client, input: &str, mut sub: Subscriber, payloads: &[Bytes], n: usize) -> (f64, usize) {
     let start = Instant::now();
     let deadline = tokio::time::Instant::from_std(start + THROUGHPUT_DEADLINE);
     // The consumer runs as its own task, so it can take the other core.
     let consumer = tokio::spawn(async move {
         let mut got = 0usize;
         let mut last = start;
-        while got < N {
+        while got < n {
             // Stop at the deadline, or when nothing arrived for a while
             // (the rest was dropped somewhere).
             let wait = deadline.min(tokio::time::Instant::now() + STRAGGLER_IDLE);
@@ -210,13 +247,13 @@ async fn throughput(publisher: &Client, input: &str, mut sub: Subscriber, payloa
         (got, last)
     });
     let publishing = async {
-        for i in 0..N {
+        for i in 0..n {
             publisher.publish(input.to_owned(), payloads[i % payloads.len()].clone()).await.expect("publish");
         }
         flush(publisher).await;
     };
     if tokio::time::timeout_at(deadline, publishing).await.is_err() {
-        eprintln!("[bench] publishing {N} events did not finish within {THROUGHPUT_DEADLINE:?}");
+        eprintln!("[bench] publishing {n} events did not finish within {THROUGHPUT_DEADLINE:?}");
     }
     let (got, last) = consumer.await.expect("the consumer task");
     let elapsed = last.duration_since(start).as_secs_f64();
