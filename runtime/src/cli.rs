@@ -281,14 +281,14 @@ fn new_stage(args: &NewStageArgs) -> anyhow::Result<ExitCode> {
         println!("  {}", file.strip_prefix(&dir).unwrap_or(file).display());
     }
     let test = match args.lang {
-        crate::author::Lang::Rust => "cargo test",
-        crate::author::Lang::Python => "python -m pytest",
-        crate::author::Lang::Js => "npm install && node --test",
+        crate::author::Lang::Rust => "cargo test".to_owned(),
+        crate::author::Lang::Python => format!("{} -m pytest", crate::author::build::python().display()),
+        crate::author::Lang::Js => "npm install && node --test".to_owned(),
     };
     println!("next (README.md says more):");
     for (command, what) in [
         (format!("cd {}", dir.display()), String::new()),
-        (test.to_owned(), "the native tests".to_owned()),
+        (test, "the native tests".to_owned()),
         ("weir build".to_owned(), format!("the component, {}.wasm", args.name)),
         ("weir exec pipeline.toml --input events.jsonl".to_owned(), "the pipeline over the samples, no NATS".to_owned()),
     ] {

@@ -85,7 +85,7 @@ pub async fn run(global: &Global, paths: &[PathBuf], shutdown: CancellationToken
     // makes "ready" true for events published right after it.
     nats.flush().await.map_err(|e| anyhow::anyhow!("NATS at {}: {e}", nats.url()))?;
     metrics.set_running(supervisor.len(), true);
-    tracing::info!(url = %nats.url(), workers = workers.len(), io_threads = global.io_threads, "ready: {} pipelines running", supervisor.len());
+    tracing::info!(url = %nats.url(), workers = workers.len(), io_threads = global.io_threads, "ready: {} running", plural(supervisor.len(), "pipeline"));
 
     loop {
         tokio::select! {
@@ -122,4 +122,9 @@ pub async fn run(global: &Global, paths: &[PathBuf], shutdown: CancellationToken
     endpoint_stop.cancel();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// "1 pipeline", "2 pipelines".
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }

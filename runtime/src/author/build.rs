@@ -124,6 +124,13 @@ fn toolchain(var: &str, name: &str) -> PathBuf {
     }
 }
 
+/// The Python that runs a stage's native tests: the toolchain's (where
+/// `./dev setup` installs pytest and the SDK), else `python3` from PATH.
+pub fn python() -> PathBuf {
+    let venv = toolchain("WEIR_PY_TOOLCHAIN", "py-toolchain").join("bin/python");
+    if venv.is_file() { venv } else { PathBuf::from("python3") }
+}
+
 /// componentize-py with weir's WIT, the project, its vendored packages
 /// (`pip install --target deps ...`) and the Python SDK on its path. The
 /// app module is `app.py`, ending with `WitWorld = weir_stage.export(...)`.
@@ -211,10 +218,18 @@ pub fn watch(project: &Project, output: &Path, sdk: Option<&Path>) -> anyhow::Re
             continue;
         }
         // An editor's save is several events (and temporary files); wait
-        // for quiet, then name the files that are still there.
+        // until no source has changed for a moment, then name the files that
+        // are still there. Reads of the files (an editor, a test, a tail of
+        // a log) do not count: a file read every few hundred milliseconds
+        // would otherwise hold the build off for ever.
         let mut paths = event.paths;
-        while let Ok(more) = changed.recv_timeout(Duration::from_millis(300)) {
-            paths.extend(more.paths);
+        let quiet = Duration::from_millis(300);
+        let mut until = Instant::now() + quiet;
+        while let Ok(more) = changed.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            if interesting(&more) {
+                paths.extend(more.paths);
+                until = Instant::now() + quiet;
+            }
         }
         let mut changed_files: Vec<String> = paths
             .iter()

@@ -24,6 +24,7 @@ const RUST: &[Template] = &[
 const PYTHON: &[Template] = &[
     ("app.py", include_str!("../../../sdk/templates/python/app.py")),
     ("test_app.py", include_str!("../../../sdk/templates/python/test_app.py")),
+    ("conftest.py", include_str!("../../../sdk/templates/python/conftest.py")),
     ("pyproject.toml", include_str!("../../../sdk/templates/python/pyproject.toml")),
     ("pipeline.toml", include_str!("../../../sdk/templates/python/pipeline.toml")),
     ("events.jsonl", include_str!("../../../sdk/templates/python/events.jsonl")),

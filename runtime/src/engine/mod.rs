@@ -304,7 +304,7 @@ pub enum Fault {
         message: String,
     },
     /// The call ran past its deadline.
-    #[error("ran past its deadline of {} ms", budget.as_millis())]
+    #[error("ran past its deadline of {} ms (limits.timeout times the events in the call)", budget.as_millis())]
     Timeout {
         /// The budget of the call: `limits.timeout` times the batch length.
         budget: Duration,

@@ -125,9 +125,12 @@ try {
       const at = e.location ? `${shown(e.location.file)}:${e.location.line}:${e.location.column}: ` : '';
       return `${at}${e.text}`;
     });
-    const hint = messages.some((m) => m.includes('Could not resolve'))
-      ? `\n(run \`npm install\` in ${shown(projectDir)} for the stage's dependencies; the sandbox has no Node.js modules such as fs or http)`
-      : '';
+    const builtin = messages.find((m) => /Could not resolve "(node:)?(fs|path|http|https|net|os|child_process|crypto|stream|url|util|zlib|buffer|events|worker_threads)(\/[^"]*)?"/.test(m));
+    const hint = builtin
+      ? '\n(a stage runs in a sandbox without Node.js modules such as fs, http or child_process: do the work in plain JavaScript, or with npm packages written in it)'
+      : messages.some((m) => m.includes('Could not resolve'))
+        ? `\n(run \`npm install\` in ${shown(projectDir)} for the stage's dependencies)`
+        : '';
     fail(`bundling ${shown(entry)} failed:\n  ${messages.join('\n  ') || error.message}${hint}`);
   }
   const code = result.outputFiles.find((f) => f.path.endsWith('.js')).text;
@@ -145,7 +148,13 @@ try {
       disableFeatures: DISABLED_FEATURES,
     }));
   } catch (error) {
-    fail(`componentize-js failed on ${shown(entry)}:\n${error.message}`);
+    // componentize-js names its own wrapper ("source.js") and suggests a
+    // bare `export function init`; the stage's fix is the SDK's export line.
+    const unexported = /does not export a "(init|process)" function/.test(error.message);
+    const hint = unexported
+      ? `\n${shown(entry)} does not export the stage: end it with \`export const { init, process } = exportStage(YourStage);\` (exportStage from 'weir-stage')`
+      : '';
+    fail(`componentize-js failed on ${shown(entry)}:\n${error.message}${hint}`);
   }
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, component);
