@@ -82,8 +82,14 @@ pub async fn run(global: &Global, paths: &[PathBuf], shutdown: CancellationToken
     tokio::spawn(reload::on_sighup(trigger_tx));
 
     // A subscription is only queued until the server has it: a round trip
-    // makes "ready" true for events published right after it.
-    nats.flush().await.map_err(|e| anyhow::anyhow!("NATS at {}: {e}", nats.url()))?;
+    // through the server makes "ready" true for events published right
+    // after it.
+    // (A user who may not use `_INBOX.>` gets a warning, and weir's
+    // flush: the subscriptions are then on their way when it says ready.)
+    if let Err(e) = nats.round_trip(Duration::from_secs(5)).await {
+        tracing::warn!(error = %e, "cannot confirm the subscriptions with a round trip through the server (inboxes not permitted?); they were sent");
+        nats.flush().await.map_err(|e| anyhow::anyhow!("NATS at {}: {e}", nats.url()))?;
+    }
     metrics.set_running(supervisor.len(), true);
     tracing::info!(url = %nats.url(), workers = workers.len(), io_threads = global.io_threads, "ready: {} running", plural(supervisor.len(), "pipeline"));
 

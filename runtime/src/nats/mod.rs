@@ -65,6 +65,26 @@ impl Nats {
     pub async fn flush(&self) -> Result<(), String> {
         self.client.flush().await.map_err(|e| e.to_string())
     }
+
+    /// Returns once the server has processed everything this connection
+    /// sent before, subscriptions included. async-nats's `flush` only waits
+    /// until the bytes are written to the socket, not for the server: an
+    /// event published by another client right after it could still miss a
+    /// subscription the server had not read yet. A message to a fresh inbox,
+    /// received back on this connection, comes after all of it.
+    pub async fn round_trip(&self, timeout: Duration) -> Result<(), String> {
+        let inbox = self.client.new_inbox();
+        let mut echo = self.client.subscribe(inbox.clone()).await.map_err(|e| e.to_string())?;
+        self.client.publish(inbox, Bytes::new()).await.map_err(|e| e.to_string())?;
+        self.client.flush().await.map_err(|e| e.to_string())?;
+        let answered = tokio::time::timeout(timeout, futures::StreamExt::next(&mut echo)).await;
+        let _ = echo.unsubscribe().await;
+        match answered {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err("the connection closed during a round trip to the server".into()),
+            Err(_) => Err(format!("the server did not answer a round trip within {}s", timeout.as_secs())),
+        }
+    }
 }
 
 /// A source could not be opened.
