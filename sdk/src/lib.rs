@@ -337,7 +337,7 @@ pub mod __private {
             // The bindings use the SDK's own `Event`: the same fields, so
             // lifting and lowering move the strings and buffers straight into
             // and out of it, with no conversion.
-            with: { "weir:stage/types@0.1.0/event": crate::Event },
+            with: { "weir:stage/types@0.2.0/event": crate::Event },
         });
     }
 

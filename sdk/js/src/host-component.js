@@ -1,6 +1,6 @@
 // The host calls inside weir: the bundler picks this file (condition
 // "weir-component") and componentize-js links the import to weir's host.
-import { log as hostLog, kvGet as hostKvGet } from 'weir:stage/host@0.1.0';
+import { log as hostLog, kvGet as hostKvGet } from 'weir:stage/host@0.2.0';
 import { format } from './format.js';
 
 export const IN_WEIR = true;
