@@ -100,8 +100,14 @@ impl crate::engine::KvSource for FileKv {
     }
 }
 
+/// The time `weir exec` and `weir test` give the last `tick`, after the
+/// inputs (ms since the epoch, 2^53: about the year 287,000): every window
+/// a stage keeps open is over by then.
+pub const END_OF_TIME_MS: u64 = 1 << 53;
+
 /// Runs `blueprint` over every line of `input`, writing outputs to `out` and
-/// dead letters to `dead`, one JSON envelope per line.
+/// dead letters to `dead`, one JSON envelope per line. Stages with a timer
+/// get one last `tick` at [`END_OF_TIME_MS`] after the last line.
 ///
 /// Lines are read on their own thread and handed over in batches of whatever
 /// is waiting (up to the pipeline's batch size), so an interactive session
@@ -179,6 +185,25 @@ pub fn run(
         out.flush()?;
         dead.flush()?;
     }
+    // The end of the input is the end of time: stages with a timer tick once
+    // more, so that every window still open closes and is printed.
+    for outcome in chain.tick(END_OF_TIME_MS) {
+        match outcome {
+            Outcome::Done(outputs) => {
+                summary.outputs += outputs.len() as u64;
+                for event in &outputs {
+                    write_line(out, event)?;
+                }
+            }
+            Outcome::Dead(letter) => {
+                summary.dead_lettered += 1;
+                let subject = dead_subject(&letter.event);
+                write_line(dead, &letter.to_event(blueprint.name(), &subject))?;
+            }
+        }
+    }
+    out.flush()?;
+    dead.flush()?;
     summary.elapsed = started.elapsed();
     Ok(summary)
 }

@@ -29,6 +29,9 @@
 //!   watcher and SIGHUP).
 //! - [`control`]: the answers of `weir status` and `weir reload`, shared by
 //!   the serving side and the command line.
+//! - [`state`]: the keyed state of stateful stages: the local copy they
+//!   read and write, committed to the pipeline's NATS KV bucket exactly
+//!   once per input (`nats/state.rs` writes it).
 //! - [`engine`]: everything wasmtime: compile (cached), link, limit,
 //!   instantiate and call plugins.
 //! - [`config`]: pipeline and process TOML, parsed into validated types with
@@ -55,6 +58,7 @@ pub mod pipeline;
 pub mod reload;
 pub mod run;
 mod sink;
+pub mod state;
 mod task;
 pub mod testing;
 

@@ -62,7 +62,15 @@ pub async fn run(global: &Global, paths: &[PathBuf], shutdown: CancellationToken
         Engine::new(&EngineOptions { cache_dir: Some(global.cache_dir.clone()), cache_size: Some(global.cache_size), kv: Some(Arc::new(kv.clone())) })?;
     let workers = Arc::new(Workers::start(global.workers)?);
     let captures = nats::Captures::watch(&nats, shutdown.clone()).await;
-    let context = ProcessContext { nats: nats.clone(), workers: workers.clone(), metrics: metrics.clone(), kv, captures, stop: shutdown.clone() };
+    let context = ProcessContext {
+        nats: nats.clone(),
+        workers: workers.clone(),
+        metrics: metrics.clone(),
+        kv,
+        captures,
+        stop: shutdown.clone(),
+        instance: global.instance.to_string(),
+    };
     let mut supervisor = Supervisor::new(context, engine, paths);
     let report = supervisor.reload().await;
     if !report.failed.is_empty() {

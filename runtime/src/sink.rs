@@ -24,6 +24,12 @@
 //! dead-letters an input that has looped [`MAX_HOPS`](crate::config::MAX_HOPS)
 //! times.
 //!
+//! A pipeline with stateful stages commits each batch's state writes (and
+//! what a tick emitted) to its state bucket before it publishes anything:
+//! see `state/mod.rs` for the whole exactly-once sequence. A refused commit
+//! hands the batch back for redelivery; what a refused tick emitted is
+//! dropped (the next tick emits it again from the state).
+//!
 //! The sink is one tokio task per pipeline; the confirmations it waits for
 //! run in tasks of their own, at most [`CONFIRMS_IN_FLIGHT`] batches at once.
 
@@ -40,6 +46,12 @@ use crate::metrics::PipelineMetrics;
 use crate::nats::{Captures, Delivery, Nats, Published, Publisher};
 use crate::pipeline::Outcome;
 use crate::pipeline::workers::Done;
+use crate::state::Store;
+
+/// The header that names a tick's output: its outputs' message ids derive
+/// from it, so that publishing them again after a crash adds no copies to a
+/// JetStream sink.
+pub(crate) const TICK_HEADER: &str = "weir-tick";
 
 /// Batches whose publish acknowledgements may be awaited at once per
 /// pipeline; beyond it the sink waits, which slows the workers and the source.
@@ -60,6 +72,10 @@ pub(crate) struct Sink {
     captures: Captures,
     /// The streams already said to capture a subject of this sink.
     announced: Mutex<HashSet<Arc<str>>>,
+    /// The state of a pipeline with stateful stages.
+    state: Option<Arc<Store>>,
+    /// Names ticks' outputs: this sink's own prefix, and a count.
+    ticks: (String, u64),
 }
 
 impl Sink {
@@ -77,7 +93,45 @@ impl Sink {
             metrics,
             captures,
             announced: Mutex::default(),
+            state: None,
+            ticks: (format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros())), 0),
         }
+    }
+
+    /// Commits the pipeline's state to `state` before publishing.
+    pub(crate) fn with_state(mut self, state: Arc<Store>) -> Sink {
+        self.state = Some(state);
+        self
+    }
+
+    /// Gives each of a tick's outcomes a delivery whose id is the tick's
+    /// (kept in the `weir-tick` header of its events, which a marker keeps).
+    fn tick_deliveries(&mut self, ticked: Vec<Outcome>) -> Vec<(Outcome, Delivery)> {
+        ticked
+            .into_iter()
+            .map(|mut outcome| {
+                let id = match &mut outcome {
+                    Outcome::Done(events) => {
+                        let existing = events.first().and_then(|e| e.header(TICK_HEADER)).map(str::to_owned);
+                        let id = existing.unwrap_or_else(|| {
+                            self.ticks.1 += 1;
+                            format!("tick-{}-{}", self.ticks.0, self.ticks.1)
+                        });
+                        for event in events.iter_mut() {
+                            if event.header(TICK_HEADER).is_none() {
+                                event.headers.push((TICK_HEADER.to_owned(), id.clone()));
+                            }
+                        }
+                        id
+                    }
+                    Outcome::Dead(_) => {
+                        self.ticks.1 += 1;
+                        format!("tick-{}-{}", self.ticks.0, self.ticks.1)
+                    }
+                };
+                (outcome, Delivery::Core { msg_id: Some(id.into()) })
+            })
+            .collect()
     }
 
     /// Whether a publish to `subject` needs JetStream acknowledgements:
@@ -99,9 +153,41 @@ impl Sink {
 
     /// Publishes and settles every processed batch until the workers' side
     /// of `done` is closed, then waits for the last confirmations.
-    pub(crate) async fn run(self, mut done: mpsc::Receiver<Done<Delivery>>) {
+    pub(crate) async fn run(mut self, mut done: mpsc::Receiver<Done<Delivery>>) {
         let mut confirms = JoinSet::new();
-        while let Some(Done { results, version }) = done.recv().await {
+        while let Some(Done { mut results, version, ticked, commit }) = done.recv().await {
+            let sequences: Vec<u64> = results.iter().filter_map(|(_, d)| d.sequence()).collect();
+            let ticked = self.tick_deliveries(ticked);
+            let mut slot = None;
+            if let (Some(state), Some(commit)) = (&self.state, commit.filter(|c| !c.is_empty())) {
+                // The inputs that succeeded, and what they and the tick made.
+                let applied: Vec<u64> = results
+                    .iter()
+                    .filter(|(o, _)| matches!(o, Outcome::Done(_)))
+                    .filter_map(|(_, d)| d.sequence())
+                    .collect();
+                let outputs = results
+                    .iter()
+                    .chain(&ticked)
+                    .filter_map(|(o, d)| match o {
+                        Outcome::Done(events) if !events.is_empty() => Some((d.sequence(), events.clone())),
+                        _ => None,
+                    })
+                    .collect();
+                match state.commit(commit, applied, outputs).await {
+                    Ok(s) => slot = Some(s),
+                    Err(e) => {
+                        self.metrics.publish_errors.inc();
+                        tracing::warn!(pipeline = %self.name, inputs = results.len(), error = %e, "state commit refused; the batch will be processed again{}", if ticked.is_empty() { "" } else { " (and the tick's events emitted by a later tick)" });
+                        for (_, delivery) in results {
+                            delivery.nak(Duration::from_millis(200)).await;
+                        }
+                        state.settled(sequences);
+                        continue;
+                    }
+                }
+            }
+            results.extend(ticked);
             let mut pending: Vec<Published> = Vec::new();
             let mut settle: Vec<Delivery> = Vec::new();
             let mut failed: Vec<Delivery> = Vec::new();
@@ -112,10 +198,19 @@ impl Sink {
                     Err(PublishFailed) => failed.push(delivery),
                 }
             }
+            let handed_back = !failed.is_empty();
             for delivery in failed {
                 hand_back(delivery, self.max_deliver, &self.name).await;
             }
+            let state = self.state.clone();
             if settle.iter().all(|d| !d.can_redeliver()) && pending.iter().all(|p| matches!(p, Published::Sent)) {
+                if let Some(state) = &state {
+                    state.settled(sequences);
+                    // A marker stays while an input it lists may come back.
+                    if let Some(slot) = slot.filter(|_| !handed_back) {
+                        state.release(slot);
+                    }
+                }
                 continue;
             }
             while confirms.len() >= CONFIRMS_IN_FLIGHT {
@@ -146,6 +241,12 @@ impl Sink {
                 }
                 for d in settle {
                     if ok { d.ack().await } else { hand_back(d, max_deliver, &name).await }
+                }
+                if let Some(state) = state {
+                    state.settled(sequences);
+                    if let Some(slot) = slot.filter(|_| ok && !handed_back) {
+                        state.release(slot);
+                    }
                 }
             });
         }

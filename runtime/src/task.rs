@@ -25,6 +25,7 @@ use crate::nats::{Captures, Delivery, KvMirror, Nats, Source, check_endpoints};
 use crate::pipeline::workers::{Done, Workers};
 use crate::pipeline::{Blueprint, Outcome};
 use crate::sink::Sink;
+use crate::state::{Applied, Store};
 
 /// What every pipeline of a running process shares, and starting one needs.
 #[derive(Clone)]
@@ -38,6 +39,8 @@ pub(crate) struct ProcessContext {
     pub captures: Captures,
     /// Fires on shutdown.
     pub stop: CancellationToken,
+    /// This process's instance name (it names its state markers).
+    pub instance: String,
 }
 
 /// A running pipeline: swap its blueprint, or stop it.
@@ -47,12 +50,25 @@ pub(crate) struct PipelineHandle {
     task: tokio::task::JoinHandle<()>,
     pub metrics: PipelineMetrics,
     all: Metrics,
+    /// The pipeline's state, when it has stateful stages.
+    state: Option<Arc<Store>>,
 }
 
 impl PipelineHandle {
     /// The next batch runs on `blueprint`; batches in flight finish on theirs.
     pub fn swap(&self, blueprint: Blueprint) {
-        self.swap.send_replace(blueprint.instrument(&self.all));
+        let blueprint = blueprint.instrument(&self.all);
+        let blueprint = match &self.state {
+            Some(state) => blueprint.with_state(state.clone()),
+            None => blueprint,
+        };
+        self.swap.send_replace(blueprint);
+    }
+
+    /// Whether this pipeline runs with a state bucket: a new version that
+    /// keeps state must start afresh when this one has none.
+    pub fn has_state(&self) -> bool {
+        self.state.is_some()
     }
 
     /// Stops taking events, finishes those in flight, and returns.
@@ -78,13 +94,29 @@ pub(crate) async fn start_pipeline(context: &ProcessContext, pipeline: Pipeline,
     let what = || format!("pipeline \"{}\" ({})", pipeline.name, pipeline.file.display());
     check_pipeline(context, &pipeline).await?;
     let counters = context.metrics.pipeline(pipeline.name.as_str());
-    let source = Source::open(&context.nats, &pipeline).await.with_context(what)?;
     let stop = CancellationToken::new();
+    let state = if blueprint.stateful() {
+        let state = Store::open(&context.nats, pipeline.name.as_str(), &context.instance, pipeline.state.replicas, stop.clone())
+            .await
+            .with_context(what)?;
+        if pipeline.source.jetstream.is_none() {
+            tracing::warn!(pipeline = %pipeline.name, "stateful stages on a core NATS source: state is committed before outputs are published, but an input lost in a crash is lost (core NATS cannot deliver it again); read a JetStream stream for exactly once");
+        }
+        Some(state)
+    } else {
+        None
+    };
+    let source = Source::open(&context.nats, &pipeline).await.with_context(what)?;
     source.watch_lag(counters.pending.clone(), stop.clone());
-    let sink = Sink::new(&context.nats, &pipeline, source.max_deliver(), counters.clone(), context.captures.clone());
-    let (swap, current) = watch::channel(blueprint.instrument(&context.metrics));
-    let task = tokio::spawn(run_pipeline(pipeline, current, source, sink, context.workers.clone(), stop.clone()));
-    Ok(PipelineHandle { swap, stop, task, metrics: counters, all: context.metrics.clone() })
+    let mut sink = Sink::new(&context.nats, &pipeline, source.max_deliver(), counters.clone(), context.captures.clone());
+    let mut current = blueprint.instrument(&context.metrics);
+    if let Some(state) = &state {
+        sink = sink.with_state(state.clone());
+        current = current.with_state(state.clone());
+    }
+    let (swap, current) = watch::channel(current);
+    let task = tokio::spawn(run_pipeline(pipeline, current, source, sink, context.workers.clone(), stop.clone(), state.clone()));
+    Ok(PipelineHandle { swap, stop, task, metrics: counters, all: context.metrics.clone(), state })
 }
 
 /// Source → workers → sink for one pipeline, until `stop`. Each batch is
@@ -96,9 +128,15 @@ pub(crate) async fn run_pipeline(
     sink: Sink,
     workers: Arc<Workers<Delivery>>,
     stop: CancellationToken,
+    state: Option<Arc<Store>>,
 ) {
     let (done_tx, done_rx) = mpsc::channel(workers.len() * 2);
     let sink = tokio::spawn(sink.run(done_rx));
+    let ticks = state.as_ref().map(|state| {
+        // What ticks of an earlier run emitted and may not have published.
+        let leftovers: Vec<Outcome> = state.leftovers().into_iter().map(|e| Outcome::Done(vec![e])).collect();
+        tokio::spawn(tick(blueprint.clone(), workers.clone(), done_tx.clone(), stop.clone(), leftovers))
+    });
     loop {
         let batch_size = blueprint.borrow().batch_size();
         let Some(mut batch) = source.next_batch(batch_size, &stop).await else { break };
@@ -107,7 +145,16 @@ pub(crate) async fn run_pipeline(
         let current = blueprint.borrow().clone();
         if batch.iter().any(|(event, _)| event.hops() >= MAX_HOPS) {
             let looped = stop_loops(&mut batch, &pipeline);
-            if done_tx.send(Done { results: looped, version: current.version().into() }).await.is_err() {
+            if done_tx.send(Done::outcomes(looped, current.version().into())).await.is_err() {
+                break;
+            }
+            if batch.is_empty() {
+                continue;
+            }
+        }
+        if let Some(state) = &state {
+            let again = admit(state, &mut batch).await;
+            if !again.is_empty() && done_tx.send(Done::outcomes(again, current.version().into())).await.is_err() {
                 break;
             }
             if batch.is_empty() {
@@ -116,10 +163,19 @@ pub(crate) async fn run_pipeline(
         }
         workers.dispatch(&current, batch, pipeline.ordered, &done_tx).await;
     }
+    if let Some(ticks) = ticks {
+        let _ = ticks.await;
+    }
     let mut rest = source.stop().await.into_iter().peekable();
     let current = blueprint.borrow().clone();
     while rest.peek().is_some() {
-        let batch: Vec<_> = rest.by_ref().take(current.batch_size()).collect();
+        let mut batch: Vec<_> = rest.by_ref().take(current.batch_size()).collect();
+        if let Some(state) = &state {
+            let again = admit(state, &mut batch).await;
+            if !again.is_empty() {
+                let _ = done_tx.send(Done::outcomes(again, current.version().into())).await;
+            }
+        }
         workers.dispatch(&current, batch, pipeline.ordered, &done_tx).await;
     }
     drop(done_tx);
@@ -127,6 +183,67 @@ pub(crate) async fn run_pipeline(
         tracing::error!(pipeline = %pipeline.name, error = %e, "sink task failed");
     }
     tracing::info!(pipeline = %pipeline.name, "drained");
+}
+
+/// Takes out of `batch` the inputs whose state is committed already (a
+/// redelivery after a crash): they come back with the outputs they made,
+/// to publish again and acknowledge. An input still being processed (its
+/// redelivery overtook it) is asked for again in a second.
+async fn admit(state: &Store, batch: &mut Vec<(Event, Delivery)>) -> Vec<(Outcome, Delivery)> {
+    let verdicts = state.admit(&batch.iter().map(|(_, d)| d.sequence()).collect::<Vec<_>>());
+    if verdicts.iter().all(|v| matches!(v, Applied::No)) {
+        return Vec::new();
+    }
+    let mut again = Vec::new();
+    let mut keep = Vec::with_capacity(batch.len());
+    for ((event, delivery), verdict) in std::mem::take(batch).into_iter().zip(verdicts) {
+        match verdict {
+            Applied::No => keep.push((event, delivery)),
+            Applied::Yes(outputs) => again.push((Outcome::Done(outputs), delivery)),
+            Applied::InFlight => delivery.nak(std::time::Duration::from_secs(1)).await,
+        }
+    }
+    *batch = keep;
+    again
+}
+
+/// Calls the stateful stages' `tick` every `timer` (the shortest of the
+/// current version's), on the pipeline's worker, until `stop`; first hands
+/// `leftovers` to the sink.
+async fn tick(
+    blueprint: watch::Receiver<Blueprint>,
+    workers: Arc<Workers<Delivery>>,
+    done: mpsc::Sender<Done<Delivery>>,
+    stop: CancellationToken,
+    leftovers: Vec<Outcome>,
+) {
+    if !leftovers.is_empty() {
+        tracing::info!(
+            events = leftovers.len(),
+            "publishing again what ticks emitted before a crash or restart (a JetStream sink drops the copies)"
+        );
+        let version: Arc<str> = blueprint.borrow().version().into();
+        let _ = done.send(Done { results: Vec::new(), version, ticked: leftovers, commit: None }).await;
+    }
+    loop {
+        let every = blueprint.borrow().timer();
+        let Some(every) = every else {
+            // No timer now; a reload may add one.
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let current = blueprint.borrow().clone();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        workers.tick(&current, now, &done).await;
+    }
 }
 
 /// Takes the inputs that passed through weir [`MAX_HOPS`] times out of

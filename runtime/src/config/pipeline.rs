@@ -20,7 +20,7 @@ use super::json::{JsonObject, TOML_DATETIME_KEY, instant};
 use super::names::{Name, NatsName, QueueGroup};
 use super::subject::{PublishSubject, Subject, SubjectTemplate};
 use super::table::Table;
-use super::units::{AckWait, BatchSize, MemoryLimit, PositiveCount, Sequence, StageTimeout};
+use super::units::{AckWait, BatchSize, MemoryLimit, PositiveCount, Sequence, StageTimeout, StateLimit, StateValueLimit, TimerInterval};
 
 /// One pipeline: a source, a chain of stages, a sink and an optional dead-letter subject.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +43,21 @@ pub struct Pipeline {
     /// false): for stages that always change the subject. The hop limit
     /// still stops an event that loops.
     pub allow_loops: bool,
+    /// `[state]`: where stateful stages keep their state.
+    pub state: StateConfig,
+}
+
+/// `[state]`: the NATS KV bucket of the pipeline's stateful stages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateConfig {
+    /// Replicas of the bucket when weir creates it (1..=5, default 1).
+    pub replicas: usize,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig { replicas: 1 }
+    }
 }
 
 /// Where events come from.
@@ -103,6 +118,9 @@ pub struct StageConfig {
     pub config: serde_json::Value,
     /// What the stage may reach beyond its sandbox.
     pub grants: Grants,
+    /// How often weir calls a stateful stage's `tick` (`timer`); `None`:
+    /// never.
+    pub timer: Option<Duration>,
     /// Where the stage's table starts, for runtime errors about the stage.
     pub location: Location,
 }
@@ -139,11 +157,15 @@ pub struct Limits {
     pub timeout: Duration,
     /// Memory cap of one instance, in bytes (1 MiB..=4 GiB, default 64 MiB).
     pub memory: u64,
+    /// Most bytes of keys and values in a stateful stage's state (default 64 MiB).
+    pub state: u64,
+    /// Most bytes of one state value (default 64 KiB, at most 512 KiB).
+    pub state_value: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { timeout: Duration::from_millis(100), memory: 64 * 1024 * 1024 }
+        Self { timeout: Duration::from_millis(100), memory: 64 * 1024 * 1024, state: 64 * 1024 * 1024, state_value: 64 * 1024 }
     }
 }
 
@@ -185,6 +207,29 @@ pub(crate) struct RawPipeline {
     sink: Table<RawSink>,
     dead_letter: Option<Table<RawDeadLetter>>,
     allow_loops: Option<bool>,
+    state: Option<Table<RawState>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    replicas: Option<Replicas>,
+}
+
+/// `[state] replicas`: as NATS allows, 1 to 5.
+struct Replicas(usize);
+
+impl<'de> Deserialize<'de> for Replicas {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(deserializer)?;
+        if (1..=5).contains(&n) {
+            Ok(Replicas(n as usize))
+        } else {
+            Err(InvalidValue::new(format!("{n} replicas"))
+                .with_help("NATS keeps 1 to 5 replicas of a bucket".to_owned())
+                .into_de())
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -209,6 +254,7 @@ struct RawStage {
     limits: Option<Table<RawLimits>>,
     grants: Option<Table<RawGrants>>,
     config: Option<JsonObject>,
+    timer: Option<TimerInterval>,
 }
 
 #[derive(Deserialize)]
@@ -227,6 +273,8 @@ struct RawGrants {
 struct RawLimits {
     timeout: Option<StageTimeout>,
     memory: Option<MemoryLimit>,
+    state: Option<StateLimit>,
+    state_value: Option<StateValueLimit>,
 }
 
 #[derive(Deserialize)]
@@ -332,7 +380,7 @@ impl RawPipeline {
 
     /// Checks what serde cannot see one value at a time, and builds the [`Pipeline`].
     pub(crate) fn validate(self, source: &SourceFile<'_>) -> Result<Pipeline, ConfigError> {
-        let Self { name, batch_size, ordered, source: raw_source, stages: raw_stages, sink, dead_letter, allow_loops } = self;
+        let Self { name, batch_size, ordered, source: raw_source, stages: raw_stages, sink, dead_letter, allow_loops, state } = self;
         let pipeline_source = validate_source(raw_source.0, source)?;
 
         let base = source.path.parent().unwrap_or(Path::new(""));
@@ -358,6 +406,8 @@ impl RawPipeline {
             let limits = raw.limits.map(|l| l.0).map_or(defaults, |l| Limits {
                 timeout: l.timeout.map_or(defaults.timeout, |t| t.0),
                 memory: l.memory.map_or(defaults.memory, |m| m.0),
+                state: l.state.map_or(defaults.state, |m| m.0),
+                state_value: l.state_value.map_or(defaults.state_value, |m| m.0),
             });
             let grants = match raw.grants.map(|g| g.0) {
                 None => Grants::default(),
@@ -378,6 +428,7 @@ impl RawPipeline {
                 limits,
                 grants,
                 config: serde_json::Value::Object(raw.config.map(|c| c.0).unwrap_or_default()),
+                timer: raw.timer.map(|t| t.0),
                 location: source.location(&table_span),
             });
         }
@@ -394,6 +445,7 @@ impl RawPipeline {
                 .map(|d| d.0)
                 .map(|d| DeadLetterConfig { subject: d.subject.0, stream: d.stream.map(|s| s.0) }),
             allow_loops: allow_loops.unwrap_or(false),
+            state: StateConfig { replicas: state.and_then(|s| s.0.replicas).map_or(1, |r| r.0) },
         })
     }
 }

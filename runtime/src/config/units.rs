@@ -146,6 +146,13 @@ duration_newtype!(
     Duration::from_secs(60)
 );
 duration_newtype!(
+    /// A stage's `timer`: how often weir calls its `tick`.
+    TimerInterval,
+    "timer",
+    Duration::from_millis(10),
+    Duration::from_secs(24 * 3600)
+);
+duration_newtype!(
     /// `ack_wait`: NATS rejects a zero ack wait, and more than a day is certainly a typo.
     AckWait,
     "ack_wait",
@@ -168,6 +175,25 @@ pub(crate) struct MemoryLimit(pub(crate) u64);
 impl MemoryLimit {
     const MIN: u64 = MIB;
     const MAX: u64 = 4 * GIB;
+}
+
+/// `limits.state`: the most a stage's state may hold (keys and values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StateLimit(pub(crate) u64);
+
+impl StateLimit {
+    const MIN: u64 = 1024;
+    const MAX: u64 = 64 * GIB;
+}
+
+/// `limits.state_value`: the most one state value may hold. NATS's default
+/// largest message is 1 MiB; a value travels in one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StateValueLimit(pub(crate) u64);
+
+impl StateValueLimit {
+    const MIN: u64 = 16;
+    const MAX: u64 = 512 * 1024;
 }
 
 /// `cache_size`: how much compiled code the on-disk cache keeps. Below 64 MiB a
@@ -227,6 +253,8 @@ macro_rules! bounded_size {
 }
 
 bounded_size!(MemoryLimit, "memory limit", "memory");
+bounded_size!(StateLimit, "state limit", "limits.state");
+bounded_size!(StateValueLimit, "state value limit", "limits.state_value");
 bounded_size!(CacheSize, "cache size", "cache_size");
 
 /// An integer that must lie within `min..=max`, for counts like `batch_size` and `workers`.

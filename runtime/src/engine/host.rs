@@ -18,6 +18,8 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::weir::stage::host::{self, Level};
+use super::bindings::weir::stage::state::{self as state_import, Write};
+use super::state::StateCall;
 
 /// Which stage an instance belongs to, for logs and errors.
 #[derive(Debug)]
@@ -38,6 +40,9 @@ pub(crate) struct HostState {
     /// Buckets this stage was granted, and where to read them.
     kv: Vec<String>,
     kv_source: Option<Arc<dyn KvSource>>,
+    /// The stage's state during a call of a stateful stage; `None` outside
+    /// calls and for stages without state.
+    pub(crate) state: Option<StateCall>,
 }
 
 /// Where `kv-get` reads from: weir's in-memory mirror of NATS KV buckets.
@@ -69,7 +74,17 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        Ok(HostState { wasi, table: ResourceTable::new(), limiter: MemoryLimiter::new(spec.memory), stderr, label, logs, kv: spec.kv.clone(), kv_source })
+        Ok(HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(spec.memory),
+            stderr,
+            label,
+            logs,
+            kv: spec.kv.clone(),
+            kv_source,
+            state: None,
+        })
     }
 }
 
@@ -90,6 +105,45 @@ impl host::Host for HostState {
 }
 
 impl super::bindings::weir::stage::types::Host for HostState {}
+
+/// Stages built against contract 0.1.0 import the same host functions
+/// under that version.
+impl super::legacy::weir::stage::host::Host for HostState {
+    fn kv_get(&mut self, bucket: String, key: String) -> Result<Option<Vec<u8>>, String> {
+        self.kv_lookup(&bucket, &key)
+    }
+
+    fn log(&mut self, level: super::legacy::weir::stage::host::Level, message: String) {
+        use super::legacy::weir::stage::host::Level as Old;
+        let level = match level {
+            Old::Trace => Level::Trace,
+            Old::Debug => Level::Debug,
+            Old::Info => Level::Info,
+            Old::Warn => Level::Warn,
+            Old::Error => Level::Error,
+        };
+        log_line(&self.logs, &self.label, level, &message);
+    }
+}
+
+impl super::legacy::weir::stage::types::Host for HostState {}
+
+impl state_import::Host for HostState {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.state.as_ref()?.get(&key).map(|v| v.to_vec())
+    }
+
+    fn apply(&mut self, event: u32, writes: Vec<Write>) -> Result<(), String> {
+        let Some(state) = self.state.as_mut() else {
+            return Err("state is only available in process and tick, not in init".to_owned());
+        };
+        state.apply(event, writes.into_iter().map(|w| (w.key, w.value.map(bytes::Bytes::from))).collect())
+    }
+
+    fn keys(&mut self, prefix: String, limit: u32) -> Vec<String> {
+        self.state.as_ref().map(|s| s.keys(&prefix, limit as usize)).unwrap_or_default()
+    }
+}
 
 impl HostState {
     fn kv_lookup(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, String> {

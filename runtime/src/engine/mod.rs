@@ -18,6 +18,7 @@
 
 mod cache;
 mod host;
+mod state;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,13 +31,23 @@ use cache::CodeCache;
 pub use cache::{ContentHash, Origin};
 pub use host::KvSource;
 use host::{HostState, MemoryLimitExceeded, StageLabel};
+pub use state::{MAX_KEY, MemoryState, StateCall, StateLimits, StateView, StateWrite, entry_size as entry_size_of};
 
 use crate::event::{ErrorKind, Event, StageResult};
 
 mod bindings {
     wasmtime::component::bindgen!({
-        world: "stage",
+        world: "stateful-stage",
         path: "../sdk/wit",
+    });
+}
+
+/// The contract's previous version, 0.1.0: its host functions are linked
+/// too, so that stages built against it run unchanged.
+mod legacy {
+    wasmtime::component::bindgen!({
+        world: "stage",
+        path: "wit/weir-stage-0.1.0",
     });
 }
 
@@ -46,6 +57,12 @@ mod bindings {
 /// their payloads (`bytes::Bytes`) without a copy on the host.
 type Process<'a> = wasmtime::component::TypedFunc<(&'a [Event],), (Vec<StageResult>,)>;
 
+/// `tick` of a stateful stage: the time, and the events it emits or why not.
+type Tick = wasmtime::component::TypedFunc<(u64,), (Result<Vec<Event>, String>,)>;
+
+/// `init`: the configuration as JSON, and whether the stage accepts it.
+type Init<'a> = wasmtime::component::TypedFunc<(&'a str,), (Result<(), String>,)>;
+
 /// How often the epoch advances: the resolution of deadlines.
 const TICK: Duration = Duration::from_millis(1);
 
@@ -54,7 +71,11 @@ const TICK: Duration = Duration::from_millis(1);
 pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The world every plugin must implement.
-pub const WORLD: &str = "weir:stage/stage@0.1.0";
+pub const WORLD: &str = "weir:stage/stage@0.2.0";
+
+/// The interface a stage imports to keep state: a stage that imports it
+/// implements the world `stateful-stage`.
+const STATE_IMPORT: &str = "weir:stage/state@";
 
 /// Options for [`Engine::new`].
 #[derive(Clone, Default)]
@@ -106,7 +127,8 @@ impl Engine {
         // they never use it; link the real thing with an empty context rather
         // than stubs (docs/performance.md, 'Facts the code relies on').
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        bindings::Stage::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        bindings::StatefulStage::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        legacy::Stage::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
 
         let weak = engine.weak();
         std::thread::Builder::new().name("weir-epoch".into()).spawn(move || {
@@ -148,8 +170,18 @@ impl Engine {
             missing: unprovided_imports(&self.inner.engine, &component),
             message: chain(&e),
         })?;
-        let pre = bindings::StagePre::new(pre).map_err(|e| LoadError::WrongWorld { path: path.clone(), message: chain(&e) })?;
-        Ok(Plugin { pre, hash, path: path.into(), origin, kv: self.inner.kv.clone() })
+        let exports: Vec<String> = component.component_type().exports(&self.inner.engine).map(|(name, _)| name.to_owned()).collect();
+        let stateful = component
+            .component_type()
+            .imports(&self.inner.engine)
+            .any(|(name, _)| name.starts_with(STATE_IMPORT));
+        for required in ["init", "process"] {
+            if !exports.iter().any(|e| e == required) {
+                return Err(LoadError::WrongWorld { path: path.clone(), message: format!("no export named `{required}`") });
+            }
+        }
+        let ticks = stateful && exports.iter().any(|e| e == "tick");
+        Ok(Plugin { pre, hash, path: path.into(), origin, kv: self.inner.kv.clone(), stateful, ticks })
     }
 }
 
@@ -166,11 +198,15 @@ impl Engine {
 /// Cheap to clone.
 #[derive(Clone)]
 pub struct Plugin {
-    pre: bindings::StagePre<HostState>,
+    pre: wasmtime::component::InstancePre<HostState>,
     hash: ContentHash,
     path: Arc<Path>,
     origin: Origin,
     kv: Option<Arc<dyn KvSource>>,
+    /// Imports `state`: the world `stateful-stage`.
+    stateful: bool,
+    /// A stateful stage that exports `tick`.
+    ticks: bool,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -198,6 +234,10 @@ pub struct StageSpec {
     pub kv: Vec<String>,
     /// Whether the stage reads the real clocks (otherwise they read zero).
     pub clock: bool,
+    /// The caps on its state, if it keeps state.
+    pub state: StateLimits,
+    /// How often its `tick` is called, if it has one.
+    pub timer: Option<Duration>,
 }
 
 impl Plugin {
@@ -216,6 +256,16 @@ impl Plugin {
         self.origin
     }
 
+    /// Whether the stage keeps state (it imports `weir:stage/state`).
+    pub fn stateful(&self) -> bool {
+        self.stateful
+    }
+
+    /// Whether the stage keeps state and exports `tick`.
+    pub fn ticks(&self) -> bool {
+        self.ticks
+    }
+
     /// A fresh instance with `init` already run.
     pub fn instantiate(&self, spec: &StageSpec) -> Result<Instance, InitError> {
         let label = Arc::new(StageLabel { pipeline: spec.pipeline.clone(), stage: spec.stage.clone() });
@@ -223,14 +273,15 @@ impl Plugin {
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(ticks(INIT_TIMEOUT));
-        let instantiated = self.pre.instance_pre().instantiate(&mut store).and_then(|instance| {
-            let bindings = bindings::Stage::new(&mut store, &instance)?;
-            // Checks `process` against weir's types now, so that a stage of
+        let instantiated = self.pre.instantiate(&mut store).and_then(|instance| {
+            // Checks the exports against weir's types now, so that a stage of
             // the wrong shape fails to start rather than on its first batch.
+            let init = *instance.get_typed_func::<(&str,), (Result<(), String>,)>(&mut store, "init")?.func();
             let process = *instance.get_typed_func::<(&[Event],), (Vec<StageResult>,)>(&mut store, "process")?.func();
-            Ok((bindings, process))
+            let tick = if self.ticks { Some(instance.get_typed_func::<(u64,), (Result<Vec<Event>, String>,)>(&mut store, "tick")?) } else { None };
+            Ok((init, process, tick))
         });
-        let (bindings, process) = match instantiated {
+        let (init, process, tick) = match instantiated {
             Ok(b) => b,
             Err(e) => {
                 return Err(match classify(&e, &store, INIT_TIMEOUT) {
@@ -239,12 +290,15 @@ impl Plugin {
                 });
             }
         };
-        match bindings.call_init(&mut store, &spec.config) {
-            Ok(Ok(())) => {}
-            Ok(Err(message)) => return Err(InitError::Refused(message)),
+        let called = init
+            .typed::<(&str,), (Result<(), String>,)>(&store)
+            .and_then(|init: Init<'_>| init.call(&mut store, (&spec.config,)));
+        match called {
+            Ok((Ok(()),)) => {}
+            Ok((Err(message),)) => return Err(InitError::Refused(message)),
             Err(e) => return Err(InitError::Fault(fault(&e, &store, INIT_TIMEOUT))),
         }
-        Ok(Instance { store, process, timeout: spec.timeout })
+        Ok(Instance { store, process, tick, timeout: spec.timeout })
     }
 }
 
@@ -254,6 +308,8 @@ pub struct Instance {
     store: Store<HostState>,
     /// The export `process`, checked against [`Process`] when instantiated.
     process: wasmtime::component::Func,
+    /// The export `tick` of a stateful stage.
+    tick: Option<Tick>,
     timeout: Duration,
 }
 
@@ -283,6 +339,31 @@ impl Instance {
             Err(e) => Err(fault(&e, &self.store, budget)),
         };
         (events, results)
+    }
+
+    /// Calls `tick` with the time in milliseconds since the epoch, if the
+    /// stage has one (`None` otherwise). Its budget is one `limits.timeout`
+    /// per 64 events it may emit, and at least 1 s. On a fault the instance
+    /// is dead: drop it.
+    pub fn tick(&mut self, now_ms: u64) -> Option<Result<Result<Vec<Event>, String>, Fault>> {
+        let tick = self.tick?;
+        let budget = self.timeout.saturating_mul(64).max(Duration::from_secs(1));
+        self.store.set_epoch_deadline(ticks(budget));
+        self.store.data().stderr.clear();
+        Some(match tick.call(&mut self.store, (now_ms,)) {
+            Ok((result,)) => Ok(result),
+            Err(e) => Err(fault(&e, &self.store, budget)),
+        })
+    }
+
+    /// Lends the stage its state for the next calls (a stateful stage).
+    pub fn lend_state(&mut self, state: StateCall) {
+        self.store.data_mut().state = Some(state);
+    }
+
+    /// Takes back the state lent with [`lend_state`](Self::lend_state).
+    pub fn take_state(&mut self) -> Option<StateCall> {
+        self.store.data_mut().state.take()
     }
 
     /// The most linear memory this instance has held, in bytes, over all
@@ -394,7 +475,7 @@ pub enum LoadError {
 /// The interfaces weir links into every stage: its own host interface and
 /// these WASI 0.2 packages (sockets are linked but every connection is
 /// refused).
-pub const PROVIDED: [&str; 7] = ["weir:stage/host", "wasi:cli", "wasi:clocks", "wasi:filesystem", "wasi:io", "wasi:random", "wasi:sockets"];
+pub const PROVIDED: [&str; 8] = ["weir:stage/host", "weir:stage/state", "wasi:cli", "wasi:clocks", "wasi:filesystem", "wasi:io", "wasi:random", "wasi:sockets"];
 
 /// The imports of `component` that no [`PROVIDED`] interface covers, by name
 /// (`wasi:http/types@0.2.3`).
@@ -416,9 +497,10 @@ fn unprovided_imports(engine: &wasmtime::Engine, component: &wasmtime::component
 
 fn imports_message(path: &Path, missing: &[String], message: &str) -> String {
     let provided = format!(
-        "weir provides {}@0.1.0 and the WASI 0.2 interfaces {} (no network is ever granted)",
+        "weir provides {}@0.2.0, {}@0.2.0 (and the host of contract 0.1.0) and the WASI 0.2 interfaces {} (no network is ever granted)",
         PROVIDED[0],
-        PROVIDED[1..].join(", ")
+        PROVIDED[1],
+        PROVIDED[2..].join(", ")
     );
     if missing.is_empty() {
         return format!(
@@ -556,7 +638,7 @@ mod tests {
     #[test]
     fn a_component_of_another_world_is_refused() {
         let e = load_err(&wat::parse_str("(component)").unwrap());
-        assert!(e.contains("does not implement weir:stage/stage@0.1.0"), "{e}");
+        assert!(e.contains("does not implement weir:stage/stage@0.2.0"), "{e}");
         assert!(e.contains("init"), "{e}");
     }
 
@@ -581,7 +663,7 @@ mod tests {
     #[test]
     fn a_missing_process_export_is_named() {
         let e = load_err(&wat::parse_str(INIT_ONLY).unwrap());
-        assert!(e.contains("does not implement weir:stage/stage@0.1.0"), "{e}");
+        assert!(e.contains("does not implement weir:stage/stage@0.2.0"), "{e}");
         assert!(e.contains("process"), "{e}");
     }
 
@@ -590,7 +672,12 @@ mod tests {
         let bytes = wat::parse_str(r#"(component (import "acme:secret/door" (instance (export "open" (func)))))"#).unwrap();
         let e = load_err(&bytes);
         assert!(e.contains("imports acme:secret/door, which weir does not provide"), "{e}");
-        assert!(e.contains("weir provides weir:stage/host@0.1.0 and the WASI 0.2 interfaces wasi:cli, wasi:clocks"), "{e}");
+        assert!(
+            e.contains(
+                "weir provides weir:stage/host@0.2.0, weir:stage/state@0.2.0 (and the host of contract 0.1.0) and the WASI 0.2 interfaces wasi:cli, wasi:clocks"
+            ),
+            "{e}"
+        );
         assert!(e.contains("What to do: remove the code or dependency that needs it"), "{e}");
     }
 

@@ -17,6 +17,7 @@ mod publish;
 mod record;
 mod service;
 mod source;
+mod state;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub use publish::{Published, Publisher};
 pub use record::{RecordOptions, RecordStart, record};
 pub use service::{PipelineStatus, ReloadRequest, SharedStatus, start_service};
 pub use source::{DEFAULT_MAX_DELIVER, Delivery, JsDelivery, SUBSCRIPTION_CAPACITY, Source};
+pub use state::{Change, CommitError, KvWrite, StateBucket, TOMBSTONE_TTL};
 
 /// A connected NATS client and its JetStream context. Cheap to clone.
 #[derive(Clone)]

@@ -66,6 +66,14 @@ impl Delivery {
         }
     }
 
+    /// The input's stream sequence (JetStream only).
+    pub fn sequence(&self) -> Option<u64> {
+        match self {
+            Delivery::Core { .. } => None,
+            Delivery::JetStream(js) => Some(js.sequence),
+        }
+    }
+
     /// How many times this input was delivered (1 for core NATS).
     pub fn delivered(&self) -> u64 {
         match self {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::config::{self, SubjectTemplate};
 use crate::engine::{ContentHash, Engine, InitError, LoadError, Origin, Plugin, StageSpec};
 use crate::metrics::{Metrics, StageMetrics};
+use crate::state::Store;
 
 /// A pipeline ready to run: plugins compiled and linked, configuration
 /// accepted by every stage's `init`. Cheap to clone.
@@ -24,6 +25,9 @@ pub(super) struct BlueprintInner {
     pub(super) sink: SubjectTemplate,
     /// Per-stage metrics, once [`Blueprint::instrument`]ed.
     pub(super) metrics: Option<Vec<StageMetrics>>,
+    /// Where stateful stages keep their state: in memory until
+    /// [`Blueprint::with_state`] gives the running pipeline's.
+    pub(super) state: Arc<Store>,
 }
 
 /// A pipeline could not be built.
@@ -49,6 +53,9 @@ pub enum BuildFailure {
     /// The plugin loaded but its first instance did not start.
     #[error(transparent)]
     Init(#[from] InitError),
+    /// `timer` is set on a stage that cannot tick.
+    #[error("timer is set, but {0}; remove `timer`, or use a stage that keeps state and exports tick (weir_sdk's Stage::tick)")]
+    Timer(String),
 }
 
 /// How a stage's plugin was obtained, for progress messages.
@@ -87,6 +94,10 @@ impl Blueprint {
             let plugin = engine.load(&stage.plugin).map_err(|e| fail(e.into()))?;
             let spec = stage_spec(pipeline, stage);
             plugin.instantiate(&spec).map_err(|e| fail(e.into()))?;
+            if stage.timer.is_some() && !plugin.ticks() {
+                let why = if plugin.stateful() { "the plugin does not export tick" } else { "the plugin keeps no state (it does not import weir:stage/state)" };
+                return Err(fail(BuildFailure::Timer(why.to_owned())));
+            }
             reports.push(StageReport {
                 stage: spec.stage.clone(),
                 plugin: stage.plugin.clone(),
@@ -97,7 +108,15 @@ impl Blueprint {
             stages.push((spec, plugin));
         }
         let version = super::version(pipeline, &reports.iter().map(|r| r.hash).collect::<Vec<_>>());
-        let inner = BlueprintInner { name, version, batch_size: pipeline.batch_size, stages, sink: pipeline.sink.subject.clone(), metrics: None };
+        let inner = BlueprintInner {
+            name,
+            version,
+            batch_size: pipeline.batch_size,
+            stages,
+            sink: pipeline.sink.subject.clone(),
+            metrics: None,
+            state: Store::memory(),
+        };
         Ok((Blueprint { inner: Arc::new(inner) }, reports))
     }
 
@@ -112,8 +131,46 @@ impl Blueprint {
             stages: i.stages.clone(),
             sink: i.sink.clone(),
             metrics: Some(stages),
+            state: i.state.clone(),
         };
         Blueprint { inner: Arc::new(inner) }
+    }
+
+    /// The same blueprint, keeping its stages' state in `state` (the
+    /// running pipeline's, committed to NATS) instead of in memory.
+    pub fn with_state(&self, state: Arc<Store>) -> Blueprint {
+        let i = &self.inner;
+        let inner = BlueprintInner {
+            name: i.name.clone(),
+            version: i.version.clone(),
+            batch_size: i.batch_size,
+            stages: i.stages.clone(),
+            sink: i.sink.clone(),
+            metrics: i.metrics.clone(),
+            state,
+        };
+        Blueprint { inner: Arc::new(inner) }
+    }
+
+    /// Whether a stage keeps state: the pipeline then needs a state bucket,
+    /// and its batches run on one worker, in order.
+    pub fn stateful(&self) -> bool {
+        self.inner.stages.iter().any(|(_, plugin)| plugin.stateful())
+    }
+
+    /// The shortest `timer` of its stages: how often the pipeline ticks.
+    pub fn timer(&self) -> Option<std::time::Duration> {
+        self.inner
+            .stages
+            .iter()
+            .filter(|(_, plugin)| plugin.ticks())
+            .filter_map(|(spec, _)| spec.timer)
+            .min()
+    }
+
+    /// Where its stages keep their state.
+    pub fn state(&self) -> &Arc<Store> {
+        &self.inner.state
     }
 
     /// Whether `other` is this very build (not merely an equal one).
@@ -155,5 +212,7 @@ pub fn stage_spec(pipeline: &config::Pipeline, stage: &config::StageConfig) -> S
         dirs: stage.grants.dirs.iter().map(|d| (d.clone(), config::Grants::guest_path(d))).collect(),
         kv: stage.grants.kv.clone(),
         clock: stage.grants.clock,
+        state: crate::engine::StateLimits { total: stage.limits.state, value: stage.limits.state_value },
+        timer: stage.timer,
     }
 }

@@ -1,10 +1,13 @@
 //! A chain of stages with live instances: runs a batch of input events
 //! through every stage and says what became of each input.
 
+use std::sync::Arc;
+
 use super::blueprint::Blueprint;
-use crate::engine::{Instance, Plugin, StageSpec};
+use crate::engine::{Instance, Plugin, StageSpec, StateCall, StateView, StateWrite};
 use crate::event::{DeadLetter, ErrorKind, Event, StageError};
 use crate::metrics::StageMetrics;
+use crate::state::Commit;
 
 /// What became of one input event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +23,9 @@ pub enum Outcome {
 pub struct Chain {
     blueprint: Blueprint,
     stages: Vec<Slot>,
+    /// The state writes of the last batch or tick, staged on the
+    /// pipeline's state, to commit (under `weir run`).
+    commit: Option<Commit>,
 }
 
 struct Slot {
@@ -31,6 +37,11 @@ struct Slot {
     memory_at_init: u64,
     restarts: u64,
     metrics: Option<StageMetrics>,
+    /// A stateful stage's state during a batch (lent to the instance for
+    /// each call).
+    state: Option<StateCall>,
+    /// Whether the stage has a `tick`.
+    ticks: bool,
 }
 
 /// Why one event failed in one stage.
@@ -57,9 +68,13 @@ impl Blueprint {
                 memory_at_init: 0,
                 restarts: 0,
                 metrics: self.inner.metrics.as_ref().map(|m| m[index].clone()),
+                state: plugin
+                    .stateful()
+                    .then(|| StateCall::new(self.inner.state.clone() as Arc<dyn StateView>, &spec.stage, spec.state)),
+                ticks: plugin.ticks(),
             })
             .collect();
-        Chain { blueprint: self.clone(), stages }
+        Chain { blueprint: self.clone(), stages, commit: None }
     }
 }
 
@@ -74,9 +89,50 @@ impl Chain {
         self.stages.iter().map(|s| (s.spec.stage.as_str(), s.restarts))
     }
 
+    /// The state writes of the last [`process`](Self::process) or
+    /// [`tick`](Self::tick), staged on the pipeline's state: what the sink
+    /// commits before it publishes (none in memory, or when nothing changed).
+    pub fn take_commit(&mut self) -> Option<Commit> {
+        self.commit.take()
+    }
+
     /// Runs `inputs` through every stage and says, for each input in order,
-    /// what became of it.
+    /// what became of it. The state writes of the inputs that succeeded are
+    /// kept; those of inputs that failed anywhere are dropped.
     pub fn process(&mut self, inputs: Vec<Event>) -> Vec<Outcome> {
+        let epoch = self.blueprint.inner.state.epoch();
+        let (outcomes, writes) = self.run_from(0, inputs);
+        self.commit = self.blueprint.inner.state.stage(epoch, writes);
+        outcomes
+    }
+
+    /// Calls `tick` on every stage that has one, in order; what a stage
+    /// emits goes through the stages after it, and comes out as outcomes
+    /// (of inputs that are the emitted events).
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Outcome> {
+        let epoch = self.blueprint.inner.state.epoch();
+        let mut outcomes = Vec::new();
+        let mut writes = Vec::new();
+        for index in 0..self.stages.len() {
+            if !self.stages[index].ticks {
+                continue;
+            }
+            let (emitted, tick_writes) = self.stages[index].tick(now_ms);
+            let stage = self.stages[index].spec.stage.clone();
+            writes.extend(tick_writes.into_iter().map(|w| (stage.clone(), w)));
+            if !emitted.is_empty() {
+                let (more, more_writes) = self.run_from(index + 1, emitted);
+                outcomes.extend(more);
+                writes.extend(more_writes);
+            }
+        }
+        self.commit = self.blueprint.inner.state.stage(epoch, writes);
+        outcomes
+    }
+
+    /// Runs `inputs` through the stages from `start` on; returns the
+    /// outcomes and the state writes of the inputs that succeeded.
+    fn run_from(&mut self, start: usize, inputs: Vec<Event>) -> (Vec<Outcome>, Vec<(String, StateWrite)>) {
         let n = inputs.len();
         let batch = self.blueprint.inner.batch_size;
         let mut failed: Vec<Option<(usize, StageFailure)>> = (0..n).map(|_| None).collect();
@@ -88,10 +144,17 @@ impl Chain {
         // map or a filter): no new list per event.
         let mut outputs: Vec<Vec<Event>> = (0..n).map(|_| Vec::new()).collect();
         let last = self.stages.len().saturating_sub(1);
+        // State writes, with the input each was made for.
+        let mut writes: Vec<(usize, String, StateWrite)> = Vec::new();
 
-        for (index, slot) in self.stages.iter_mut().enumerate() {
+        for (index, slot) in self.stages.iter_mut().enumerate().skip(start) {
             let (lent, results) = slot.run(current, batch);
-            if index == 0 {
+            if let Some(state) = slot.state.as_mut() {
+                for write in state.take_writes() {
+                    writes.push((owners[write.event], slot.spec.stage.clone(), write));
+                }
+            }
+            if index == start {
                 originals = Some(lent);
             }
             if index == last {
@@ -169,7 +232,12 @@ impl Chain {
             }
         }
 
-        originals
+        let kept = writes
+            .into_iter()
+            .filter(|(owner, _, _)| failed[*owner].is_none())
+            .map(|(_, stage, write)| (stage, write))
+            .collect();
+        let outcomes = originals
             .into_iter()
             .zip(failed)
             .zip(outputs)
@@ -182,7 +250,8 @@ impl Chain {
                     message,
                 }),
             })
-            .collect()
+            .collect();
+        (outcomes, kept)
     }
 }
 
@@ -191,7 +260,7 @@ impl Slot {
     /// returns the events (lent, not consumed) and one result per event.
     fn run(&mut self, events: Vec<Event>, batch: usize) -> (Vec<Event>, Vec<SlotResult>) {
         if events.len() <= batch {
-            return self.call(events);
+            return self.call(events, 0);
         }
         let mut lent = Vec::with_capacity(events.len());
         let mut results = Vec::with_capacity(events.len());
@@ -201,7 +270,7 @@ impl Slot {
             if chunk.is_empty() {
                 break;
             }
-            let (back, r) = self.call(chunk);
+            let (back, r) = self.call(chunk, lent.len());
             lent.extend(back);
             results.extend(r);
         }
@@ -210,14 +279,18 @@ impl Slot {
 
     /// One call; on a fault, replays the batch one event at a time on fresh
     /// instances so that only the culprit fails.
-    fn call(&mut self, events: Vec<Event>) -> (Vec<Event>, Vec<SlotResult>) {
+    /// `offset`: the index of the first of `events` among the events this
+    /// stage is given in this batch (what its state writes are counted by).
+    fn call(&mut self, events: Vec<Event>, offset: usize) -> (Vec<Event>, Vec<SlotResult>) {
         if events.is_empty() {
             return (events, Vec::new());
         }
         let timed = self.metrics.as_ref().is_some_and(|m| m.calls.is_some());
+        let mut state = self.state.take();
         let instance = match self.instance() {
             Ok(i) => i,
             Err(failure) => {
+                self.state = state;
                 let results = events
                     .iter()
                     .map(|_| Err(StageFailure { kind: failure.kind, message: failure.message.clone() }))
@@ -225,8 +298,16 @@ impl Slot {
                 return (events, results);
             }
         };
+        let mark = state.as_mut().map(|s| {
+            s.set_call(offset, events.len());
+            s.mark()
+        });
+        if let Some(s) = state {
+            instance.lend_state(s);
+        }
         let started = timed.then(std::time::Instant::now);
         let (events, called) = instance.process(events);
+        let mut state = instance.take_state();
         if let Some(m) = &self.metrics {
             m.events.inc_by(events.len() as u64);
             if let (Some(calls), Some(started)) = (&m.calls, started) {
@@ -235,10 +316,16 @@ impl Slot {
         }
         match called {
             Ok(results) => {
+                self.state = state;
                 self.recycle_if_full();
                 (events, results.into_iter().map(|r| r.map_err(StageFailure::from)).collect())
             }
             Err(fault) => {
+                // What the faulted call wrote is undone.
+                if let (Some(s), Some(mark)) = (state.as_mut(), mark) {
+                    s.undo_to(mark);
+                }
+                self.state = state;
                 self.lose_instance(&fault.to_string(), events.len());
                 if events.len() == 1 {
                     return (events, vec![Err(StageFailure { kind: fault.kind(), message: fault.to_string() })]);
@@ -246,11 +333,50 @@ impl Slot {
                 let mut lent = Vec::with_capacity(events.len());
                 let mut results = Vec::with_capacity(events.len());
                 for event in events {
-                    let (mut back, mut r) = self.call(vec![event]);
+                    let (mut back, mut r) = self.call(vec![event], offset + lent.len());
                     lent.append(&mut back);
                     results.append(&mut r);
                 }
                 (lent, results)
+            }
+        }
+    }
+
+    /// Calls `tick`; returns what it emitted and its state writes (none
+    /// when it failed: the next tick tries again).
+    fn tick(&mut self, now_ms: u64) -> (Vec<Event>, Vec<StateWrite>) {
+        let mut state = self.state.take();
+        let instance = match self.instance() {
+            Ok(i) => i,
+            Err(failure) => {
+                self.state = state;
+                tracing::warn!(pipeline = %self.spec.pipeline, stage = %self.spec.stage, "tick skipped: {}", failure.message);
+                return (Vec::new(), Vec::new());
+            }
+        };
+        if let Some(s) = state.as_mut() {
+            s.set_call(0, 1);
+        }
+        if let Some(s) = state {
+            instance.lend_state(s);
+        }
+        let called = instance.tick(now_ms);
+        state = instance.take_state();
+        let writes = state.as_mut().map(StateCall::take_writes).unwrap_or_default();
+        self.state = state;
+        match called {
+            None => (Vec::new(), Vec::new()),
+            Some(Ok(Ok(events))) => {
+                self.recycle_if_full();
+                (events, writes)
+            }
+            Some(Ok(Err(message))) => {
+                tracing::warn!(pipeline = %self.spec.pipeline, stage = %self.spec.stage, "tick failed (its writes and events are dropped; the next tick tries again): {message}");
+                (Vec::new(), Vec::new())
+            }
+            Some(Err(fault)) => {
+                self.lose_instance(&format!("tick {fault}"), 1);
+                (Vec::new(), Vec::new())
             }
         }
     }

@@ -57,14 +57,27 @@ pub fn canonical(pipeline: &Pipeline, plugins: &[ContentHash]) -> Value {
             if stage.grants.clock {
                 grants["clock"] = json!(true);
             }
-            json!({
+            let mut stage_json = json!({
                 "name": stage.name.as_str(),
                 "plugin_sha256": plugins.get(i).map(ContentHash::to_hex),
                 "timeout_ns": stage.limits.timeout.as_nanos() as u64,
                 "memory": stage.limits.memory,
                 "config": sorted(&stage.config),
                 "grants": grants,
-            })
+            });
+            // Written only when they differ from the defaults (or are set),
+            // so that pipelines from before state existed keep their versions.
+            let defaults = crate::config::Limits::default();
+            if stage.limits.state != defaults.state {
+                stage_json["state_limit"] = json!(stage.limits.state);
+            }
+            if stage.limits.state_value != defaults.state_value {
+                stage_json["state_value_limit"] = json!(stage.limits.state_value);
+            }
+            if let Some(timer) = stage.timer {
+                stage_json["timer_ns"] = json!(timer.as_nanos() as u64);
+            }
+            stage_json
         })
         .collect();
     sorted(&json!({

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use super::blueprint::Blueprint;
 use super::chain::{Chain, Outcome};
 use crate::event::Event;
+use crate::state::Commit;
 
 /// Batches a worker may have queued: enough to keep it busy while the next
 /// is dispatched, few enough to bound the memory held by slow sinks.
@@ -30,6 +31,8 @@ pub struct Job<T> {
     blueprint: Blueprint,
     events: Vec<Event>,
     tickets: Vec<T>,
+    /// A tick at this time (ms since the epoch) instead of a batch.
+    tick: Option<u64>,
     reply: mpsc::Sender<Done<T>>,
 }
 
@@ -47,6 +50,18 @@ pub struct Done<T> {
     pub results: Vec<(Outcome, T)>,
     /// The version of the pipeline that processed them.
     pub version: Arc<str>,
+    /// What a tick emitted, through the stages after the ticking one.
+    pub ticked: Vec<Outcome>,
+    /// The batch's (or tick's) state writes, to commit before anything is
+    /// published.
+    pub commit: Option<Commit>,
+}
+
+impl<T> Done<T> {
+    /// A batch's outcomes, with no tick and no state to commit.
+    pub fn outcomes(results: Vec<(Outcome, T)>, version: Arc<str>) -> Self {
+        Done { results, version, ticked: Vec::new(), commit: None }
+    }
 }
 
 /// A pool of worker threads.
@@ -91,10 +106,17 @@ impl<T: Send + 'static> Workers<T> {
     /// fewest batches in hand (the first of those, on a tie). A channel's free
     /// capacity would not do: it does not count the batch being processed.
     pub async fn dispatch(&self, blueprint: &Blueprint, batch: Vec<(Event, T)>, ordered: bool, reply: &mpsc::Sender<Done<T>>) {
+        if blueprint.stateful() {
+            // One worker runs every batch of a stateful pipeline, in order:
+            // each batch reads what the one before it wrote.
+            let (events, tickets) = batch.into_iter().unzip();
+            self.send(self.home(blueprint), blueprint, events, tickets, None, reply).await;
+            return;
+        }
         if !ordered || self.queues.len() == 1 {
             let index = (0..self.loads.len()).min_by_key(|&i| self.loads[i].load(Ordering::Relaxed)).unwrap_or(0);
             let (events, tickets) = batch.into_iter().unzip();
-            self.send(index, blueprint, events, tickets, reply).await;
+            self.send(index, blueprint, events, tickets, None, reply).await;
             return;
         }
         let mut parts: Vec<(Vec<Event>, Vec<T>)> = (0..self.queues.len()).map(|_| (Vec::new(), Vec::new())).collect();
@@ -107,13 +129,26 @@ impl<T: Send + 'static> Workers<T> {
         }
         for (index, (events, tickets)) in parts.into_iter().enumerate() {
             if !events.is_empty() {
-                self.send(index, blueprint, events, tickets, reply).await;
+                self.send(index, blueprint, events, tickets, None, reply).await;
             }
         }
     }
 
-    async fn send(&self, index: usize, blueprint: &Blueprint, events: Vec<Event>, tickets: Vec<T>, reply: &mpsc::Sender<Done<T>>) {
-        let job = Job { blueprint: blueprint.clone(), events, tickets, reply: reply.clone() };
+    /// Has the worker of a stateful pipeline call its stages' `tick` with
+    /// the time `now_ms`, after the batches dispatched before.
+    pub async fn tick(&self, blueprint: &Blueprint, now_ms: u64, reply: &mpsc::Sender<Done<T>>) {
+        self.send(self.home(blueprint), blueprint, Vec::new(), Vec::new(), Some(now_ms), reply).await;
+    }
+
+    /// The worker that runs a stateful pipeline.
+    fn home(&self, blueprint: &Blueprint) -> usize {
+        let mut h = DefaultHasher::new();
+        blueprint.name().hash(&mut h);
+        (h.finish() % self.queues.len() as u64) as usize
+    }
+
+    async fn send(&self, index: usize, blueprint: &Blueprint, events: Vec<Event>, tickets: Vec<T>, tick: Option<u64>, reply: &mpsc::Sender<Done<T>>) {
+        let job = Job { blueprint: blueprint.clone(), events, tickets, tick, reply: reply.clone() };
         self.loads[index].fetch_add(1, Ordering::Relaxed);
         if self.queues[index].send(Message::Batch(job)).await.is_err() {
             // Only when a worker thread died, which `work` never lets happen.
@@ -152,7 +187,7 @@ fn work<T>(mut rx: mpsc::Receiver<Message<T>>, load: &AtomicUsize) {
         };
         // Done with it once its outcomes are handed on, however that ends.
         let _in_hand = InHand(load);
-        let Job { blueprint, events, tickets, reply } = job;
+        let Job { blueprint, events, tickets, tick, reply } = job;
         let chain = chains.entry(blueprint.name().to_owned()).or_insert_with(|| blueprint.chain());
         if !chain.blueprint().same(&blueprint) {
             // A new version of the pipeline: fresh instances; the old ones
@@ -161,8 +196,12 @@ fn work<T>(mut rx: mpsc::Receiver<Message<T>>, load: &AtomicUsize) {
         }
         // A panic in the host would lose the batch and the worker: contain
         // it and dead-letter nothing silently.
-        let outcomes = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| chain.process(events))) {
-            Ok(outcomes) => outcomes,
+        let run = |chain: &mut Chain| match tick {
+            Some(now) => (Vec::new(), chain.tick(now), chain.take_commit()),
+            None => (chain.process(events), Vec::new(), chain.take_commit()),
+        };
+        let (outcomes, ticked, commit) = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(chain))) {
+            Ok(done) => done,
             Err(_) => {
                 tracing::error!(pipeline = blueprint.name(), "internal error while processing a batch; its events will not be acknowledged");
                 chains.remove(blueprint.name());
@@ -171,7 +210,7 @@ fn work<T>(mut rx: mpsc::Receiver<Message<T>>, load: &AtomicUsize) {
         };
         let results = outcomes.into_iter().zip(tickets).collect();
         // The receiver is gone only when its pipeline was stopped abruptly.
-        let _ = reply.blocking_send(Done { results, version: blueprint.version().into() });
+        let _ = reply.blocking_send(Done { results, version: blueprint.version().into(), ticked, commit });
     }
 }
 

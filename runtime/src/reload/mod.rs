@@ -185,6 +185,11 @@ impl Supervisor {
             },
             (Action::Swap, Some(pipeline)) => match self.build(&pipeline).await {
                 Err(error) => report.failed.push(failure(&pipeline, error)),
+                // A version that keeps state needs the state bucket, which a
+                // pipeline without stateful stages never opened: start it afresh.
+                Ok(blueprint) if blueprint.stateful() && self.running.get(&name).is_some_and(|e| !e.handle.has_state()) => {
+                    self.restart(pipeline, blueprint, report).await
+                }
                 Ok(blueprint) => {
                     let entry = self.running.remove(&name).expect("a swap is planned for a running pipeline");
                     entry.handle.swap(blueprint.clone());

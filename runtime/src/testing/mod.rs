@@ -242,13 +242,16 @@ fn check_case(engine: &Engine, kv: &CaseKv, case: &Case, options: &Options, repo
         processed.extend(chain.process(chunk.to_vec()));
     }
     let mut processed = processed.into_iter();
-    let outcomes: Vec<Outcome> = entries
+    let mut outcomes: Vec<Outcome> = entries
         .into_iter()
         .map(|entry| match entry {
             Ok(_) => processed.next().expect("one outcome per input"),
             Err(letter) => Outcome::Dead(letter),
         })
         .collect();
+    // A last tick at the end of time closes every window a stage keeps
+    // open; what it emits follows the inputs' outcomes.
+    outcomes.extend(chain.tick(crate::exec::END_OF_TIME_MS));
     let dead_subject = pipeline.dead_letter.as_ref().map(|d| d.subject.as_str().to_owned());
     let actual = golden::render(&outcomes, pipeline.name.as_str(), dead_subject.as_deref());
 

@@ -1,0 +1,542 @@
+//! The state of a pipeline's stateful stages: a local copy that stages read
+//! and write, and (under `weir run`) the NATS KV bucket it is committed to.
+//!
+//! One bucket per pipeline, `weir-state-<pipeline>`, each stage's keys under
+//! its name (`<stage>.<key>`): a batch's writes in every stage of the
+//! pipeline commit as one atomic batch, which buckets per stage could not
+//! give. A commit also writes a marker, `_weir.<instance>.<slot>`, listing
+//! the JetStream inputs it applied and what they and the tick produced: an
+//! input delivered again after its state was committed is not applied
+//! again, and what it produced is published again (the JetStream sink drops
+//! the copy by its message id).
+//!
+//! Exactly once, step by step, for a batch from a JetStream source: the
+//! stages run on the local copy (one worker runs all the pipeline's batches,
+//! in order); the batch's writes and marker are committed atomically, each
+//! key guarded by the revision it was read at; then outputs are published;
+//! then inputs acknowledged; then the marker's slot is free again. A key
+//! another process changed refuses the commit: the local copy is refreshed,
+//! the batch is handed back for redelivery, and every batch staged after it
+//! too (they read what the refused batch wrote).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::engine::{StateView, StateWrite, entry_size_of};
+use crate::event::Event;
+use crate::nats::{Change, CommitError, KvWrite, StateBucket, TOMBSTONE_TTL};
+
+mod marker;
+
+pub use marker::Marker;
+
+/// The bucket's name for `pipeline`.
+pub fn bucket_name(pipeline: &str) -> String {
+    format!("weir-state-{pipeline}")
+}
+
+/// Prefix of marker keys.
+const MARKERS: &str = "_weir.";
+
+/// A pipeline's state. Shared by the worker that runs its batches, its sink
+/// and the bucket's watch.
+pub struct Store {
+    inner: Mutex<Inner>,
+    nats: Option<Nats>,
+}
+
+struct Nats {
+    bucket: StateBucket,
+    /// Markers of this process's instance: `_weir.<instance>.`.
+    instance: String,
+    /// This store's marker keys: `_weir.<instance>.<run>.`, `run` new for
+    /// every store (a restarted pipeline, a new process).
+    prefix: String,
+}
+
+#[derive(Default)]
+struct Inner {
+    stages: BTreeMap<String, BTreeMap<String, Entry>>,
+    sizes: HashMap<String, u64>,
+    /// Bumped when a commit is refused: what was staged before is void.
+    epoch: u64,
+    /// Markers in the bucket by key, and which marker applied each input.
+    markers: HashMap<String, Marker>,
+    applied: HashMap<u64, String>,
+    /// JetStream inputs handed to the workers and not yet settled.
+    in_flight: HashSet<u64>,
+    /// Marker slots of this process: in use, or free.
+    busy_slots: HashSet<usize>,
+    /// Marker keys no longer needed, to be deleted by the next commit.
+    to_clear: Vec<String>,
+}
+
+#[derive(Clone, Default)]
+struct Entry {
+    /// What stages read: committed, then pending writes.
+    value: Option<Bytes>,
+    /// The value at `revision`.
+    committed: Option<Bytes>,
+    /// The key's revision as last known (0: no message).
+    revision: u64,
+    /// When the deletion at `revision` drops out of the bucket.
+    tombstone_expires: Option<Instant>,
+    /// Staged writes not yet committed.
+    pending: u32,
+}
+
+/// The writes of one batch (or tick), staged on the local copy, to commit.
+pub struct Commit {
+    epoch: u64,
+    /// The batch read state that a refused commit voided while it ran: it
+    /// must be processed again.
+    stale: bool,
+    /// `(stage, key, value, revision read)`; the revision is `None` when the
+    /// key's last write is an earlier staged commit of this process.
+    writes: Vec<(String, String, Option<Bytes>, Option<u64>)>,
+}
+
+impl Commit {
+    /// Whether there is nothing to commit (nor to refuse).
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && !self.stale
+    }
+}
+
+/// A committed batch's marker slot: free it once its inputs are settled.
+#[derive(Debug)]
+pub struct Slot(Option<usize>);
+
+/// Whether an input was already applied.
+pub enum Applied {
+    /// No: process it.
+    No,
+    /// Yes: its state is committed; these are its outputs, to publish again.
+    Yes(Vec<Event>),
+    /// It is being processed right now (a redelivery overtook it): ask for
+    /// it again later.
+    InFlight,
+}
+
+impl Store {
+    /// A state in memory only: `weir exec`, `weir test`, `weir validate`.
+    pub fn memory() -> Arc<Store> {
+        Arc::new(Store { inner: Mutex::new(Inner::default()), nats: None })
+    }
+
+    /// Opens the pipeline's bucket (creating it), loads it and keeps the
+    /// copy up to date; `instance` names this process's markers.
+    pub async fn open(
+        nats: &crate::nats::Nats,
+        pipeline: &str,
+        instance: &str,
+        replicas: usize,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<Arc<Store>, crate::nats::SourceError> {
+        let bucket = StateBucket::open(nats, &bucket_name(pipeline), replicas).await?;
+        let instance = format!("{MARKERS}{}.", encode_key(instance));
+        let run = format!("{:08x}", rand_u32());
+        let prefix = format!("{instance}{run}.");
+        let store = Arc::new(Store { inner: Mutex::new(Inner::default()), nats: Some(Nats { bucket: bucket.clone(), instance, prefix }) });
+        let weak = Arc::downgrade(&store);
+        bucket
+            .watch(stop, move |change| {
+                if let Some(store) = weak.upgrade() {
+                    store.remote(change);
+                }
+            })
+            .await?;
+        Ok(store)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The bucket, under `weir run`.
+    pub fn bucket(&self) -> Option<&str> {
+        self.nats.as_ref().map(|n| n.bucket.name())
+    }
+
+    /// A change seen by the watch (someone's commit, ours included).
+    fn remote(&self, change: Change) {
+        let mut inner = self.lock();
+        if change.key.starts_with(MARKERS) {
+            inner.forget_marker(&change.key);
+            if let Some(value) = change.value.filter(|v| !v.is_empty())
+                && let Some(marker) = Marker::decode(&value)
+            {
+                for seq in &marker.inputs {
+                    inner.applied.insert(*seq, change.key.clone());
+                }
+                inner.markers.insert(change.key, marker);
+            }
+            return;
+        }
+        let Some((stage, key)) = split_key(&change.key) else { return };
+        let inner = &mut *inner;
+        let entries = inner.stages.entry(stage.clone()).or_default();
+        let entry = entries.entry(key.clone()).or_default();
+        if change.revision <= entry.revision {
+            return;
+        }
+        entry.revision = change.revision;
+        entry.committed = change.value.clone();
+        entry.tombstone_expires = change.value.is_none().then(|| Instant::now() + TOMBSTONE_TTL);
+        if entry.pending == 0 {
+            let size = inner.sizes.entry(stage).or_default();
+            *size = (*size as i64 + entry_size_of(&key, change.value.as_ref()) - entry_size_of(&key, entry.value.as_ref())).max(0) as u64;
+            entry.value = change.value;
+        }
+    }
+
+    /// The current epoch: what a batch reads before it runs, and hands to
+    /// [`stage`](Self::stage) after.
+    pub fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    /// Keeps `writes` (stage, write), in order, on the local copy. In memory
+    /// they are final; under `weir run` they are pending until the returned
+    /// commit is committed. `read_at`: the epoch when the batch started; if a
+    /// refused commit voided what it read since, nothing is kept and the
+    /// commit returned is refused by the sink.
+    pub fn stage(&self, read_at: u64, writes: Vec<(String, StateWrite)>) -> Option<Commit> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        if self.nats.is_some() && read_at != inner.epoch {
+            return Some(Commit { epoch: read_at, stale: true, writes: Vec::new() });
+        }
+        if writes.is_empty() {
+            return None;
+        }
+        let epoch = inner.epoch;
+        // The last write of each key is what commits.
+        let mut last: BTreeMap<(String, String), Option<Bytes>> = BTreeMap::new();
+        for (stage, write) in writes {
+            last.insert((stage, write.key), write.value);
+        }
+        let mut commit = Vec::with_capacity(last.len());
+        for ((stage, key), value) in last {
+            let entries = inner.stages.entry(stage.clone()).or_default();
+            let entry = entries.entry(key.clone()).or_default();
+            let size = inner.sizes.entry(stage.clone()).or_default();
+            *size = (*size as i64 + entry_size_of(&key, value.as_ref()) - entry_size_of(&key, entry.value.as_ref())).max(0) as u64;
+            entry.value = value.clone();
+            if self.nats.is_some() {
+                let read = if entry.pending == 0 { Some(entry.expected()) } else { None };
+                entry.pending += 1;
+                commit.push((stage, key, value, read));
+            } else {
+                entry.committed = value;
+            }
+        }
+        if self.nats.is_none() {
+            inner.stages.retain(|_, keys| {
+                keys.retain(|_, e| e.value.is_some());
+                !keys.is_empty()
+            });
+            return None;
+        }
+        Some(Commit { epoch, stale: false, writes: commit })
+    }
+
+    /// Notes that these JetStream inputs were handed to the workers, and
+    /// says of each whether it was applied already. Inputs that are not
+    /// [`Applied::No`] are not noted.
+    pub fn admit(&self, sequences: &[Option<u64>]) -> Vec<Applied> {
+        let mut inner = self.lock();
+        sequences
+            .iter()
+            .map(|seq| {
+                let Some(seq) = *seq else { return Applied::No };
+                if let Some(key) = inner.applied.get(&seq) {
+                    let outputs = inner.markers.get(key).map(|m| m.outputs_of(seq)).unwrap_or_default();
+                    return Applied::Yes(outputs);
+                }
+                if !inner.in_flight.insert(seq) {
+                    return Applied::InFlight;
+                }
+                Applied::No
+            })
+            .collect()
+    }
+
+    /// These inputs are settled (acknowledged or handed back).
+    pub fn settled(&self, sequences: impl IntoIterator<Item = u64>) {
+        let mut inner = self.lock();
+        for seq in sequences {
+            inner.in_flight.remove(&seq);
+        }
+    }
+
+    /// Commits `commit` with a marker of `inputs` (JetStream sequences) and
+    /// the events they and the tick produced. Refused when the state it was
+    /// staged on was voided by an earlier refusal, or when a key changed:
+    /// then the local copy is refreshed and everything staged since is void.
+    pub async fn commit(&self, commit: Commit, inputs: Vec<u64>, outputs: Vec<(Option<u64>, Vec<Event>)>) -> Result<Slot, CommitError> {
+        let Some(nats) = &self.nats else { return Ok(Slot(None)) };
+        let (writes, slot, keys) = {
+            let mut inner = self.lock();
+            if commit.stale || commit.epoch != inner.epoch {
+                drop(inner);
+                return Err(CommitError::Conflict("staged on state that an earlier refused commit voided".to_owned()));
+            }
+            let slot = (0..).find(|s| !inner.busy_slots.contains(s)).expect("a free slot");
+            inner.busy_slots.insert(slot);
+            let mut writes = Vec::with_capacity(commit.writes.len() + 2);
+            let mut keys = Vec::with_capacity(commit.writes.len());
+            for (stage, key, value, read) in &commit.writes {
+                let expected = match read {
+                    Some(revision) => *revision,
+                    None => inner.stages.get(stage).and_then(|k| k.get(key)).map_or(0, |e| e.revision),
+                };
+                writes.push(KvWrite { key: full_key(stage, key), value: value.clone(), expected: Some(expected) });
+                keys.push((stage.clone(), key.clone(), value.clone()));
+            }
+            let marker = Marker { inputs, outputs };
+            let has_marker = !marker.inputs.is_empty() || marker.outputs.iter().any(|(_, o)| !o.is_empty());
+            let slot_key = format!("{}{slot}", nats.prefix);
+            let clear: Vec<String> = inner.to_clear.drain(..).filter(|k| *k != slot_key).collect();
+            for key in clear {
+                writes.push(KvWrite { key, value: None, expected: None });
+            }
+            if has_marker {
+                writes.push(KvWrite { key: slot_key, value: Some(marker.encode()), expected: None });
+            } else {
+                inner.busy_slots.remove(&slot);
+            }
+            (writes, has_marker.then_some(slot), keys)
+        };
+        match nats.bucket.commit(&writes).await {
+            Ok(revisions) => {
+                let mut inner = self.lock();
+                for ((stage, key, value), revision) in keys.into_iter().zip(revisions) {
+                    let entry = inner.stages.entry(stage).or_default().entry(key).or_default();
+                    entry.pending = entry.pending.saturating_sub(1);
+                    if revision > entry.revision {
+                        entry.revision = revision;
+                        entry.tombstone_expires = value.is_none().then(|| Instant::now() + TOMBSTONE_TTL);
+                        entry.committed = value;
+                    }
+                }
+                Ok(Slot(slot))
+            }
+            Err(e) => {
+                let stale: Vec<(String, String)> = keys.iter().map(|(s, k, _)| (s.clone(), k.clone())).collect();
+                {
+                    let mut inner = self.lock();
+                    if let Some(slot) = slot {
+                        inner.busy_slots.remove(&slot);
+                    }
+                    inner.void();
+                }
+                if matches!(e, CommitError::Conflict(_)) {
+                    // Read the refused keys again: the copy may not know
+                    // their revision (a deletion that dropped out).
+                    for (stage, key) in stale {
+                        if let Ok((value, revision)) = nats.bucket.entry(&full_key(&stage, &key)).await {
+                            let mut inner = self.lock();
+                            let inner = &mut *inner;
+                            let entry = inner.stages.entry(stage.clone()).or_default().entry(key.clone()).or_default();
+                            let size = inner.sizes.entry(stage).or_default();
+                            *size = (*size as i64 + entry_size_of(&key, value.as_ref()) - entry_size_of(&key, entry.value.as_ref())).max(0) as u64;
+                            entry.revision = revision;
+                            entry.tombstone_expires = None;
+                            entry.committed = value.clone();
+                            entry.value = value;
+                        }
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The marker of a committed batch is no longer needed: its inputs are
+    /// acknowledged and its outputs published.
+    pub fn release(&self, slot: Slot) {
+        if let (Some(slot), Some(nats)) = (slot.0, &self.nats) {
+            let mut inner = self.lock();
+            inner.busy_slots.remove(&slot);
+            inner.to_clear.push(format!("{}{slot}", nats.prefix));
+        }
+    }
+
+    /// What ticks produced in markers that earlier runs of this instance
+    /// left (a crash, or a pipeline restarted, between a commit and its
+    /// publishes), to publish again (their message ids let a JetStream sink
+    /// drop what did arrive); the markers are deleted by the next commit.
+    /// Their inputs' outputs are published again when the inputs come back.
+    pub fn leftovers(&self) -> Vec<Event> {
+        let Some(nats) = &self.nats else { return Vec::new() };
+        let mut inner = self.lock();
+        let earlier: Vec<String> = inner
+            .markers
+            .keys()
+            .filter(|k| k.starts_with(&nats.instance) && !k.starts_with(&nats.prefix))
+            .cloned()
+            .collect();
+        let mut outputs = Vec::new();
+        for key in earlier {
+            if let Some(marker) = inner.markers.get(&key) {
+                outputs.extend(
+                    marker
+                        .outputs
+                        .iter()
+                        .filter(|(seq, _)| seq.is_none())
+                        .flat_map(|(_, events)| events.iter().cloned()),
+                );
+            }
+            inner.to_clear.push(key);
+        }
+        outputs
+    }
+}
+
+impl Inner {
+    fn forget_marker(&mut self, key: &str) {
+        if let Some(old) = self.markers.remove(key) {
+            for seq in old.inputs {
+                if self.applied.get(&seq).is_some_and(|k| k == key) {
+                    self.applied.remove(&seq);
+                }
+            }
+        }
+    }
+
+    /// A commit was refused: pending writes go back to their committed
+    /// values, and what was staged on them is void.
+    fn void(&mut self) {
+        self.epoch += 1;
+        for (stage, keys) in &mut self.stages {
+            let size = self.sizes.entry(stage.clone()).or_default();
+            for (key, entry) in keys.iter_mut() {
+                if entry.pending > 0 {
+                    *size = (*size as i64 + entry_size_of(key, entry.committed.as_ref()) - entry_size_of(key, entry.value.as_ref())).max(0) as u64;
+                    entry.value = entry.committed.clone();
+                    entry.pending = 0;
+                }
+            }
+        }
+    }
+}
+
+impl Entry {
+    /// The revision a write must expect: the last known one, or 0 once a
+    /// deletion has dropped out of the bucket.
+    fn expected(&self) -> u64 {
+        match self.tombstone_expires {
+            Some(at) if Instant::now() > at + Duration::from_secs(5) => 0,
+            _ => self.revision,
+        }
+    }
+}
+
+impl StateView for Store {
+    fn get(&self, stage: &str, key: &str) -> Option<Bytes> {
+        self.lock().stages.get(stage)?.get(key)?.value.clone()
+    }
+
+    fn keys(&self, stage: &str, prefix: &str, limit: usize) -> Vec<String> {
+        let inner = self.lock();
+        let Some(keys) = inner.stages.get(stage) else { return Vec::new() };
+        keys.range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(_, e)| e.value.is_some())
+            .take(limit)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    fn size(&self, stage: &str) -> u64 {
+        self.lock().sizes.get(stage).copied().unwrap_or(0)
+    }
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    h.finish() as u32
+}
+
+/// `<stage>.<key>`, the key made safe for NATS KV.
+fn full_key(stage: &str, key: &str) -> String {
+    format!("{stage}.{}", encode_key(key))
+}
+
+fn split_key(full: &str) -> Option<(String, String)> {
+    let (stage, key) = full.split_once('.')?;
+    Some((stage.to_owned(), decode_key(key)?))
+}
+
+/// A key as one KV token: letters, digits, `-`, `_` and `/` stay, every
+/// other byte becomes `=XX` (so `.` does not split it and the name stays
+/// readable in `nats kv ls`).
+pub fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'/' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("={b:02X}"));
+        }
+    }
+    out
+}
+
+fn decode_key(encoded: &str) -> Option<String> {
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' {
+            let hex = encoded.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_stay_one_readable_token() {
+        for key in ["w/1700000000000/p1|s1", "a.b c", "é=x", ""] {
+            let encoded = encode_key(key);
+            assert!(!encoded.contains('.') && !encoded.contains(' '), "{encoded}");
+            assert_eq!(decode_key(&encoded).as_deref(), Some(key));
+        }
+        assert_eq!(encode_key("w/17/p1"), "w/17/p1");
+        assert_eq!(split_key("count.a=2Eb"), Some(("count".into(), "a.b".into())));
+    }
+
+    #[test]
+    fn memory_state_applies_at_once() {
+        let store = Store::memory();
+        let write =
+            |key: &str, value: Option<&'static [u8]>| ("count".to_owned(), StateWrite { event: 0, key: key.into(), value: value.map(Bytes::from_static) });
+        assert!(
+            store
+                .stage(0, vec![write("a", Some(b"1")), write("b", Some(b"2")), write("a", Some(b"3"))])
+                .is_none()
+        );
+        assert_eq!(store.get("count", "a").as_deref(), Some(&b"3"[..]));
+        assert_eq!(store.keys("count", "", 10), ["a", "b"]);
+        assert_eq!(store.size("count"), 4);
+        store.stage(0, vec![write("a", None)]);
+        assert_eq!(store.keys("count", "", 10), ["b"]);
+        assert_eq!(store.size("count"), 2);
+    }
+}
