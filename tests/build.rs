@@ -22,6 +22,9 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("JSON_MAP", "weir-json-map", "plugins/json-map"),
     ("BI_ENRICH", "weir-bi-enrich", "plugins/bi-enrich"),
     ("ML_TAGGER", "weir-ml-tagger", "plugins/ml-tagger"),
+    ("DEDUPE", "weir-dedupe", "plugins/dedupe"),
+    ("WINDOW_COUNT", "weir-window-count", "plugins/window-count"),
+    ("SESSIONIZE", "weir-sessionize", "plugins/sessionize"),
     ("CHAOS", "weir-fixture-chaos", "tests/fixtures/chaos"),
 ];
 
@@ -41,6 +44,8 @@ fn main() {
         rerun_if_changed(&root.join(dir).join("Cargo.toml"));
         rerun_if_changed(&root.join(dir).join("src"));
     }
+    // Shared by the stateful plugins.
+    rerun_if_changed(&root.join("plugins/keyed"));
 
     check_target_installed();
 
