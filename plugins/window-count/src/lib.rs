@@ -465,6 +465,30 @@ mod tests {
         assert!(not_json.message().starts_with("payload is not valid JSON"));
     }
 
+    /// What `pipelines/tests/product-metrics.test.toml` expects of the
+    /// samples, which `weir test` checks through the whole pipeline.
+    #[test]
+    fn the_product_metrics_samples() {
+        let config = r#"{"key": ["type", "product_id", "shop_id"], "time": "ts", "window": "1m", "lateness": "10s", "subject": "metrics.product.{type}"}"#;
+        let mut stage = testing::init::<WindowCount>(config).unwrap();
+        let events: Vec<Event> = include_str!("../../../pipelines/samples/product-events.jsonl")
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            // The pipeline's filter stage.
+            .filter(|envelope| matches!(envelope["payload"]["type"].as_str(), Some("view" | "cart")))
+            .map(|envelope| Event::new_json(envelope["subject"].as_str().unwrap(), &envelope["payload"]).unwrap())
+            .collect();
+        assert_eq!(events.len(), 36);
+        assert!(testing::process(&mut stage, events).unwrap().iter().all(|r| r.as_ref().is_ok_and(Vec::is_empty)));
+        let out = testing::tick(&mut stage, 1 << 53).unwrap();
+        assert_eq!(out.len(), 27);
+        assert_eq!(out.iter().filter(|e| e.subject == "metrics.product.view").count(), 18);
+        assert_eq!(out.iter().map(|e| payload(e)["count"].as_u64().unwrap()).sum::<u64>(), 36);
+        let first = payload(&out[0]);
+        assert_eq!(first["key"], json!({ "type": "cart", "product_id": "p-1207", "shop_id": "s-101" }));
+        assert_eq!(first["window_start"], 1_795_687_200_000_u64);
+    }
+
     #[test]
     fn config_errors_name_the_key() {
         let error = |config: &str| testing::init::<WindowCount>(config).err().unwrap();
