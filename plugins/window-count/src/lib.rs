@@ -7,7 +7,7 @@
 //! plugin = "../plugins/window-count.wasm"
 //! timer = "1s"
 //! config = { key = ["type", "product_id", "shop_id"], sum = ["price"], time = "ts",
-//!            window = "1m", lateness = "10s", subject = "metrics.product.{type}" }
+//!            window = "1m", lateness = "10s", subject = "product.{type}" }
 //! ```
 //!
 //! See `README.md` for the whole story; in short:
@@ -469,7 +469,7 @@ mod tests {
     /// samples, which `weir test` checks through the whole pipeline.
     #[test]
     fn the_product_metrics_samples() {
-        let config = r#"{"key": ["type", "product_id", "shop_id"], "time": "ts", "window": "1m", "lateness": "10s", "subject": "metrics.product.{type}"}"#;
+        let config = r#"{"key": ["type", "product_id", "shop_id"], "time": "ts", "window": "1m", "lateness": "10s", "subject": "product.{type}"}"#;
         let mut stage = testing::init::<WindowCount>(config).unwrap();
         let events: Vec<Event> = include_str!("../../../pipelines/samples/product-events.jsonl")
             .lines()
@@ -482,7 +482,7 @@ mod tests {
         assert!(testing::process(&mut stage, events).unwrap().iter().all(|r| r.as_ref().is_ok_and(Vec::is_empty)));
         let out = testing::tick(&mut stage, 1 << 53).unwrap();
         assert_eq!(out.len(), 27);
-        assert_eq!(out.iter().filter(|e| e.subject == "metrics.product.view").count(), 18);
+        assert_eq!(out.iter().filter(|e| e.subject == "product.view").count(), 18);
         assert_eq!(out.iter().map(|e| payload(e)["count"].as_u64().unwrap()).sum::<u64>(), 36);
         let first = payload(&out[0]);
         assert_eq!(first["key"], json!({ "type": "cart", "product_id": "p-1207", "shop_id": "s-101" }));
