@@ -455,6 +455,8 @@ pub mod __private {
     pub fn tick<T: Stage>(slot: &'static Slot<T>, now: u64) -> Result<Vec<Event>, String> {
         slot.with_borrow_mut(|stage| {
             let stage = stage.as_mut().expect("weir-sdk: `tick` was called before a successful `init`");
+            // A tick is a call of its own: KV reads start afresh.
+            crate::kv::begin_batch();
             crate::state::run_tick(stage, now)
         })
     }

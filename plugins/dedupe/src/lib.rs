@@ -74,7 +74,7 @@ impl Stage for Dedupe {
             }
         }
         state::set(&seen_key(bucket, &key), time.to_string());
-        if state::get_json::<u64>(LATEST)?.is_none_or(|latest| latest < bucket) {
+        if latest().is_none_or(|latest| latest < bucket) {
             state::set(LATEST, bucket.to_string());
         }
         Ok(event.into())
@@ -86,8 +86,7 @@ impl Stage for Dedupe {
         // Bucket `b` holds times before `(b + 1) * ttl`, which match events
         // before `(b + 2) * ttl`. Both the clock and the latest event time
         // must be past that: replayed old events still find their keys.
-        let latest = state::get_json::<u64>(LATEST).map_err(|e| e.to_string())?.unwrap_or(0);
-        let horizon = (now / self.ttl).min(latest);
+        let horizon = (now / self.ttl).min(latest().unwrap_or(0));
         for key in state::keys(SEEN, EXPIRE_PER_TICK) {
             match bucket_of(&key) {
                 Some(bucket) if bucket.saturating_add(2) <= horizon => state::delete(&key),
@@ -104,6 +103,15 @@ weir_sdk::export_stage!(Dedupe);
 
 const SEEN: &str = "seen/";
 const LATEST: &str = "latest";
+
+/// The latest bucket seen. Bookkeeping, not an event's data: a value this
+/// version cannot read is taken as none, and the next event overwrites it.
+fn latest() -> Option<u64> {
+    state::get_json::<u64>(LATEST).unwrap_or_else(|error| {
+        weir_sdk::warn!("{error}; it is reset");
+        None
+    })
+}
 
 fn seen_key(bucket: u64, key: &str) -> String {
     format!("{SEEN}{bucket:016}/{key}")
@@ -250,6 +258,15 @@ mod tests {
                 .starts_with(&format!(r#"state "{key}" does not decode as the stage expects (written by an older version?): "#)),
             "{error}"
         );
+    }
+
+    #[test]
+    fn unreadable_bookkeeping_is_reset_rather_than_failing_every_event() {
+        let mut stage = testing::init::<Dedupe>(CONFIG).unwrap();
+        testing::state_put("latest", "not a number");
+        assert_eq!(passed(&mut stage, vec![order("a", T0), order("a", T0 + 1)]), [true, false]);
+        assert_eq!(testing::state_get("latest"), Some((T0 / (10 * MINUTE)).to_string().into_bytes()));
+        assert_eq!(testing::tick(&mut stage, 1 << 53), Ok(vec![]));
     }
 
     #[test]

@@ -190,7 +190,9 @@ impl Sessionize {
     /// Starts a session at `time`, and indexes it.
     fn start(&self, key: &str, time: u64) -> Session {
         state::set(&self.index_key(time, key), "");
-        Session { id: format!("{key}-{time}"), start: time, last: time, events: 1 }
+        // The id goes into a header, which cannot hold control characters.
+        let id = format!("{key}-{time}").replace(char::is_control, "_");
+        Session { id, start: time, last: time, events: 1 }
     }
 
     fn index_key(&self, last: u64, key: &str) -> String {
@@ -342,6 +344,15 @@ mod tests {
         );
         assert_eq!(testing::tick(&mut stage, 1 << 53), Ok(vec![]));
         assert_eq!(testing::state_keys(""), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_session_id_fits_in_a_header() {
+        let mut stage = testing::init::<Sessionize>(CONFIG).unwrap();
+        assert_eq!(sessions(&mut stage, vec![visit("a\r\nb", T0)]), [format!("a__b-{T0}")]);
+        let multi = r#"{"key": ["visitor", "header:shop"], "gap": "30m", "time": "ts", "subject": "s"}"#;
+        let mut stage = testing::init::<Sessionize>(multi).unwrap();
+        assert_eq!(sessions(&mut stage, vec![visit("ada", T0).with_header("shop", "s-1")]), [format!("[\"ada\",\"s-1\"]-{T0}")]);
     }
 
     #[test]

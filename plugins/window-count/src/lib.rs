@@ -131,7 +131,7 @@ impl Stage for WindowCount {
             }
         }
         let group = Value::Array(values).to_string();
-        let closed = state::get_json::<u64>(CLOSED)?.unwrap_or(0);
+        let closed = closed();
         let mut counted = false;
         let mut start = time - time % self.slide;
         loop {
@@ -168,7 +168,7 @@ impl Stage for WindowCount {
     /// `now`, oldest first, at most [`CLOSE_PER_TICK`] of them.
     fn tick(&mut self, now: u64) -> Result<Vec<Event>, String> {
         let horizon = now.saturating_sub(self.lateness);
-        let closed = state::get_json::<u64>(CLOSED).map_err(|e| e.to_string())?.unwrap_or(0);
+        let closed = closed();
         // Windows end on multiples of `slide`: record the change only then.
         let closing = horizon - horizon % self.slide;
         if closing > closed {
@@ -203,6 +203,18 @@ impl Stage for WindowCount {
 }
 
 weir_sdk::export_stage!(WindowCount);
+
+/// The end of the latest closed window. Bookkeeping, not an event's data:
+/// a value this version cannot read is taken as 0, and the next tick
+/// overwrites it.
+fn closed() -> u64 {
+    state::get_json::<u64>(CLOSED)
+        .unwrap_or_else(|error| {
+            weir_sdk::warn!("{error}; it is reset");
+            None
+        })
+        .unwrap_or(0)
+}
 
 const WINDOWS: &str = "w/";
 const CLOSED: &str = "closed";
@@ -441,6 +453,16 @@ mod tests {
         testing::state_put("w/garbage", "1");
         assert_eq!(testing::tick(&mut stage, 1 << 53), Ok(vec![]));
         assert_eq!(testing::state_keys("w/"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_unreadable_closing_time_is_reset_by_the_next_tick() {
+        let mut stage = testing::init::<WindowCount>(CONFIG).unwrap();
+        testing::state_put("closed", "{}");
+        let out = testing::process(&mut stage, vec![product("view", "p-1", "s-1", 1.0, T0)]).unwrap();
+        assert!(out[0].is_ok());
+        assert_eq!(testing::tick(&mut stage, T0 + MINUTE).unwrap().len(), 1);
+        assert_eq!(testing::state_get("closed"), Some((T0 + MINUTE).to_string().into_bytes()));
     }
 
     #[test]
