@@ -279,10 +279,9 @@ pub trait Stage: Sized + 'static {
     /// Unix epoch; returns events to send down the pipeline.
     ///
     /// weir calls it every `timer` (a key of the stage's `[[stages]]` entry,
-    /// e.g. `timer = "1s"`), on one instance at a time, and once more after
-    /// the last input of `weir exec` and `weir test` with `now` = 2^53 ms
-    /// (the end of time: everything still open closes then; keep time
-    /// arithmetic saturating). Its [`state`] writes are committed together
+    /// e.g. `timer = "1s"`), and once more after the last input of `weir
+    /// exec` and `weir test` with `now` = 2^53 ms (the end of time:
+    /// everything still open closes then; keep time arithmetic saturating). Its [`state`] writes are committed together
     /// with the events it returns, once: when several weir processes tick,
     /// the one whose writes conflict is discarded with its events. An `Err`
     /// is logged and discards the tick's writes and events; the next tick
