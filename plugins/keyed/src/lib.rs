@@ -10,14 +10,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use weir_sdk::serde_json::Value;
 use weir_sdk::{Error, Event, Path, Selection};
 
-/// The latest time accepted, in ms since the epoch: 2^53, the time of the
-/// final tick of `weir exec` and `weir test`. Times up to it leave room
-/// for any window or TTL added to them in a `u64`.
-pub const MAX_TIME: u64 = 1 << 53;
+/// The end of time, in ms since the epoch: 2^53, the `now` of the final
+/// tick of `weir exec` and `weir test`.
+pub const END_OF_TIME: u64 = 1 << 53;
 
-/// The longest duration accepted (365 days), so that a time plus a
-/// duration never overflows.
+/// The longest duration accepted (365 days).
 pub const MAX_DURATION: u64 = 365 * 86_400_000;
+
+/// The latest event time accepted: two of the longest durations before
+/// [`END_OF_TIME`] (some 285,000 years from now), so that anything open at
+/// any accepted time (a window and its lateness, a session and its gap)
+/// has ended by the final tick, and no sum of a time and durations
+/// overflows.
+pub const MAX_TIME: u64 = END_OF_TIME - 2 * MAX_DURATION;
 
 /// One part of a key.
 #[derive(Debug, Clone, PartialEq)]
@@ -224,13 +229,13 @@ impl Clock {
             Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
                 (Some(ms), _) => ms,
                 (None, Some(f)) if f.is_finite() && f >= 0.0 && f <= MAX_TIME as f64 => f as u64,
-                _ => return Err(bad(format!("is {n}, not milliseconds since 1970 (a whole number from 0 to 2^53)"))),
+                _ => return Err(bad(format!("is {n}, not milliseconds since 1970 (a whole number from 0 to {MAX_TIME})"))),
             },
             Some(Value::String(text)) => rfc3339_ms(text).map_err(|e| bad(format!("is {text:?}, not an RFC 3339 time or milliseconds since 1970: {e}")))?,
             Some(other) => return Err(bad(format!("is {other}, not milliseconds since 1970 or an RFC 3339 string"))),
         };
         if ms > MAX_TIME {
-            return Err(bad(format!("is {ms}, after 2^53 ms (year 287396)")));
+            return Err(bad(format!("is {ms}, too far in the future (the latest time accepted is {MAX_TIME})")));
         }
         Ok(ms)
     }
@@ -379,7 +384,8 @@ mod tests {
         assert!(message(json!({ "ts": "yesterday" })).starts_with(r#"field "ts" (the event time) is "yesterday", not an RFC 3339 time"#));
         assert!(message(json!({ "ts": -5 })).contains("is -5, not milliseconds"));
         assert!(message(json!({ "ts": 1e300 })).contains("not milliseconds"));
-        assert!(message(json!({ "ts": 9_007_199_254_740_993_u64 })).contains("after 2^53"));
+        assert_eq!(clock.time(&json!({ "ts": super::MAX_TIME })), Ok(super::MAX_TIME));
+        assert!(message(json!({ "ts": super::MAX_TIME + 1 })).contains("too far in the future"));
         assert!(message(json!({ "ts": "1969-12-31T23:59:59Z" })).contains("before 1970"));
         assert!(message(json!({ "ts": true })).contains("is true"));
         // Natively the clock runs, so processing time is accepted.
