@@ -54,6 +54,9 @@
 //! first, then what weir has: the state as committed, plus the writes of the
 //! earlier events of the same batch.
 //!
+//! State belongs to events and ticks: writes made in
+//! [`Stage::init`](crate::Stage::init) are discarded before the first batch.
+//!
 //! A stage that overrides `process_batch` and never calls [`flush`] has all
 //! the writes of its batch sent at the end of the batch, on behalf of the
 //! first event whose result is `Ok` (and discarded if there is none), so
