@@ -281,11 +281,11 @@ pub trait Stage: Sized + 'static {
     /// weir calls it every `timer` (a key of the stage's `[[stages]]` entry,
     /// e.g. `timer = "1s"`), and once more after the last input of `weir
     /// exec` and `weir test` with `now` = 2^53 ms (the end of time:
-    /// everything still open closes then; keep time arithmetic saturating). Its [`state`] writes are committed together
-    /// with the events it returns, once: when several weir processes tick,
-    /// the one whose writes conflict is discarded with its events. An `Err`
-    /// is logged and discards the tick's writes and events; the next tick
-    /// tries again.
+    /// everything still open closes then; keep time arithmetic saturating).
+    /// Its [`state`] writes are committed together with the events it
+    /// returns, once: when several weir processes tick, the one whose writes
+    /// conflict is discarded with its events. An `Err` is logged and
+    /// discards the tick's writes and events; the next tick tries again.
     ///
     /// `now` is weir's clock, whatever the stage's `grants.clock` says. The
     /// default does nothing. Keep a tick short: do a bounded amount of work
@@ -399,9 +399,10 @@ pub mod __private {
     pub use wit_bindgen;
 
     /// The bindings of the `stateful-stage` world, generated from
-    /// `sdk/wit`. It includes `stage`: every plugin exports `tick`, and a
-    /// plugin that never writes state does not import `state` (its imports
-    /// are only those its code calls), which weir takes as a plain stage.
+    /// `sdk/wit`, a superset of `stage`: every plugin exports `tick`, and a
+    /// plugin that never uses [`state`](crate::state) does not import it
+    /// (a component imports only what its code calls), which weir takes as
+    /// a plain stage.
     #[allow(missing_docs, unsafe_op_in_unsafe_fn, rust_2018_idioms)]
     pub mod bindings {
         wit_bindgen::generate!({

@@ -83,8 +83,11 @@
 //! 1024 bytes) but applies no size limits: `limits.state` and
 //! `limits.state_value` exist only in weir.
 //!
-//! A stage that never writes state imports nothing of it: its component is
-//! a plain stage, as before 0.2.0.
+//! A stage that never calls these functions imports nothing of them: its
+//! component is a plain stage, as before 0.2.0. (The SDK reaches weir's
+//! `state.apply` only through a function pointer that the first write
+//! sets, so that the default batch loop, which every stage links, does not
+//! import it.)
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
