@@ -35,7 +35,7 @@
 //! in the stage, per event, and handed to weir in one call once the event is
 //! done:
 //!
-//! - the default [`Stage::process_batch`](crate::Stage::process_batch) sends
+//! - the default [`Stage::process_batch`] sends
 //!   an event's writes after its [`process`](crate::Stage::process) returns
 //!   `Ok`, on behalf of that event; an `Err` discards them, so a refused
 //!   event leaves the state as it was;
@@ -46,7 +46,7 @@
 //! - weir keeps an event's writes only if the event then succeeds through
 //!   the rest of the pipeline, and commits them, exactly once, before it
 //!   acknowledges the input;
-//! - in [`Stage::tick`](crate::Stage::tick), the writes are sent after `tick`
+//! - in [`Stage::tick`], the writes are sent after `tick`
 //!   returns `Ok` and are committed together with the events it returns; an
 //!   `Err` discards them.
 //!
@@ -55,7 +55,7 @@
 //! earlier events of the same batch.
 //!
 //! State belongs to events and ticks: writes made in
-//! [`Stage::init`](crate::Stage::init) are discarded before the first batch.
+//! [`Stage::init`] are discarded before the first batch.
 //!
 //! A stage that overrides `process_batch` and never calls [`flush`] has all
 //! the writes of its batch sent at the end of the batch, on behalf of the
@@ -180,7 +180,7 @@ fn buffer(key: &str, value: Option<Vec<u8>>) {
 ///
 /// Use prefixes as directories (`seen/`, `w/<start>/`), and zero-padded
 /// numbers where the order matters: keys sort as bytes, so `w/0009` comes
-/// before `w/0010`. A stage that cleans up in [`Stage::tick`](crate::Stage::tick)
+/// before `w/0010`. A stage that cleans up in [`Stage::tick`]
 /// reads a bounded chunk per tick and deletes what it is done with; the
 /// next tick continues from there.
 ///
