@@ -53,6 +53,8 @@ pub struct WindowCount {
     lateness: u64,
     subject: Vec<Piece>,
     fields: Fields,
+    /// `closed`, read once per batch: only a tick changes it.
+    closed: Option<u64>,
 }
 
 /// A piece of the subject template.
@@ -115,7 +117,24 @@ impl Stage for WindowCount {
         };
         debug_assert!(window <= MAX_DURATION && lateness <= MAX_DURATION);
         let fields = Fields::new(key.paths().chain(sum.iter()).chain(clock.path()));
-        Ok(WindowCount { key, sum, clock, window, slide, lateness, subject, fields })
+        Ok(WindowCount { key, sum, clock, window, slide, lateness, subject, fields, closed: None })
+    }
+
+    /// The default loop (each event's writes sent after it succeeds), with
+    /// `closed` read once for the batch rather than once per event.
+    fn process_batch(&mut self, events: Vec<Event>) -> Vec<Result<Output, Error>> {
+        self.closed = None;
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(index, event)| match self.process(event) {
+                Ok(output) => state::flush(index).map(|()| output),
+                Err(error) => {
+                    state::discard();
+                    Err(error)
+                }
+            })
+            .collect()
     }
 
     fn process(&mut self, event: Event) -> Result<Output, Error> {
@@ -131,7 +150,7 @@ impl Stage for WindowCount {
             }
         }
         let group = Value::Array(values).to_string();
-        let closed = closed();
+        let closed = *self.closed.get_or_insert_with(closed);
         let mut counted = false;
         let mut start = time - time % self.slide;
         loop {
