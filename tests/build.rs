@@ -22,8 +22,21 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("JSON_MAP", "weir-json-map", "plugins/json-map"),
     ("BI_ENRICH", "weir-bi-enrich", "plugins/bi-enrich"),
     ("ML_TAGGER", "weir-ml-tagger", "plugins/ml-tagger"),
+    ("DEDUPE", "weir-dedupe", "plugins/dedupe"),
+    ("WINDOW_COUNT", "weir-window-count", "plugins/window-count"),
+    ("SESSIONIZE", "weir-sessionize", "plugins/sessionize"),
     ("CHAOS", "weir-fixture-chaos", "tests/fixtures/chaos"),
 ];
+
+/// The packages whose components use keyed state, and so import
+/// `weir:stage/state`. Every other plugin must not: weir runs a component
+/// without that import as a plain stage, and the SDK takes care that a stage
+/// that never calls `weir_sdk::state` does not import it (see
+/// `sdk/src/state.rs`); this check keeps it so.
+const STATEFUL: &[&str] = &["weir-dedupe", "weir-window-count", "weir-sessionize"];
+
+/// The name of the import, as it appears in a component's bytes.
+const STATE_IMPORT: &[u8] = b"weir:stage/state@";
 
 /// What a WebAssembly component starts with: the magic, then the component
 /// layer's version (a core module has `01 00 00 00` there).
@@ -41,6 +54,8 @@ fn main() {
         rerun_if_changed(&root.join(dir).join("Cargo.toml"));
         rerun_if_changed(&root.join(dir).join("src"));
     }
+    // Shared by the stateful plugins.
+    rerun_if_changed(&root.join("plugins/keyed"));
 
     check_target_installed();
 
@@ -88,9 +103,19 @@ fn main() {
     let mut source = String::from("// Written by tests/build.rs.\n");
     for (constant, package, dir) in PLUGINS {
         let file = artifacts.join(format!("{}.wasm", package.replace('-', "_")));
-        let header = fs::read(&file).unwrap_or_else(|e| panic!("{package} was built but {} is unreadable: {e}", file.display()));
-        if !header.starts_with(&COMPONENT_HEADER) {
+        let bytes = fs::read(&file).unwrap_or_else(|e| panic!("{package} was built but {} is unreadable: {e}", file.display()));
+        if !bytes.starts_with(&COMPONENT_HEADER) {
             panic!("{} is not a WebAssembly component", file.display());
+        }
+        let imports_state = bytes.windows(STATE_IMPORT.len()).any(|window| window == STATE_IMPORT);
+        match (imports_state, STATEFUL.contains(package)) {
+            (true, false) => panic!(
+                "{} imports weir:stage/state though {package} is not a stateful stage: weir would run it as one. \
+                 Does it call weir_sdk::state, or does the SDK's default batch loop reach state.apply directly?",
+                file.display()
+            ),
+            (false, true) => panic!("{} does not import weir:stage/state, though {package} keeps state", file.display()),
+            _ => {}
         }
         let path = file.to_str().expect("the target directory's path is UTF-8");
         source.push_str(&format!(

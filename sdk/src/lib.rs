@@ -63,12 +63,22 @@
 //! A panic, an endless loop or running out of memory is a fault: weir throws
 //! the instance away and dead-letters only the event that caused it.
 //!
+//! # State and timers
+//!
+//! A stage can keep keyed state across events ([`state`]: get, set, delete,
+//! prefix scans, JSON values and counters), which weir stores in NATS KV and
+//! commits exactly once per input, and can ask to be called on a timer
+//! ([`Stage::tick`]) to emit events of its own, such as a window that
+//! closed. The shipped `dedupe`, `window-count` and `sessionize` plugins are
+//! built on them.
+//!
 //! # Testing without WebAssembly
 //!
 //! Everything here also builds for the host. On a target other than `wasm32`,
-//! the [`log`] macros print to stderr instead of calling weir and [`kv`]
-//! reads a test store that [`testing::kv_put`] fills, so `cargo test` tests a
-//! stage natively; [`testing`] runs a stage the way weir would.
+//! the [`log`] macros print to stderr instead of calling weir, [`kv`]
+//! reads a test store that [`testing::kv_put`] fills and [`state`] one that
+//! [`testing::state_put`] fills, so `cargo test` tests a stage natively;
+//! [`testing`] runs a stage (and its ticks) the way weir would.
 //!
 //! ```
 //! # use weir_sdk::{Config, Error, Event, Output, Stage};
@@ -117,6 +127,7 @@ pub mod log;
 mod output;
 mod path;
 mod select;
+pub mod state;
 pub mod testing;
 
 pub use config::Config;
@@ -223,7 +234,11 @@ pub trait Stage: Sized + 'static {
     /// (batched inference, one lookup for many keys). It must return exactly
     /// one result per event, in the same order: weir treats any other length
     /// as a fault of the instance. The default calls [`process`](Stage::process)
-    /// for each event, moving it, without copying payloads.
+    /// for each event, moving it, without copying payloads, and sends each
+    /// event's [`state`] writes to weir after it returns `Ok` (discarding
+    /// them after an `Err`). An override that writes state should do the
+    /// same with [`state::flush`] and [`state::discard`]; otherwise its
+    /// writes go with the batch's first successful event (see [`state`]).
     ///
     /// ```
     /// # use weir_sdk::{Config, Error, Event, Output, Stage};
@@ -250,7 +265,62 @@ pub trait Stage: Sized + 'static {
     /// assert_eq!(out[1].as_ref().unwrap()[0].header("part"), Some("1/2"));
     /// ```
     fn process_batch(&mut self, events: Vec<Event>) -> Vec<Result<Output, Error>> {
-        events.into_iter().map(|event| self.process(event)).collect()
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(index, event)| {
+                let result = self.process(event);
+                state::finish_event(index, result)
+            })
+            .collect()
+    }
+
+    /// Called on the stage's timer, with the time in milliseconds since the
+    /// Unix epoch; returns events to send down the pipeline.
+    ///
+    /// weir calls it every `timer` (a key of the stage's `[[stages]]` entry,
+    /// e.g. `timer = "1s"`), and once more after the last input of `weir
+    /// exec` and `weir test` with `now` = 2^53 ms (the end of time:
+    /// everything still open closes then; keep time arithmetic saturating).
+    /// Its [`state`] writes are committed together with the events it
+    /// returns, once: when several weir processes tick, the one whose writes
+    /// conflict is discarded with its events. An `Err` is logged and
+    /// discards the tick's writes and events; the next tick tries again.
+    ///
+    /// `now` is weir's clock, whatever the stage's `grants.clock` says. The
+    /// default does nothing. Keep a tick short: do a bounded amount of work
+    /// (e.g. at most 10,000 keys) and leave the rest for the next one.
+    ///
+    /// ```
+    /// use weir_sdk::{state, testing, Config, Error, Event, Output, Stage};
+    ///
+    /// /// Counts events, and publishes the count when the timer fires.
+    /// struct Heartbeat;
+    ///
+    /// impl Stage for Heartbeat {
+    ///     fn init(_: Config) -> Result<Self, String> { Ok(Heartbeat) }
+    ///
+    ///     fn process(&mut self, _event: Event) -> Result<Output, Error> {
+    ///         state::add("count", 1)?;
+    ///         Ok(Output::Drop)
+    ///     }
+    ///
+    ///     fn tick(&mut self, now: u64) -> Result<Vec<Event>, String> {
+    ///         let count = state::add("count", 0).map_err(|e| e.to_string())?;
+    ///         state::delete("count");
+    ///         Ok(vec![Event::new("heartbeat", format!("{now}: {count}"))])
+    ///     }
+    /// }
+    ///
+    /// let mut stage = testing::init::<Heartbeat>("{}").unwrap();
+    /// testing::process(&mut stage, vec![Event::new("a", ""), Event::new("a", "")]).unwrap();
+    /// let out = testing::tick(&mut stage, 60_000).unwrap();
+    /// assert_eq!(out[0].payload, b"60000: 2");
+    /// assert_eq!(testing::state_get("count"), None);
+    /// ```
+    fn tick(&mut self, now: u64) -> Result<Vec<Event>, String> {
+        let _ = now;
+        Ok(Vec::new())
     }
 }
 
@@ -301,6 +371,10 @@ macro_rules! export_stage {
                 fn process(events: ::std::vec::Vec<$crate::Event>) -> ::std::vec::Vec<$crate::__private::BatchResult> {
                     $crate::__private::process::<$stage>(&__WEIR_INSTANCE, events)
                 }
+
+                fn tick(now_ms: u64) -> ::core::result::Result<::std::vec::Vec<$crate::Event>, ::std::string::String> {
+                    $crate::__private::tick::<$stage>(&__WEIR_INSTANCE, now_ms)
+                }
             }
 
             // The exported functions have fixed symbol names (`init`,
@@ -324,12 +398,16 @@ pub mod __private {
 
     pub use wit_bindgen;
 
-    /// The bindings of the `stage` world, generated from `sdk/wit`.
+    /// The bindings of the `stateful-stage` world, generated from
+    /// `sdk/wit`, a superset of `stage`: every plugin exports `tick`, and a
+    /// plugin that never uses [`state`](crate::state) does not import it
+    /// (a component imports only what its code calls), which weir takes as
+    /// a plain stage.
     #[allow(missing_docs, unsafe_op_in_unsafe_fn, rust_2018_idioms)]
     pub mod bindings {
         wit_bindgen::generate!({
             path: "wit",
-            world: "stage",
+            world: "stateful-stage",
             runtime_path: "::weir_sdk::__private::wit_bindgen::rt",
             pub_export_macro: true,
             export_macro_name: "export",
@@ -364,14 +442,22 @@ pub mod __private {
             // weir always calls `init` first; if it did not, trapping makes
             // it replace the instance, which is what it should do then.
             let stage = stage.as_mut().expect("weir-sdk: `process` was called before a successful `init`");
-            stage
-                .process_batch(events)
+            crate::state::run_batch(stage, events)
                 .into_iter()
                 .map(|result| match result {
                     Ok(output) => Ok(output.into_events()),
                     Err(error) => Err(error.into_stage_error()),
                 })
                 .collect()
+        })
+    }
+
+    pub fn tick<T: Stage>(slot: &'static Slot<T>, now: u64) -> Result<Vec<Event>, String> {
+        slot.with_borrow_mut(|stage| {
+            let stage = stage.as_mut().expect("weir-sdk: `tick` was called before a successful `init`");
+            // A tick is a call of its own: KV reads start afresh.
+            crate::kv::begin_batch();
+            crate::state::run_tick(stage, now)
         })
     }
 }

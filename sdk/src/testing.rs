@@ -2,8 +2,10 @@
 //!
 //! These helpers go through the same steps as the exported component: the
 //! configuration is parsed from JSON text, [`Stage::init`] runs once, a batch
-//! goes through [`Stage::process_batch`] and its length is checked. They run
-//! on the host target, with no WebAssembly and no weir.
+//! goes through [`Stage::process_batch`] and its length is checked, and
+//! [`state`](crate::state) writes are kept or discarded per event as weir
+//! would ([`tick`] does the same for [`Stage::tick`]). They run on the host
+//! target, with no WebAssembly and no weir.
 //!
 //! ```
 //! use weir_sdk::{testing, Config, Error, Event, Output, Stage};
@@ -47,7 +49,11 @@ pub fn init<T: Stage>(config_json: &str) -> Result<T, String> {
 
 /// Runs one batch through a stage and checks, as weir does, that there is
 /// one result per event; a wrong count is returned as `Err`, the message
-/// weir would report for that fault.
+/// weir would report for that fault (and the batch's state writes are
+/// undone, as weir throws them away).
+///
+/// State writes go to the native test store ([`state_get`] reads it) for
+/// the events that succeeded; a refused event's writes are discarded.
 ///
 /// ```
 /// # use weir_sdk::{Config, Error, Event, Output, Stage};
@@ -65,8 +71,13 @@ pub fn init<T: Stage>(config_json: &str) -> Result<T, String> {
 /// ```
 pub fn process<T: Stage>(stage: &mut T, events: Vec<Event>) -> Result<Vec<Outcome>, String> {
     let count = events.len();
-    let results = stage.process_batch(events);
+    #[cfg(not(target_arch = "wasm32"))]
+    let before = crate::state::test_store::snapshot();
+    let results = crate::state::run_batch(stage, events);
     if results.len() != count {
+        // weir throws a faulty call away, its state writes with it.
+        #[cfg(not(target_arch = "wasm32"))]
+        crate::state::test_store::restore(before);
         return Err(format!("the stage returned {} results for a batch of {count} events", results.len()));
     }
     Ok(results.into_iter().map(|result| result.map(|output| output.into_events())).collect())
@@ -171,4 +182,102 @@ pub fn kv_put(bucket: &str, key: &str, value: impl Into<Vec<u8>>) {
 /// ```
 pub fn kv_clear() {
     crate::kv::test_clear();
+}
+
+/// Calls the stage's [`Stage::tick`] with `now` (milliseconds since the
+/// Unix epoch), as weir's timer does: its state writes are kept if it
+/// returns `Ok`, discarded if not. Pass `1 << 53` for the final tick of
+/// `weir exec` and `weir test`.
+///
+/// ```
+/// use weir_sdk::{state, testing, Config, Error, Event, Output, Stage};
+///
+/// /// Emits "ping" on every tick, and remembers the last tick.
+/// struct Ping;
+///
+/// impl Stage for Ping {
+///     fn init(_: Config) -> Result<Self, String> { Ok(Ping) }
+///     fn process(&mut self, e: Event) -> Result<Output, Error> { Ok(e.into()) }
+///     fn tick(&mut self, now: u64) -> Result<Vec<Event>, String> {
+///         state::set("last-tick", now.to_string());
+///         Ok(vec![Event::new("ping", "")])
+///     }
+/// }
+///
+/// let mut stage = testing::init::<Ping>("{}").unwrap();
+/// assert_eq!(testing::tick(&mut stage, 1000).unwrap().len(), 1);
+/// assert_eq!(testing::state_get("last-tick"), Some(b"1000".to_vec()));
+/// ```
+pub fn tick<T: Stage>(stage: &mut T, now: u64) -> Result<Vec<Event>, String> {
+    crate::state::run_tick(stage, now)
+}
+
+/// Puts `value` under `key` in the native state test store that
+/// [`state`](crate::state) reads and writes on a target other than
+/// `wasm32`: state as a previous event (or an older version of the stage)
+/// left it.
+///
+/// The store is per thread (each test sees only its own) and lasts until
+/// [`state_clear`]. It applies no size limits (`limits.state` and
+/// `limits.state_value` are weir's); keys must be 1 to 1024 bytes, as in
+/// weir.
+///
+/// ```
+/// use weir_sdk::{state, testing};
+///
+/// testing::state_put("seen/order-7", "1764147600000");
+/// assert_eq!(state::get("seen/order-7"), Some(b"1764147600000".to_vec()));
+/// ```
+#[cfg(not(target_arch = "wasm32"))]
+pub fn state_put(key: &str, value: impl Into<Vec<u8>>) {
+    crate::state::test_store::put(key, value.into());
+}
+
+/// The value of `key` in the native state test store: what weir would have
+/// committed after the events and ticks run so far (writes still buffered
+/// in the stage are not seen).
+///
+/// ```
+/// use weir_sdk::{state, testing};
+///
+/// state::set("k", "v");
+/// assert_eq!(testing::state_get("k"), None); // buffered, not flushed
+/// state::flush(0).unwrap();
+/// assert_eq!(testing::state_get("k"), Some(b"v".to_vec()));
+/// ```
+#[cfg(not(target_arch = "wasm32"))]
+pub fn state_get(key: &str) -> Option<Vec<u8>> {
+    crate::state::test_store::get(key)
+}
+
+/// Every key of the native state test store that starts with `prefix`, in
+/// byte order.
+///
+/// ```
+/// use weir_sdk::testing;
+///
+/// testing::state_put("w/2/a", "");
+/// testing::state_put("w/1/b", "");
+/// testing::state_put("other", "");
+/// assert_eq!(testing::state_keys("w/"), ["w/1/b", "w/2/a"]);
+/// assert_eq!(testing::state_keys("").len(), 3);
+/// ```
+#[cfg(not(target_arch = "wasm32"))]
+pub fn state_keys(prefix: &str) -> Vec<String> {
+    crate::state::test_store::keys(prefix)
+}
+
+/// Empties the native state test store of this thread, and forgets writes
+/// still buffered.
+///
+/// ```
+/// use weir_sdk::testing;
+///
+/// testing::state_put("k", "v");
+/// testing::state_clear();
+/// assert_eq!(testing::state_get("k"), None);
+/// ```
+#[cfg(not(target_arch = "wasm32"))]
+pub fn state_clear() {
+    crate::state::test_store::clear();
 }

@@ -1,5 +1,6 @@
 //! Property tests of the SDK's readers of config and payload text: paths
-//! (`user.id`, `items.0.sku`), field selection and appended members.
+//! (`user.id`, `items.0.sku`), field selection and appended members; and
+//! of the state's write buffer against a model.
 //!
 //! Whatever the input: no panic, and a rejection says what is wrong. Each
 //! property runs 256 cases by default; set `PROPTEST_CASES` for more.
@@ -188,5 +189,90 @@ proptest! {
         let text = serde_json::to_vec(&doc).expect("serialises");
         let error = append_members(&mut Vec::new(), &text, [("k", &json!(1))]).expect_err("not an object");
         prop_assert_eq!(error.message(), "payload is not a JSON object");
+    }
+}
+
+/// One operation on state, on keys from a few prefixes.
+#[derive(Debug, Clone)]
+enum StateOp {
+    Put(String),
+    Set(String),
+    Delete(String),
+    Flush,
+    Discard,
+}
+
+fn state_key() -> impl Strategy<Value = String> {
+    (prop::sample::select(&["a/", "a/b/", "b/", "", "ab"][..]), 0u8..6).prop_map(|(prefix, n)| format!("{prefix}{n}"))
+}
+
+fn state_ops() -> impl Strategy<Value = Vec<StateOp>> {
+    let op = prop_oneof![
+        2 => state_key().prop_map(StateOp::Put),
+        3 => state_key().prop_map(StateOp::Set),
+        3 => state_key().prop_map(StateOp::Delete),
+        1 => Just(StateOp::Flush),
+        1 => Just(StateOp::Discard),
+    ];
+    prop::collection::vec(op, 0..30)
+}
+
+proptest! {
+    /// Reads through the write buffer see what a plain map would hold:
+    /// `get` and `keys` (for every prefix and limit) agree with a model of
+    /// the store with the buffered writes applied, and flushing or
+    /// discarding leaves the store the model says.
+    #[test]
+    fn state_reads_see_buffered_writes(ops in state_ops(), prefix in prop::sample::select(&["", "a", "a/", "a/b/", "b/", "c"][..]), limit in 0u32..8) {
+        use std::collections::BTreeMap;
+        use weir_sdk::{state, testing};
+
+        testing::state_clear();
+        let mut store: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut pending: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
+        for (i, op) in ops.into_iter().enumerate() {
+            let value = i.to_string().into_bytes();
+            match op {
+                StateOp::Put(key) => {
+                    testing::state_put(&key, value.clone());
+                    store.insert(key, value);
+                }
+                StateOp::Set(key) => {
+                    state::set(&key, value.clone());
+                    pending.insert(key, Some(value));
+                }
+                StateOp::Delete(key) => {
+                    state::delete(&key);
+                    pending.insert(key, None);
+                }
+                StateOp::Flush => {
+                    state::flush(0).unwrap();
+                    for (key, value) in std::mem::take(&mut pending) {
+                        match value {
+                            Some(value) => store.insert(key, value),
+                            None => store.remove(&key),
+                        };
+                    }
+                }
+                StateOp::Discard => {
+                    state::discard();
+                    pending.clear();
+                }
+            }
+            let mut seen = store.clone();
+            for (key, value) in &pending {
+                match value {
+                    Some(value) => seen.insert(key.clone(), value.clone()),
+                    None => seen.remove(key),
+                };
+            }
+            let expected: Vec<String> = seen.keys().filter(|k| k.starts_with(prefix)).take(limit as usize).cloned().collect();
+            prop_assert_eq!(state::keys(prefix, limit), expected);
+            for key in seen.keys().chain(store.keys()) {
+                prop_assert_eq!(state::get(key), seen.get(key).cloned());
+            }
+            prop_assert_eq!(testing::state_keys(""), store.keys().cloned().collect::<Vec<_>>());
+        }
+        state::discard();
     }
 }

@@ -11,6 +11,8 @@ pub mod harness;
 ///   shipped in `plugins/`,
 /// - [`BI_ENRICH`](plugins::BI_ENRICH), [`ML_TAGGER`](plugins::ML_TAGGER):
 ///   the showcase stages,
+/// - [`DEDUPE`](plugins::DEDUPE), [`WINDOW_COUNT`](plugins::WINDOW_COUNT),
+///   [`SESSIONIZE`](plugins::SESSIONIZE): the stateful stages,
 /// - [`CHAOS`](plugins::CHAOS): `tests/fixtures/chaos`, which panics, loops,
 ///   allocates, fails or splits on demand (see its crate docs).
 pub mod plugins {
