@@ -178,7 +178,10 @@ impl Sink {
                     Ok(s) => slot = Some(s),
                     Err(e) => {
                         self.metrics.publish_errors.inc();
-                        tracing::warn!(pipeline = %self.name, inputs = results.len(), error = %e, "state commit refused; the batch will be processed again{}", if ticked.is_empty() { "" } else { " (and the tick's events emitted by a later tick)" });
+                        tracing::warn!(pipeline = %self.name, bucket = state.bucket().unwrap_or_default(), inputs = results.len(), error = %e, "state commit refused; the batch will be processed again{}", if ticked.is_empty() { "" } else { " (and the tick's events emitted by a later tick)" });
+                        if matches!(e, crate::nats::CommitError::Failed(_)) {
+                            state.check_bucket().await;
+                        }
                         for (_, delivery) in results {
                             delivery.nak(Duration::from_millis(200)).await;
                         }

@@ -107,7 +107,14 @@ pub(crate) async fn start_pipeline(context: &ProcessContext, pipeline: Pipeline,
         None
     };
     let source = Source::open(&context.nats, &pipeline).await.with_context(what)?;
-    source.watch_lag(counters.pending.clone(), stop.clone());
+    let floor = state.clone();
+    // A stateful pipeline's markers wait for the ack floor: read it often.
+    let every = std::time::Duration::from_secs(if state.is_some() { 1 } else { 5 });
+    source.watch_lag(counters.pending.clone(), stop.clone(), every, move |acked| {
+        if let Some(state) = &floor {
+            state.acked_through(acked);
+        }
+    });
     let mut sink = Sink::new(&context.nats, &pipeline, source.max_deliver(), counters.clone(), context.captures.clone());
     let mut current = blueprint.instrument(&context.metrics);
     if let Some(state) = &state {
@@ -138,6 +145,15 @@ pub(crate) async fn run_pipeline(
         tokio::spawn(tick(blueprint.clone(), workers.clone(), done_tx.clone(), stop.clone(), leftovers))
     });
     loop {
+        if let Some(why) = state.as_ref().and_then(|s| s.broken()) {
+            // Taking events that can never be acknowledged would only make
+            // them pile up as redeliveries; wait for a reload or the stop.
+            tracing::debug!(pipeline = %pipeline.name, "not taking events: {why}");
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+            }
+        }
         let batch_size = blueprint.borrow().batch_size();
         let Some(mut batch) = source.next_batch(batch_size, &stop).await else { break };
         // Read after the wait: a batch that arrives after a swap runs on the

@@ -31,7 +31,7 @@ use cache::CodeCache;
 pub use cache::{ContentHash, Origin};
 pub use host::KvSource;
 use host::{HostState, MemoryLimitExceeded, StageLabel};
-pub use state::{MAX_KEY, MemoryState, StateCall, StateLimits, StateView, StateWrite, entry_size as entry_size_of};
+pub use state::{MAX_KEY, MemoryState, ReadAt, StateCall, StateLimits, StateView, StateWrite, entry_size as entry_size_of};
 
 use crate::event::{ErrorKind, Event, StageResult};
 
@@ -359,6 +359,11 @@ impl Instance {
     /// Lends the stage its state for the next calls (a stateful stage).
     pub fn lend_state(&mut self, state: StateCall) {
         self.store.data_mut().state = Some(state);
+    }
+
+    /// The state lent with [`lend_state`](Self::lend_state), in place.
+    pub fn state_mut(&mut self) -> Option<&mut StateCall> {
+        self.store.data_mut().state.as_mut()
     }
 
     /// Takes back the state lent with [`lend_state`](Self::lend_state).

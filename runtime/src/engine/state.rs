@@ -20,7 +20,12 @@ pub const MAX_KEY: usize = 1024;
 /// pipeline's local copy of its state bucket, committed and pending writes.
 pub trait StateView: Send + Sync {
     /// The value of `key` in `stage`'s state.
-    fn get(&self, stage: &str, key: &str) -> Option<Bytes>;
+    fn get(&self, stage: &str, key: &str) -> Option<Bytes> {
+        self.read(stage, key).0
+    }
+    /// The value of `key` in `stage`'s state, and what it was read at: a
+    /// write based on it is committed only if the key is still there.
+    fn read(&self, stage: &str, key: &str) -> (Option<Bytes>, ReadAt);
     /// Keys of `stage` starting with `prefix`, in byte order, at most `limit`.
     fn keys(&self, stage: &str, prefix: &str, limit: usize) -> Vec<String>;
     /// Bytes of keys and values `stage` holds.
@@ -36,6 +41,15 @@ pub struct StateLimits {
     pub value: u64,
 }
 
+/// What a value was read at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAt {
+    /// This committed revision of the key (0: the key had no value).
+    Revision(u64),
+    /// A write of an earlier batch, not yet committed.
+    Pending,
+}
+
 /// One write a stage made, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateWrite {
@@ -46,6 +60,9 @@ pub struct StateWrite {
     pub key: String,
     /// The new value; `None` deletes.
     pub value: Option<Bytes>,
+    /// What the key was first read at in this batch (`None`: the stage
+    /// wrote it without reading it).
+    pub read: Option<ReadAt>,
 }
 
 /// A stage's state during the calls of one batch.
@@ -59,6 +76,9 @@ pub struct StateCall {
     log: Vec<(StateWrite, Option<Option<Bytes>>)>,
     /// Bytes added (or, negative, freed) by the writes in the overlay.
     delta: i64,
+    /// What each key read from the view in this batch was read at (the
+    /// first read counts).
+    reads: std::cell::RefCell<std::collections::HashMap<String, ReadAt>>,
     /// The index, in the batch, of the first event of the current call, and
     /// how many events the call has.
     offset: usize,
@@ -68,7 +88,17 @@ pub struct StateCall {
 impl StateCall {
     /// An empty overlay over `view` for `stage`.
     pub fn new(view: Arc<dyn StateView>, stage: &str, limits: StateLimits) -> Self {
-        StateCall { view, stage: stage.to_owned(), limits, overlay: BTreeMap::new(), log: Vec::new(), delta: 0, offset: 0, events: 1 }
+        StateCall {
+            view,
+            stage: stage.to_owned(),
+            limits,
+            overlay: BTreeMap::new(),
+            log: Vec::new(),
+            delta: 0,
+            reads: Default::default(),
+            offset: 0,
+            events: 1,
+        }
     }
 
     /// The next call passes the batch's events `offset..offset + events`.
@@ -106,13 +136,24 @@ impl StateCall {
     pub fn take_writes(&mut self) -> Vec<StateWrite> {
         self.overlay.clear();
         self.delta = 0;
-        self.log.drain(..).map(|(write, _)| write).collect()
+        let reads = std::mem::take(&mut *self.reads.borrow_mut());
+        self.log
+            .drain(..)
+            .map(|(mut write, _)| {
+                write.read = reads.get(&write.key).copied();
+                write
+            })
+            .collect()
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<Bytes> {
         match self.overlay.get(key) {
             Some(value) => value.clone(),
-            None => self.view.get(&self.stage, key),
+            None => {
+                let (value, at) = self.view.read(&self.stage, key);
+                self.reads.borrow_mut().entry(key.to_owned()).or_insert(at);
+                value
+            }
         }
     }
 
@@ -170,7 +211,7 @@ impl StateCall {
         self.delta += delta;
         for (key, value) in writes {
             let previous = self.overlay.insert(key.clone(), value.clone());
-            self.log.push((StateWrite { event: self.offset + event, key, value }, previous));
+            self.log.push((StateWrite { event: self.offset + event, key, value, read: None }, previous));
         }
         Ok(())
     }
@@ -210,8 +251,9 @@ impl MemoryState {
 }
 
 impl StateView for MemoryState {
-    fn get(&self, stage: &str, key: &str) -> Option<Bytes> {
-        self.stages.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(stage)?.get(key).cloned()
+    fn read(&self, stage: &str, key: &str) -> (Option<Bytes>, ReadAt) {
+        let stages = self.stages.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (stages.get(stage).and_then(|keys| keys.get(key)).cloned(), ReadAt::Revision(0))
     }
 
     fn keys(&self, stage: &str, prefix: &str, limit: usize) -> Vec<String> {
@@ -236,7 +278,7 @@ mod tests {
 
     fn call(limits: StateLimits) -> (Arc<MemoryState>, StateCall) {
         let memory = Arc::new(MemoryState::default());
-        memory.commit("count", &[StateWrite { event: 0, key: "a".into(), value: Some(Bytes::from_static(b"1")) }]);
+        memory.commit("count", &[StateWrite { event: 0, key: "a".into(), value: Some(Bytes::from_static(b"1")), read: None }]);
         let call = StateCall::new(memory.clone(), "count", limits);
         (memory, call)
     }

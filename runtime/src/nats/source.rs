@@ -170,17 +170,26 @@ impl Source {
 
     /// For a JetStream source, keeps `gauge` at the consumer's count of
     /// messages not yet delivered (its lag), every five seconds, until `stop`.
-    pub fn watch_lag(&self, gauge: prometheus_client::metrics::gauge::Gauge, stop: CancellationToken) {
+    /// `acked_through` is told the consumer's ack floor each time (every
+    /// input up to that stream sequence is acknowledged).
+    pub fn watch_lag(
+        &self,
+        gauge: prometheus_client::metrics::gauge::Gauge,
+        stop: CancellationToken,
+        every: Duration,
+        acked_through: impl Fn(u64) + Send + 'static,
+    ) {
         let SourceKind::JetStream { consumer, .. } = &self.kind else { return };
         let mut consumer = consumer.clone();
         tokio::spawn(async move {
             loop {
                 if let Ok(info) = consumer.info().await {
                     gauge.set(i64::try_from(info.num_pending).unwrap_or(i64::MAX));
+                    acked_through(info.ack_floor.stream_sequence);
                 }
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = tokio::time::sleep(every) => {}
                 }
             }
         });

@@ -158,6 +158,38 @@ impl StateBucket {
         Ok(())
     }
 
+    /// Whether the bucket's stream still exists (`Err`: the server did not
+    /// say).
+    pub async fn exists(&self) -> Result<bool, String> {
+        match self.nats.js.get_stream(format!("KV_{}", self.name)).await {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(e.kind(), async_nats::jetstream::context::GetStreamErrorKind::JetStream(_)) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Every key starting with `prefix`, and its value, as the server has
+    /// them now (not through the watch).
+    pub async fn markers(&self, prefix: &str) -> Result<Vec<(String, Bytes)>, String> {
+        let stream = self.nats.js.get_stream(format!("KV_{}", self.name)).await.map_err(|e| e.to_string())?;
+        let subject_prefix = format!("$KV.{}.", self.name);
+        let mut subjects = stream.info_with_subjects(format!("{subject_prefix}{prefix}>")).await.map_err(|e| e.to_string())?;
+        let mut keys = Vec::new();
+        while let Some(subject) = subjects.next().await {
+            let (subject, _) = subject.map_err(|e| e.to_string())?;
+            if let Some(key) = subject.strip_prefix(&subject_prefix) {
+                keys.push(key.to_owned());
+            }
+        }
+        let mut markers = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let (Some(value), _) = self.entry(&key).await? {
+                markers.push((key, value));
+            }
+        }
+        Ok(markers)
+    }
+
     /// The current value and revision of `key` (revision 0: no message).
     pub async fn entry(&self, key: &str) -> Result<(Option<Bytes>, u64), String> {
         let store = self.nats.js.get_key_value(&self.name).await.map_err(|e| e.to_string())?;

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::engine::{StateView, StateWrite, entry_size_of};
+use crate::engine::{ReadAt, StateView, StateWrite, entry_size_of};
 use crate::event::Event;
 use crate::nats::{Change, CommitError, KvWrite, StateBucket, TOMBSTONE_TTL};
 
@@ -68,8 +68,14 @@ struct Inner {
     applied: HashMap<u64, String>,
     /// JetStream inputs handed to the workers and not yet settled.
     in_flight: HashSet<u64>,
-    /// Marker slots of this process: in use, or free.
-    busy_slots: HashSet<usize>,
+    /// Marker slots of this store in use, with the last input their marker
+    /// lists (`None`: only a tick's events). A slot with inputs is free
+    /// again once the consumer's ack floor passes them, whatever the sink
+    /// believes of its acknowledgements (an ack can be lost with the server).
+    slots: HashMap<usize, Option<u64>>,
+    /// Why the state cannot be committed any more (its bucket was deleted):
+    /// the pipeline stops taking events.
+    broken: Option<String>,
     /// Marker keys no longer needed, to be deleted by the next commit.
     to_clear: Vec<String>,
 }
@@ -82,6 +88,10 @@ struct Entry {
     committed: Option<Bytes>,
     /// The key's revision as last known (0: no message).
     revision: u64,
+    /// The revision this store's own last commit of the key produced: what
+    /// a write staged on a pending value expects (the watch may have moved
+    /// `revision` on since, which must refuse that write).
+    own: u64,
     /// When the deletion at `revision` drops out of the bucket.
     tombstone_expires: Option<Instant>,
     /// Staged writes not yet committed.
@@ -161,6 +171,29 @@ impl Store {
         self.nats.as_ref().map(|n| n.bucket.name())
     }
 
+    /// Why the pipeline must stop taking events, if it must.
+    pub fn broken(&self) -> Option<String> {
+        self.lock().broken.clone()
+    }
+
+    /// After a commit failed for another reason than a conflict: if the
+    /// bucket is gone, the pipeline stops taking events (nothing can be
+    /// acknowledged any more) and the log says why, once.
+    pub async fn check_bucket(&self) {
+        let Some(nats) = &self.nats else { return };
+        if let Ok(false) = nats.bucket.exists().await {
+            let mut inner = self.lock();
+            if inner.broken.is_none() {
+                let why = format!(
+                    "the state bucket \"{}\" was deleted: this pipeline's state is gone, so it stops taking events (none is acknowledged without its state). Restore the bucket, or to start counting afresh delete the pipeline's durable consumer too; then `weir reload`",
+                    nats.bucket.name()
+                );
+                tracing::error!("{why}");
+                inner.broken = Some(why);
+            }
+        }
+    }
+
     /// A change seen by the watch (someone's commit, ours included).
     fn remote(&self, change: Change) {
         let mut inner = self.lock();
@@ -214,20 +247,31 @@ impl Store {
             return None;
         }
         let epoch = inner.epoch;
-        // The last write of each key is what commits.
-        let mut last: BTreeMap<(String, String), Option<Bytes>> = BTreeMap::new();
+        // The last write of each key is what commits; what the key was
+        // first read at is what it is checked against.
+        let mut last: BTreeMap<(String, String), (Option<Bytes>, Option<ReadAt>)> = BTreeMap::new();
         for (stage, write) in writes {
-            last.insert((stage, write.key), write.value);
+            let read = write.read;
+            last.entry((stage, write.key))
+                .and_modify(|e| e.0 = write.value.clone())
+                .or_insert((write.value, read));
         }
         let mut commit = Vec::with_capacity(last.len());
-        for ((stage, key), value) in last {
+        for ((stage, key), (value, read)) in last {
             let entries = inner.stages.entry(stage.clone()).or_default();
             let entry = entries.entry(key.clone()).or_default();
             let size = inner.sizes.entry(stage.clone()).or_default();
             *size = (*size as i64 + entry_size_of(&key, value.as_ref()) - entry_size_of(&key, entry.value.as_ref())).max(0) as u64;
             entry.value = value.clone();
             if self.nats.is_some() {
-                let read = if entry.pending == 0 { Some(entry.expected()) } else { None };
+                let read = match read {
+                    Some(ReadAt::Revision(revision)) => Some(revision),
+                    Some(ReadAt::Pending) => None,
+                    // Written without being read: checked against what the
+                    // copy holds now.
+                    None if entry.pending == 0 => Some(entry.expected()),
+                    None => None,
+                };
                 entry.pending += 1;
                 commit.push((stage, key, value, read));
             } else {
@@ -285,38 +329,40 @@ impl Store {
                 drop(inner);
                 return Err(CommitError::Conflict("staged on state that an earlier refused commit voided".to_owned()));
             }
-            let slot = (0..).find(|s| !inner.busy_slots.contains(s)).expect("a free slot");
-            inner.busy_slots.insert(slot);
+            let slot = (0..).find(|s| !inner.slots.contains_key(s)).expect("a free slot");
             let mut writes = Vec::with_capacity(commit.writes.len() + 2);
             let mut keys = Vec::with_capacity(commit.writes.len());
+            // The marker goes first: a copy that has the batch's state (the
+            // watch delivers in order) has its marker too.
+            let marker = Marker { inputs, outputs };
+            let has_marker = !marker.inputs.is_empty() || marker.outputs.iter().any(|(_, o)| !o.is_empty());
+            let slot_key = format!("{}{slot}", nats.prefix);
+            if has_marker {
+                writes.push(KvWrite { key: slot_key.clone(), value: Some(marker.encode()), expected: None });
+                inner.slots.insert(slot, marker.inputs.iter().max().copied());
+            }
             for (stage, key, value, read) in &commit.writes {
                 let expected = match read {
                     Some(revision) => *revision,
-                    None => inner.stages.get(stage).and_then(|k| k.get(key)).map_or(0, |e| e.revision),
+                    None => inner.stages.get(stage).and_then(|k| k.get(key)).map_or(0, |e| e.own),
                 };
                 writes.push(KvWrite { key: full_key(stage, key), value: value.clone(), expected: Some(expected) });
                 keys.push((stage.clone(), key.clone(), value.clone()));
             }
-            let marker = Marker { inputs, outputs };
-            let has_marker = !marker.inputs.is_empty() || marker.outputs.iter().any(|(_, o)| !o.is_empty());
-            let slot_key = format!("{}{slot}", nats.prefix);
             let clear: Vec<String> = inner.to_clear.drain(..).filter(|k| *k != slot_key).collect();
             for key in clear {
                 writes.push(KvWrite { key, value: None, expected: None });
-            }
-            if has_marker {
-                writes.push(KvWrite { key: slot_key, value: Some(marker.encode()), expected: None });
-            } else {
-                inner.busy_slots.remove(&slot);
             }
             (writes, has_marker.then_some(slot), keys)
         };
         match nats.bucket.commit(&writes).await {
             Ok(revisions) => {
                 let mut inner = self.lock();
+                let revisions = revisions.into_iter().skip(usize::from(slot.is_some()));
                 for ((stage, key, value), revision) in keys.into_iter().zip(revisions) {
                     let entry = inner.stages.entry(stage).or_default().entry(key).or_default();
                     entry.pending = entry.pending.saturating_sub(1);
+                    entry.own = revision;
                     if revision > entry.revision {
                         entry.revision = revision;
                         entry.tombstone_expires = value.is_none().then(|| Instant::now() + TOMBSTONE_TTL);
@@ -329,12 +375,23 @@ impl Store {
                 let stale: Vec<(String, String)> = keys.iter().map(|(s, k, _)| (s.clone(), k.clone())).collect();
                 {
                     let mut inner = self.lock();
-                    if let Some(slot) = slot {
-                        inner.busy_slots.remove(&slot);
+                    // A refused batch stored nothing: its slot is free. After
+                    // another failure the marker may be stored (an answer
+                    // lost with the server): it stays until its inputs are
+                    // acknowledged.
+                    if let (Some(slot), CommitError::Conflict(_)) = (slot, &e) {
+                        inner.slots.remove(&slot);
                     }
                     inner.void();
                 }
                 if matches!(e, CommitError::Conflict(_)) {
+                    // The markers as the server has them: an input applied by a
+                    // commit whose answer was lost (a server restart), or by
+                    // another process, is then known when it comes back.
+                    match nats.bucket.markers(MARKERS).await {
+                        Ok(markers) => self.lock().replace_markers(markers),
+                        Err(error) => tracing::warn!(bucket = nats.bucket.name(), %error, "cannot read the state markers"),
+                    }
                     // Read the refused keys again: the copy may not know
                     // their revision (a deletion that dropped out).
                     for (stage, key) in stale {
@@ -356,13 +413,16 @@ impl Store {
         }
     }
 
-    /// The marker of a committed batch is no longer needed: its inputs are
-    /// acknowledged and its outputs published.
+    /// A committed batch's outputs are published and its inputs settled. A
+    /// marker of a tick alone is no longer needed; one of inputs is, until
+    /// the consumer's ack floor passes them ([`acked_through`](Self::acked_through)).
     pub fn release(&self, slot: Slot) {
         if let (Some(slot), Some(nats)) = (slot.0, &self.nats) {
             let mut inner = self.lock();
-            inner.busy_slots.remove(&slot);
-            inner.to_clear.push(format!("{}{slot}", nats.prefix));
+            if inner.slots.get(&slot) == Some(&None) {
+                inner.slots.remove(&slot);
+                inner.to_clear.push(format!("{}{slot}", nats.prefix));
+            }
         }
     }
 
@@ -382,22 +442,70 @@ impl Store {
             .collect();
         let mut outputs = Vec::new();
         for key in earlier {
-            if let Some(marker) = inner.markers.get(&key) {
-                outputs.extend(
-                    marker
-                        .outputs
-                        .iter()
-                        .filter(|(seq, _)| seq.is_none())
-                        .flat_map(|(_, events)| events.iter().cloned()),
-                );
+            let Some(marker) = inner.markers.get(&key) else { continue };
+            outputs.extend(
+                marker
+                    .outputs
+                    .iter()
+                    .filter(|(seq, _)| seq.is_none())
+                    .flat_map(|(_, events)| events.iter().cloned()),
+            );
+            // A marker of inputs stays until they are all acknowledged
+            // ([`acked_through`](Self::acked_through)): they may come back.
+            if marker.inputs.is_empty() {
+                inner.to_clear.push(key);
             }
-            inner.to_clear.push(key);
         }
         outputs
+    }
+
+    /// The source's consumer has acknowledged every input up to `floor`:
+    /// the markers of this instance whose inputs are all at or below it are
+    /// no longer needed, this store's and earlier runs'.
+    pub fn acked_through(&self, floor: u64) {
+        let Some(nats) = &self.nats else { return };
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let done: Vec<usize> = inner
+            .slots
+            .iter()
+            .filter(|(_, last)| last.is_some_and(|l| l <= floor))
+            .map(|(slot, _)| *slot)
+            .collect();
+        for slot in done {
+            inner.slots.remove(&slot);
+            inner.to_clear.push(format!("{}{slot}", nats.prefix));
+        }
+        let earlier: Vec<String> = inner
+            .markers
+            .iter()
+            .filter(|(key, marker)| {
+                key.starts_with(&nats.instance) && !key.starts_with(&nats.prefix) && !marker.inputs.is_empty() && marker.inputs.iter().all(|s| *s <= floor)
+            })
+            .map(|(key, _)| key.clone())
+            .filter(|key| !inner.to_clear.contains(key))
+            .collect();
+        inner.to_clear.extend(earlier);
     }
 }
 
 impl Inner {
+    /// The markers as read from the server, instead of what the watch gave.
+    fn replace_markers(&mut self, markers: Vec<(String, Bytes)>) {
+        let stale: Vec<String> = self.markers.keys().cloned().collect();
+        for key in stale {
+            self.forget_marker(&key);
+        }
+        for (key, value) in markers {
+            if let Some(marker) = Marker::decode(&value) {
+                for seq in &marker.inputs {
+                    self.applied.insert(*seq, key.clone());
+                }
+                self.markers.insert(key, marker);
+            }
+        }
+    }
+
     fn forget_marker(&mut self, key: &str) {
         if let Some(old) = self.markers.remove(key) {
             for seq in old.inputs {
@@ -437,8 +545,13 @@ impl Entry {
 }
 
 impl StateView for Store {
-    fn get(&self, stage: &str, key: &str) -> Option<Bytes> {
-        self.lock().stages.get(stage)?.get(key)?.value.clone()
+    fn read(&self, stage: &str, key: &str) -> (Option<Bytes>, ReadAt) {
+        let inner = self.lock();
+        match inner.stages.get(stage).and_then(|keys| keys.get(key)) {
+            None => (None, ReadAt::Revision(0)),
+            Some(entry) if entry.pending > 0 => (entry.value.clone(), ReadAt::Pending),
+            Some(entry) => (entry.value.clone(), ReadAt::Revision(entry.expected())),
+        }
     }
 
     fn keys(&self, stage: &str, prefix: &str, limit: usize) -> Vec<String> {
@@ -525,8 +638,9 @@ mod tests {
     #[test]
     fn memory_state_applies_at_once() {
         let store = Store::memory();
-        let write =
-            |key: &str, value: Option<&'static [u8]>| ("count".to_owned(), StateWrite { event: 0, key: key.into(), value: value.map(Bytes::from_static) });
+        let write = |key: &str, value: Option<&'static [u8]>| {
+            ("count".to_owned(), StateWrite { event: 0, key: key.into(), value: value.map(Bytes::from_static), read: None })
+        };
         assert!(
             store
                 .stage(0, vec![write("a", Some(b"1")), write("b", Some(b"2")), write("a", Some(b"3"))])

@@ -20,10 +20,11 @@
 //! Memory is the instance's peak linear memory (init included), from its
 //! store's limiter.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Pipeline;
-use crate::engine::{Engine, Instance, Plugin, StageSpec};
+use crate::engine::{Engine, Instance, MemoryState, Plugin, StageSpec, StateCall};
 use crate::event::Event;
 
 /// Timed batches at least (unless the stage got no event).
@@ -102,11 +103,23 @@ struct StageRun {
 }
 
 impl StageRun {
-    fn instance(&mut self) -> Option<&mut Instance> {
+    /// The live instance (made if needed), ready for a call of `events`
+    /// events: a stateful stage keeps its state in memory, from empty at
+    /// each call (what is measured is the stage's work on one batch).
+    fn instance(&mut self, events: usize) -> Option<&mut Instance> {
         if self.instance.is_none() {
-            self.instance = self.plugin.instantiate(&self.spec).ok();
+            let mut instance = self.plugin.instantiate(&self.spec).ok()?;
+            if self.plugin.stateful() {
+                instance.lend_state(StateCall::new(Arc::new(MemoryState::default()), &self.spec.stage, self.spec.state));
+            }
+            self.instance = Some(instance);
         }
-        self.instance.as_mut()
+        let instance = self.instance.as_mut()?;
+        if let Some(state) = instance.state_mut() {
+            state.take_writes();
+            state.set_call(0, events);
+        }
+        Some(instance)
     }
 
     /// Drops an instance that faulted. Its memory does not count: a stage
@@ -134,7 +147,7 @@ impl StageRun {
         let mut rest = events.into_iter().peekable();
         while rest.peek().is_some() {
             let chunk: Vec<Event> = rest.by_ref().take(batch).collect();
-            let Some(instance) = self.instance() else {
+            let Some(instance) = self.instance(chunk.len()) else {
                 return (passing, next);
             };
             let (chunk, called) = instance.process(chunk);
@@ -151,7 +164,7 @@ impl StageRun {
                     self.lose();
                     // One at a time, to keep all but the culprits.
                     for event in chunk {
-                        let Some(instance) = self.instance() else {
+                        let Some(instance) = self.instance(1) else {
                             return (passing, next);
                         };
                         let (mut back, called) = instance.process(vec![event]);
@@ -185,7 +198,7 @@ impl StageRun {
             }
             calls += 1;
             let chunk: Vec<Event> = cycle.by_ref().take(batch).cloned().collect();
-            let Some(instance) = self.instance() else {
+            let Some(instance) = self.instance(chunk.len()) else {
                 break;
             };
             let begun = Instant::now();

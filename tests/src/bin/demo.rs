@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use futures::StreamExt as _;
-use weir_tests::harness::{NatsServer, Weir, connect, example_pipeline, kv_load, repo_root, warm_cache};
+use weir_tests::harness::{NatsServer, Weir, connect, create_stream, example_pipeline, kv_load, repo_root, warm_cache};
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
@@ -22,6 +22,29 @@ async fn main() {
     let reference = root.join("pipelines/reference");
     let loaded = kv_load(&server, &[&reference.join("shops.json"), &reference.join("rates.json")]).await;
     print!("weir kv load pipelines/reference/shops.json pipelines/reference/rates.json\n{}", loaded.stdout);
+
+    // product-metrics reads the tracking events from JetStream: its stream,
+    // and its sample events already in it when weir starts (counted at once;
+    // the minutes they fall in are long over, so the first tick, a second
+    // after the start, publishes them).
+    let product_events = {
+        let client = connect(&server.url(), server.auth()).await;
+        let js = async_nats::jetstream::new(client);
+        create_stream(&js, "TRACKING", &["tracking.>"]).await;
+        let text = std::fs::read_to_string(root.join("pipelines/samples/product-events.jsonl")).expect("pipelines/samples/product-events.jsonl");
+        let mut n = 0;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let (subject, headers, payload) = envelope(line);
+            js.publish_with_headers(subject, headers, payload.into())
+                .await
+                .expect("publish")
+                .await
+                .expect("stored in TRACKING");
+            n += 1;
+        }
+        n
+    };
+    println!("stream TRACKING (tracking.>) created, with the {product_events} events of pipelines/samples/product-events.jsonl");
 
     // weir's own default cache (where `weir validate pipelines/` just put the
     // compiled plugins): the ml-tagger takes seconds to compile the first time.
@@ -39,7 +62,24 @@ async fn main() {
     let mut processed = client.subscribe("processed.>").await.expect("subscribe processed.>");
     let mut dead = client.subscribe("weir.dlq.>").await.expect("subscribe weir.dlq.>");
     let mut traffic = client.subscribe("traffic.>").await.expect("subscribe traffic.>");
+    let mut metrics = client.subscribe("metrics.>").await.expect("subscribe metrics.>");
     client.flush().await.expect("flush");
+
+    // The first tick of product-metrics closes the minutes of its samples.
+    let mut per_minute = 0;
+    let first_tick = tokio::time::sleep(Duration::from_millis(2500));
+    tokio::pin!(first_tick);
+    println!("product-metrics: views and carts per product, shop and minute, from the events in TRACKING:\n");
+    loop {
+        tokio::select! {
+            Some(m) = metrics.next() => {
+                per_minute += 1;
+                println!("✓ {:<24} {}", m.subject, summarise_minute(&m.payload));
+            }
+            _ = &mut first_tick => break,
+        }
+    }
+    println!("\n{per_minute} per-minute counts from {product_events} events (the purchases are filtered out)\n");
 
     let mut samples = String::new();
     for file in ["orders.jsonl", "products.jsonl", "traffic.jsonl"] {
@@ -68,6 +108,10 @@ async fn main() {
                 // traffic.py.<channel>.<source> or traffic.js.<...>
                 let (lang, route) = m.subject.as_str().strip_prefix("traffic.").and_then(|s| s.split_once('.')).unwrap_or(("?", ""));
                 channels.entry(id).or_default()[usize::from(lang == "js")] = route.to_owned();
+            }
+            Some(m) = metrics.next() => {
+                outputs += 1;
+                println!("✓ {:<40} {}", m.subject, summarise_minute(&m.payload));
             }
             Some(m) = processed.next() => {
                 outputs += 1;
@@ -131,6 +175,21 @@ fn summarise_product(payload: &[u8]) -> Option<String> {
         e["date"]["weekday"].as_str().unwrap_or("?"),
         e["date"]["hour"].as_u64().unwrap_or(0),
     ))
+}
+
+/// One line for a per-minute count of product-metrics.
+fn summarise_minute(payload: &[u8]) -> String {
+    let e: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+    let minute = e["window_start"].as_u64().map_or("?".to_owned(), |ms| {
+        let secs = ms / 1000;
+        format!("{:02}:{:02} UTC", secs / 3600 % 24, secs / 60 % 60)
+    });
+    format!(
+        "{} {} at {minute}: {}",
+        e["key"]["product_id"].as_str().unwrap_or("?"),
+        e["key"]["shop_id"].as_str().unwrap_or("?"),
+        e["count"]
+    )
 }
 
 /// weir's default compile cache: `$XDG_CACHE_HOME/weir`, else `~/.cache/weir`.
