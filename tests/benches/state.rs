@@ -219,7 +219,7 @@ subject = "out.{{subject}}"
 async fn consumer_info(js: &jetstream::Context) -> Result<consumer::Info, String> {
     let stream = js.get_stream("IN").await.map_err(|e| e.to_string())?;
     let mut c: consumer::PullConsumer = stream.get_consumer("counts").await.map_err(|e| e.to_string())?;
-    c.info().await.map(|i| i.clone()).map_err(|e| e.to_string())
+    c.info().await.cloned().map_err(|e| e.to_string())
 }
 
 /// The sum of every count in the consumer's bucket.
