@@ -38,6 +38,8 @@ pub(crate) struct ProcessContext {
     pub captures: Captures,
     /// Fires on shutdown.
     pub stop: CancellationToken,
+    /// This process's name (`instance`), for decisions it records.
+    pub instance: String,
 }
 
 /// A running pipeline: swap its blueprint, or stop it.

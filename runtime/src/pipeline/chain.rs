@@ -2,6 +2,7 @@
 //! through every stage and says what became of each input.
 
 use super::blueprint::Blueprint;
+use super::candidate::{CandidateSlot, Failed, Version};
 use crate::engine::{Instance, Plugin, StageSpec};
 use crate::event::{DeadLetter, ErrorKind, Event, StageError};
 use crate::metrics::StageMetrics;
@@ -20,6 +21,8 @@ pub enum Outcome {
 pub struct Chain {
     blueprint: Blueprint,
     stages: Vec<Slot>,
+    /// Per stage, its candidate's instances (`[stages.candidate]`).
+    candidates: Vec<Option<CandidateSlot<Slot>>>,
 }
 
 struct Slot {
@@ -59,7 +62,16 @@ impl Blueprint {
                 metrics: self.inner.metrics.as_ref().map(|m| m[index].clone()),
             })
             .collect();
-        Chain { blueprint: self.clone(), stages }
+        let candidates = self
+            .inner
+            .candidates
+            .iter()
+            .map(|c| {
+                c.as_ref()
+                    .map(|(spec, plugin, state)| CandidateSlot::new(Slot::new(spec, plugin, None), state.clone()))
+            })
+            .collect();
+        Chain { blueprint: self.clone(), stages, candidates }
     }
 }
 
@@ -90,7 +102,10 @@ impl Chain {
         let last = self.stages.len().saturating_sub(1);
 
         for (index, slot) in self.stages.iter_mut().enumerate() {
-            let (lent, results) = slot.run(current, batch);
+            let (lent, results) = match &mut self.candidates[index] {
+                Some(candidate) => candidate.run(slot, current, batch),
+                None => slot.run(current, batch),
+            };
             if index == 0 {
                 originals = Some(lent);
             }
@@ -187,6 +202,12 @@ impl Chain {
 }
 
 impl Slot {
+    /// A slot without an instance yet (a candidate's: not counted in the
+    /// stage's metrics).
+    fn new(spec: &StageSpec, plugin: &Plugin, metrics: Option<StageMetrics>) -> Slot {
+        Slot { spec: spec.clone(), plugin: plugin.clone(), instance: None, memory_at_init: 0, restarts: 0, metrics }
+    }
+
     /// Runs `events` through this stage in batches of at most `batch`;
     /// returns the events (lent, not consumed) and one result per event.
     fn run(&mut self, events: Vec<Event>, batch: usize) -> (Vec<Event>, Vec<SlotResult>) {
@@ -296,6 +317,28 @@ impl Slot {
             "stage {fault}; replacing its instance{}",
             if batch > 1 { " and replaying the batch one event at a time" } else { "" }
         );
+    }
+}
+
+impl Version for Slot {
+    type Failure = StageFailure;
+
+    fn run(&mut self, events: Vec<Event>, batch: usize) -> (Vec<Event>, Vec<SlotResult>) {
+        Slot::run(self, events, batch)
+    }
+
+    fn has_instance(&self) -> bool {
+        self.instance.is_some()
+    }
+}
+
+impl Failed for StageFailure {
+    fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    fn message(&self) -> &str {
+        &self.message
     }
 }
 
