@@ -721,6 +721,7 @@ impl<S: Version> CandidateSlot<S> {
 mod tests {
     use super::*;
 
+    #[derive(Debug)]
     struct Failure(ErrorKind);
 
     impl Failed for Failure {
