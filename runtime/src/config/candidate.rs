@@ -120,15 +120,17 @@ impl Rules {
 
 // ---- the TOML shape ----------------------------------------------------------------
 
+/// The table as written; `L` and `G` are the stage's own `limits` and
+/// `grants` tables (`pipeline.rs`), which the candidate shares.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawCandidate {
+pub(crate) struct RawCandidate<L, G> {
     pub(crate) plugin: Spanned<String>,
     pub(crate) mode: Mode,
     share: Option<Spanned<Fraction>>,
     key: Option<Spanned<String>>,
-    pub(crate) limits: Option<Table<super::pipeline::RawLimits>>,
-    pub(crate) grants: Option<Table<super::pipeline::RawGrants>>,
+    pub(crate) limits: Option<Table<L>>,
+    pub(crate) grants: Option<Table<G>>,
     pub(crate) config: Option<JsonObject>,
     decide: Option<Decide>,
     min_events: Option<PositiveCount>,
@@ -138,7 +140,7 @@ pub(crate) struct RawCandidate {
     diff_subject: Option<Spanned<PublishSubject>>,
 }
 
-impl RawCandidate {
+impl<L, G> RawCandidate<L, G> {
     /// Checks the keys that depend on the mode and builds the candidate;
     /// `plugin`, `limits`, `grants` and `config` are resolved by the caller.
     pub(crate) fn finish(

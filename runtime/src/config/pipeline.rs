@@ -212,7 +212,7 @@ struct RawStage {
     limits: Option<Table<RawLimits>>,
     grants: Option<Table<RawGrants>>,
     config: Option<JsonObject>,
-    candidate: Option<Table<RawCandidate>>,
+    candidate: Option<Table<RawCandidate<RawLimits, RawGrants>>>,
 }
 
 #[derive(Deserialize)]
