@@ -228,18 +228,25 @@ impl Metrics {
     pub fn candidate(&self, pipeline: &str, stage: &str) -> CandidateMetrics {
         let i = &self.inner;
         let version = |version: &str| VersionLabels { pipeline: pipeline.to_owned(), stage: stage.to_owned(), version: version.to_owned() };
+        // One statement each: a family's guard lives to the end of its
+        // statement, and a second `get_or_create` on it would wait for it.
+        let candidate_events = i.candidate_events.get_or_create(&version("candidate")).clone();
+        let live_events = i.candidate_events.get_or_create(&version("live")).clone();
+        let candidate_errors = i.candidate_errors.get_or_create(&version("candidate")).clone();
+        let live_errors = i.candidate_errors.get_or_create(&version("live")).clone();
+        let agreed = i
+            .candidate_agreed
+            .get_or_create(&StageLabels { pipeline: pipeline.to_owned(), stage: stage.to_owned() })
+            .clone();
         CandidateMetrics {
             metrics: self.clone(),
             pipeline: pipeline.to_owned(),
             stage: stage.to_owned(),
-            candidate_events: i.candidate_events.get_or_create(&version("candidate")).clone(),
-            live_events: i.candidate_events.get_or_create(&version("live")).clone(),
-            candidate_errors: i.candidate_errors.get_or_create(&version("candidate")).clone(),
-            live_errors: i.candidate_errors.get_or_create(&version("live")).clone(),
-            agreed: i
-                .candidate_agreed
-                .get_or_create(&StageLabels { pipeline: pipeline.to_owned(), stage: stage.to_owned() })
-                .clone(),
+            candidate_events,
+            live_events,
+            candidate_errors,
+            live_errors,
+            agreed,
         }
     }
 
