@@ -155,7 +155,7 @@ async fn a_candidate_failing_a_tenth_of_events_is_rolled_back_and_costs_the_live
     let payload = |id: u64| match id {
         5 => json!({ "id": id, "chaos": "loop" }),
         7 => json!({ "id": id, "chaos": "alloc", "bytes": 64 << 20 }),
-        _ if id % 10 == 0 => json!({ "id": id, "chaos": "panic" }),
+        _ if id.is_multiple_of(10) => json!({ "id": id, "chaos": "panic" }),
         _ => json!({ "id": id }),
     };
     for id in 0..1000 {

@@ -38,7 +38,7 @@ pub(super) trait Version {
     type Failure: Failed;
     /// Runs `events` in calls of at most `batch`; the events lent back and
     /// one result per event.
-    fn run(&mut self, events: Vec<Event>, batch: usize) -> (Vec<Event>, Vec<Result<Vec<Event>, Self::Failure>>);
+    fn run(&mut self, events: Vec<Event>, batch: usize) -> Ran<Self::Failure>;
     /// Whether an instance is ready, so that a call times the stage and not
     /// its start.
     fn has_instance(&self) -> bool;
@@ -52,7 +52,10 @@ pub(super) trait Failed {
     fn message(&self) -> &str;
 }
 
+/// What one version made of one event.
 type Result1<F> = Result<Vec<Event>, F>;
+/// The events of a run, lent back, and one result per event.
+pub(super) type Ran<F> = (Vec<Event>, Vec<Result1<F>>);
 
 /// How two results of one event differ, as counted and reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -623,7 +626,7 @@ impl<S: Version> CandidateSlot<S> {
     /// Runs `events` through the live stage `live` and, while it is
     /// undecided, the candidate, as its mode says. Returns what the live
     /// version would: the events (lent back) and one result per event.
-    pub(super) fn run(&mut self, live: &mut S, events: Vec<Event>, batch: usize) -> (Vec<Event>, Vec<Result1<S::Failure>>) {
+    pub(super) fn run(&mut self, live: &mut S, events: Vec<Event>, batch: usize) -> Ran<S::Failure> {
         if self.state.verdict() != Verdict::Running || events.is_empty() {
             return live.run(events, batch);
         }
@@ -635,7 +638,7 @@ impl<S: Version> CandidateSlot<S> {
         out
     }
 
-    fn shadow(&mut self, live: &mut S, events: Vec<Event>, batch: usize) -> (Vec<Event>, Vec<Result1<S::Failure>>) {
+    fn shadow(&mut self, live: &mut S, events: Vec<Event>, batch: usize) -> Ran<S::Failure> {
         let (timed, started) = (live.has_instance(), Instant::now());
         let (lent, results) = live.run(events, batch);
         self.state.count_live(&results, timed.then(|| started.elapsed()));
@@ -667,7 +670,7 @@ impl<S: Version> CandidateSlot<S> {
         (lent, results)
     }
 
-    fn canary(&mut self, live: &mut S, events: Vec<Event>, batch: usize) -> (Vec<Event>, Vec<Result1<S::Failure>>) {
+    fn canary(&mut self, live: &mut S, events: Vec<Event>, batch: usize) -> Ran<S::Failure> {
         let n = events.len();
         let mut to_candidate = (Vec::new(), Vec::new());
         let mut to_live = (Vec::new(), Vec::new());

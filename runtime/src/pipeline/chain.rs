@@ -2,7 +2,7 @@
 //! through every stage and says what became of each input.
 
 use super::blueprint::Blueprint;
-use super::candidate::{CandidateSlot, Failed, Version};
+use super::candidate::{CandidateSlot, Failed, Ran, Version};
 use crate::engine::{Instance, Plugin, StageSpec};
 use crate::event::{DeadLetter, ErrorKind, Event, StageError};
 use crate::metrics::StageMetrics;
@@ -323,7 +323,7 @@ impl Slot {
 impl Version for Slot {
     type Failure = StageFailure;
 
-    fn run(&mut self, events: Vec<Event>, batch: usize) -> (Vec<Event>, Vec<SlotResult>) {
+    fn run(&mut self, events: Vec<Event>, batch: usize) -> Ran<StageFailure> {
         Slot::run(self, events, batch)
     }
 
