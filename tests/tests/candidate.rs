@@ -416,3 +416,32 @@ async fn validate_checks_the_candidate_and_names_file_line_and_key() {
     assert_eq!(run.code, Some(0), "{run}");
     assert!(run.stdout.contains("stamp (candidate)"), "{run}");
 }
+
+/// Two weir processes running one pipeline agree: a candidate promoted on one
+/// is promoted on the other, through the KV bucket of decisions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_taken_on_one_weir_is_carried_out_by_the_fleet() {
+    let server = NatsServer::new();
+    let stages = stage("stamp", plugins::JSON_MAP, r#"{ set = { stamp = "live" } }"#)
+        + &candidate(plugins::JSON_MAP, "mode = \"shadow\"\ndecide = \"manual\"\nconfig = { set = { stamp = \"candidate\" } }");
+    let text = core_pipeline("fleet", &stages).replace("subject = \"in.>\"", "subject = \"in.>\"\nqueue = \"weir\"");
+    let a = Weir::builder(&server).instance("fleet-a").pipeline("fleet.toml", &text).start();
+    let _b = Weir::builder(&server).instance("fleet-b").pipeline("fleet.toml", &text).start();
+    let client = server.client().await;
+    assert_eq!(candidate_status(&client, "fleet-b", "fleet", "stamp").await.expect("b runs the candidate")["state"], "running");
+
+    let promote = a.cli(&["promote", "fleet", "stamp"]).await;
+    assert_eq!(promote.code, Some(0), "{promote}");
+    let on_b = wait_state(&client, "fleet-b", "fleet", "stamp", "promoted").await;
+    assert_eq!(on_b["decision"]["by"], "operator", "{on_b}");
+    assert_eq!(on_b["decision"]["instance"], "fleet-a", "decided on a: {on_b}");
+
+    // Both now run the promoted version.
+    let mut out = subscribe(&client, "out.>").await;
+    publish_orders(&client, "in.orders", 0..200).await;
+    let outputs = collect_exactly(&mut out, "outputs", 200, Duration::from_secs(20), Duration::from_millis(200)).await;
+    assert_exactly_once("outputs", outputs.iter().map(id_of), 0..200);
+    for message in &outputs {
+        assert_eq!(json(message)["stamp"], "candidate", "{}", describe(message));
+    }
+}
