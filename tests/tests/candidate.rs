@@ -429,12 +429,20 @@ async fn a_decision_taken_on_one_weir_is_carried_out_by_the_fleet() {
     let _b = Weir::builder(&server).instance("fleet-b").pipeline("fleet.toml", &text).start();
     let client = server.client().await;
     assert_eq!(candidate_status(&client, "fleet-b", "fleet", "stamp").await.expect("b runs the candidate")["state"], "running");
+    let version = |status: Value| status["pipelines"][0]["version"].as_str().unwrap_or_default().to_owned();
+    let before = version(control(&client, "fleet-b", "status", b"").await);
 
     let promote = a.cli(&["promote", "fleet", "stamp"]).await;
     assert_eq!(promote.code, Some(0), "{promote}");
     let on_b = wait_state(&client, "fleet-b", "fleet", "stamp", "promoted").await;
     assert_eq!(on_b["decision"]["by"], "operator", "{on_b}");
     assert_eq!(on_b["decision"]["instance"], "fleet-a", "decided on a: {on_b}");
+    // Decided, b swaps in the promoted version (until then it runs the live one).
+    eventually("b to run the promoted version", Duration::from_secs(10), || async {
+        let now = version(control(&client, "fleet-b", "status", b"").await);
+        if now != before { Ok(()) } else { Err(now) }
+    })
+    .await;
 
     // Both now run the promoted version.
     let mut out = subscribe(&client, "out.>").await;

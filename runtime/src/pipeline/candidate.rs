@@ -211,7 +211,6 @@ struct Counts {
     candidate: AtomicU64,
     /// Events the live version processed while the candidate ran.
     live: AtomicU64,
-    compared: AtomicU64,
     agreed: AtomicU64,
     differences: [AtomicU64; 6],
     candidate_errors: AtomicU64,
@@ -315,8 +314,13 @@ impl CandidateState {
     pub fn figures(&self) -> Figures {
         let c = &self.counts;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let (candidate, live, compared) = (get(&c.candidate), get(&c.live), get(&c.compared));
-        let rate = |n: u64, of: u64| if of == 0 { 0.0 } else { n as f64 / of as f64 };
+        // Workers count while this reads: read each count after the ones it
+        // bounds (errors before events, which are counted first), and derive
+        // `compared` from its parts, so that no rate ever exceeds 1.
+        let (candidate_errors, live_errors) = (get(&c.candidate_errors), get(&c.live_errors));
+        let (candidate, live) = (get(&c.candidate), get(&c.live));
+        let agreed = get(&c.agreed);
+        let rate = |n: u64, of: u64| if of == 0 { 0.0 } else { n.min(of) as f64 / of as f64 };
         let per_event_us = |ns: u64, n: u64| if n == 0 { 0.0 } else { ns as f64 / n as f64 / 1000.0 };
         let differences: BTreeMap<String, u64> = Difference::ALL
             .iter()
@@ -325,19 +329,20 @@ impl CandidateState {
             .filter(|(_, n)| *n > 0)
             .collect();
         let differed: u64 = differences.values().sum();
+        let compared = agreed + differed;
         let candidate_us = per_event_us(get(&c.candidate_ns), get(&c.candidate_timed));
         let live_us = per_event_us(get(&c.live_ns), get(&c.live_timed));
         Figures {
             candidate_events: candidate,
             live_events: live,
             compared,
-            agreed: get(&c.agreed),
+            agreed,
             differences,
             diff_rate: rate(differed, compared),
-            candidate_errors: get(&c.candidate_errors),
-            live_errors: get(&c.live_errors),
-            candidate_error_rate: rate(get(&c.candidate_errors), candidate),
-            live_error_rate: rate(get(&c.live_errors), live),
+            candidate_errors,
+            live_errors,
+            candidate_error_rate: rate(candidate_errors, candidate),
+            live_error_rate: rate(live_errors, live),
             candidate_us_per_event: candidate_us,
             live_us_per_event: live_us,
             slowdown: if live_us > 0.0 && candidate_us > 0.0 { candidate_us / live_us } else { 0.0 },
@@ -539,7 +544,6 @@ impl CandidateState {
 
     fn count_comparison(&self, difference: Option<Difference>) {
         let c = &self.counts;
-        c.compared.fetch_add(1, Ordering::Relaxed);
         match difference {
             None => {
                 c.agreed.fetch_add(1, Ordering::Relaxed);
