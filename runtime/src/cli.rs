@@ -61,8 +61,15 @@ enum Command {
     /// when something failed to reload.
     Reload(ControlArgs),
     /// Print the pipelines a running weir runs, with their version, uptime
-    /// and counters (over NATS).
-    Status(ControlArgs),
+    /// and counters, and each stage candidate's live comparison (over NATS).
+    Status(StatusArgs),
+    /// Promote a stage's candidate (`[stages.candidate]`) on a running weir:
+    /// its plugin becomes the stage's, and weir remembers it across reloads
+    /// and restarts.
+    Promote(DecideArgs),
+    /// Roll back a stage's candidate on a running weir: the stage runs its
+    /// live version alone, and weir remembers it across reloads and restarts.
+    Rollback(DecideArgs),
     /// NATS KV buckets: reference data that stages read with `kv-get`.
     #[command(subcommand)]
     Kv(KvCommand),
@@ -157,6 +164,27 @@ struct ControlArgs {
 }
 
 #[derive(Debug, Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    control: ControlArgs,
+    /// Also print recent samples of events on which a candidate differed
+    /// from the live version: input, live result, candidate result.
+    #[arg(long)]
+    diff: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  weir promote orders route --instance edge-1")]
+struct DecideArgs {
+    /// The pipeline.
+    pipeline: String,
+    /// The stage whose candidate is decided on.
+    stage: String,
+    #[command(flatten)]
+    control: ControlArgs,
+}
+
+#[derive(Debug, Args)]
 struct RunArgs {
     /// Pipeline files or directories; default: the `pipelines` directory of
     /// weir.toml (./pipelines without one).
@@ -248,8 +276,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("cannot start the WebAssembly engine")?;
             exec(&engine, args)
         }
-        Command::Reload(args) => control(&global, &args, "reload"),
-        Command::Status(args) => control(&global, &args, "status"),
+        Command::Reload(args) => control(&global, &args, "reload", false),
+        Command::Status(args) => control(&global, &args.control, "status", args.diff),
+        Command::Promote(args) => decide(&global, &args, "promoted"),
+        Command::Rollback(args) => decide(&global, &args, "rolled_back"),
         Command::Kv(KvCommand::Load(args)) => kv_load(&global, &args),
         Command::Test(args) => crate::testing::command::test(&global, &args),
         Command::Record(args) => crate::testing::command::record(&global, &args),
@@ -317,16 +347,9 @@ fn build_stage(args: &BuildArgs) -> anyhow::Result<ExitCode> {
 
 /// `weir reload` and `weir status`: one request to the running weir's
 /// control subject, printed for a person.
-fn control(global: &config::Global, args: &ControlArgs, verb: &str) -> anyhow::Result<ExitCode> {
+fn control(global: &config::Global, args: &ControlArgs, verb: &str, diff: bool) -> anyhow::Result<ExitCode> {
     let instance = args.instance.clone().unwrap_or_else(|| global.instance.to_string());
-    let subject = format!("weir.control.{instance}.{verb}");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let reply = runtime.block_on(async {
-        let nats = connect_briefly(global, std::time::Duration::from_secs(5)).await?;
-        nats.request_json(&subject, args.timeout)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}; is `weir run` with instance \"{instance}\" running on {}?", global.nats.url))
-    })?;
+    let reply = request(global, args, verb, if diff { b"diff".to_vec() } else { Vec::new() })?;
     let unreadable = |e: serde_json::Error| anyhow::anyhow!("weir {instance} answered something this weir cannot read ({e}); are both the same version?");
     if verb == "status" {
         let status: StatusReport = serde_json::from_value(reply).map_err(unreadable)?;
@@ -339,6 +362,9 @@ fn control(global: &config::Global, args: &ControlArgs, verb: &str) -> anyhow::R
                 "{} {} ({}): up {}s, {} in, {} out, {} dropped, {} dead-lettered, {} retried",
                 p.name, p.version, p.file, p.uptime_seconds, p.events_in, p.events_out, p.dropped, p.dead_lettered, p.retried,
             );
+            for c in &p.candidates {
+                print_candidate(c, diff);
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -355,6 +381,104 @@ fn control(global: &config::Global, args: &ControlArgs, verb: &str) -> anyhow::R
         println!("failed: {} ({}): {}", f.pipeline.as_deref().unwrap_or("-"), f.file, f.error.replace('\n', "\n    "));
     }
     Ok(if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// One request to the running weir's control subject `verb`, its JSON reply.
+fn request(global: &config::Global, args: &ControlArgs, verb: &str, body: Vec<u8>) -> anyhow::Result<serde_json::Value> {
+    let instance = args.instance.clone().unwrap_or_else(|| global.instance.to_string());
+    let subject = format!("weir.control.{instance}.{verb}");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let nats = connect_briefly(global, std::time::Duration::from_secs(5)).await?;
+        nats.request_json_with(&subject, body, args.timeout)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}; is `weir run` with instance \"{instance}\" running on {}?", global.nats.url))
+    })
+}
+
+/// A candidate's lines in `weir status`.
+fn print_candidate(c: &crate::control::CandidateReport, diff: bool) {
+    let f = &c.figures;
+    println!(
+        "  stage {} candidate {} ({}, {}, share {}, decide {}): {}, up {}s; {}",
+        c.stage,
+        c.candidate,
+        c.plugin,
+        c.mode,
+        c.share,
+        c.decide,
+        c.state.replace('_', " "),
+        c.running_seconds,
+        c.judgement
+    );
+    let differences: Vec<String> = f.differences.iter().map(|(kind, n)| format!("{kind} {n}")).collect();
+    if c.mode == "shadow" {
+        println!(
+            "    compared {}: agreed {}, differed {} ({:.2}%){}{}",
+            f.compared,
+            f.agreed,
+            f.compared - f.agreed,
+            f.diff_rate * 100.0,
+            if differences.is_empty() { "" } else { ": " },
+            differences.join(", ")
+        );
+    }
+    println!(
+        "    candidate: {} events, {} failed ({:.2}%), {:.2} µs/event; live: {} events, {} failed ({:.2}%), {:.2} µs/event",
+        f.candidate_events,
+        f.candidate_errors,
+        f.candidate_error_rate * 100.0,
+        f.candidate_us_per_event,
+        f.live_events,
+        f.live_errors,
+        f.live_error_rate * 100.0,
+        f.live_us_per_event
+    );
+    if let Some(d) = &c.decision {
+        println!(
+            "    {} by {}{}: {}",
+            d.decision.replace('_', " "),
+            d.by,
+            d.instance.as_deref().map(|i| format!(" on weir {i}")).unwrap_or_default(),
+            d.reason
+        );
+    }
+    if diff {
+        if c.samples.is_empty() {
+            println!("    no differing events sampled");
+        }
+        for sample in &c.samples {
+            println!("    {}", serde_json::to_string(sample).unwrap_or_default());
+        }
+    }
+}
+
+/// `weir promote` and `weir rollback`.
+fn decide(global: &config::Global, args: &DecideArgs, decision: &str) -> anyhow::Result<ExitCode> {
+    let instance = args.control.instance.clone().unwrap_or_else(|| global.instance.to_string());
+    let asked = crate::control::DecideRequest { pipeline: args.pipeline.clone(), stage: args.stage.clone(), decision: decision.to_owned() };
+    let reply = request(global, &args.control, "decide", serde_json::to_vec(&asked)?)?;
+    let report: crate::control::DecideReport = serde_json::from_value(reply)
+        .map_err(|e| anyhow::anyhow!("weir {instance} answered something this weir cannot read ({e}); are both the same version?"))?;
+    if let Some(error) = report.error {
+        anyhow::bail!("weir {instance}: {error}");
+    }
+    let Some(d) = report.decision else { anyhow::bail!("weir {instance} answered without a decision") };
+    let f = &d.figures;
+    println!(
+        "{} {}: candidate {} {} ({} candidate events, difference rate {:.4}, error rate {:.4} against live {:.4}, {:.2} µs/event against live {:.2})",
+        args.pipeline,
+        args.stage,
+        report.candidate,
+        d.decision.replace('_', " "),
+        f.candidate_events,
+        f.diff_rate,
+        f.candidate_error_rate,
+        f.live_error_rate,
+        f.candidate_us_per_event,
+        f.live_us_per_event
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Connects for a one-off command, retrying (and saying so) for at most
@@ -521,8 +645,8 @@ fn summary_line(pipeline: &Pipeline, reports: &[StageReport]) -> String {
         pipeline.file.display(),
         pipeline.source.subject.as_str(),
         pipeline.sink.subject,
-        reports.len(),
-        if reports.len() == 1 { "" } else { "s" },
+        pipeline.stages.len(),
+        if pipeline.stages.len() == 1 { "" } else { "s" },
         if stages.is_empty() { "" } else { ": " },
         stages.join(", ")
     )

@@ -1,5 +1,5 @@
 //! The answers of a running weir's control subjects
-//! (`weir.control.<instance>.status` and `.reload`), as JSON: one set of
+//! (`weir.control.<instance>.status`, `.reload` and `.decide`), as JSON: one set of
 //! types, serialised by the serving side and read back by `weir status` and
 //! `weir reload`, so that the two cannot drift apart.
 
@@ -44,6 +44,116 @@ pub struct PipelineReport {
     pub retried: u64,
     /// Publishes that failed.
     pub publish_errors: u64,
+    /// Candidate versions of its stages (`[stages.candidate]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<CandidateReport>,
+}
+
+/// A stage's candidate version, compared with the live one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CandidateReport {
+    /// The stage.
+    pub stage: String,
+    /// What the candidate is: 12 hex digits over its plugin and settings.
+    pub candidate: String,
+    /// Its plugin file.
+    pub plugin: String,
+    /// `shadow` or `canary`.
+    pub mode: String,
+    /// The share of events it sees.
+    pub share: f64,
+    /// `auto` (the rules decide) or `manual` (`weir promote`, `weir rollback`).
+    pub decide: String,
+    /// `running`, `promoted` or `rolled_back`.
+    pub state: String,
+    /// What the rules say of the figures now, in words.
+    pub judgement: String,
+    /// Seconds since this candidate started.
+    pub running_seconds: u64,
+    /// The live comparison.
+    pub figures: Figures,
+    /// The decision, once made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+    /// Recent differing events (`weir status --diff`): input, live result,
+    /// candidate result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<serde_json::Value>,
+}
+
+/// A candidate against the live version, since the candidate started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Figures {
+    /// Events the candidate processed.
+    pub candidate_events: u64,
+    /// Events the live version processed meanwhile.
+    pub live_events: u64,
+    /// Shadow: events both processed and compared.
+    pub compared: u64,
+    /// Shadow: compared events on which they agreed.
+    pub agreed: u64,
+    /// Shadow: compared events on which they differed, by kind (`drop`,
+    /// `error`, `count`, `subject`, `headers`, `payload`).
+    pub differences: std::collections::BTreeMap<String, u64>,
+    /// Differing events per compared event.
+    pub diff_rate: f64,
+    /// Events the candidate failed.
+    pub candidate_errors: u64,
+    /// Events the live version failed meanwhile.
+    pub live_errors: u64,
+    /// The candidate's failures per event.
+    pub candidate_error_rate: f64,
+    /// The live version's failures per event.
+    pub live_error_rate: f64,
+    /// The candidate's time per event, in microseconds.
+    pub candidate_us_per_event: f64,
+    /// The live version's time per event, in microseconds.
+    pub live_us_per_event: f64,
+    /// The candidate's time per event over the live version's (0 until both are measured).
+    pub slowdown: f64,
+}
+
+/// A candidate promoted or rolled back.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// `promoted` or `rolled_back`.
+    pub decision: String,
+    /// `rules` or `operator`.
+    pub by: String,
+    /// Why, in words.
+    pub reason: String,
+    /// The weir process that decided, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// When, in seconds since the Unix epoch.
+    pub at_unix: u64,
+    /// The figures it was decided on.
+    pub figures: Figures,
+}
+
+/// `weir promote` and `weir rollback`: which candidate.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DecideRequest {
+    /// The pipeline.
+    pub pipeline: String,
+    /// The stage whose candidate is decided on.
+    pub stage: String,
+    /// `promoted` or `rolled_back`.
+    pub decision: String,
+}
+
+/// The answer to `weir promote` and `weir rollback`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DecideReport {
+    /// The decision as recorded, with its figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+    /// The candidate decided on.
+    #[serde(default)]
+    pub candidate: String,
+    /// Set when nothing was decided, with why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `weir reload`: what the reload did, pipeline by pipeline.

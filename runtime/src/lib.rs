@@ -15,8 +15,10 @@
 //!   `nats/connect.rs`, `nats/kv.rs`, `nats/service.rs`.
 //! - [`pipeline`]: `pipeline/workers.rs`: the dispatch of batches to worker
 //!   OS threads; `pipeline/chain.rs`: a chain of stages run over a batch,
-//!   one [`Outcome`](pipeline::Outcome) per input; `pipeline/blueprint.rs`:
-//!   building a pipeline's stages (compile, `init`, version).
+//!   one [`Outcome`](pipeline::Outcome) per input; `pipeline/candidate.rs`:
+//!   a stage's candidate version run beside it (shadow or canary), compared
+//!   and judged; `pipeline/blueprint.rs`: building a pipeline's stages
+//!   (compile, `init`, version).
 //! - `sink.rs`: publishing outcomes, settling inputs (ack, retry backoff),
 //!   dead letters.
 //! - `task.rs`: one running pipeline, source → workers → sink, and what
@@ -25,10 +27,11 @@
 //!   triggers, stop.
 //! - [`reload`]: keeping the running pipelines in step with their files:
 //!   `reload/plan.rs` (what to do, from two configurations), `reload/mod.rs`
-//!   (doing it, never running less than before), `reload/watch.rs` (file
-//!   watcher and SIGHUP).
-//! - [`control`]: the answers of `weir status` and `weir reload`, shared by
-//!   the serving side and the command line.
+//!   (doing it, never running less than before; carrying out candidates'
+//!   decisions), `reload/decisions.rs` (decisions remembered in NATS KV),
+//!   `reload/watch.rs` (file watcher and SIGHUP).
+//! - [`control`]: the answers of `weir status`, `weir reload` and `weir
+//!   promote`/`rollback`, shared by the serving side and the command line.
 //! - [`state`]: the keyed state of stateful stages: the local copy they
 //!   read and write, committed to the pipeline's NATS KV bucket exactly
 //!   once per input (`nats/state.rs` writes it).

@@ -40,6 +40,28 @@ struct DeadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    pipeline: String,
+    stage: String,
+    version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DifferenceLabels {
+    pipeline: String,
+    stage: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    pipeline: String,
+    stage: String,
+    decision: String,
+    by: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: String,
 }
@@ -66,6 +88,11 @@ struct MetricsInner {
     stage_calls: Histograms,
     restarts: Family<StageLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
+    candidate_events: Family<VersionLabels, Counter>,
+    candidate_errors: Family<VersionLabels, Counter>,
+    candidate_agreed: Family<StageLabels, Counter>,
+    candidate_differences: Family<DifferenceLabels, Counter>,
+    candidate_decisions: Family<DecisionLabels, Counter>,
     nats_connected: Gauge,
     nats_reconnects: Counter,
     pipelines_running: Gauge,
@@ -96,6 +123,11 @@ impl Metrics {
         let stage_calls: Histograms = Family::new_with_constructor(call_histogram as fn() -> Histogram);
         let restarts = Family::default();
         let reloads: Family<ResultLabels, Counter> = Family::default();
+        let candidate_events = Family::default();
+        let candidate_errors = Family::default();
+        let candidate_agreed = Family::default();
+        let candidate_differences = Family::default();
+        let candidate_decisions = Family::default();
         let nats_connected = Gauge::default();
         let nats_reconnects = Counter::default();
         let pipelines_running = Gauge::default();
@@ -111,6 +143,23 @@ impl Metrics {
         registry.register_with_unit("stage_call_duration", "Duration of one call into a stage (a batch)", Unit::Seconds, stage_calls.clone());
         registry.register("stage_instance_restarts", "Stage instances replaced after a fault", restarts.clone());
         registry.register("reloads", "Pipeline reloads, by result", reloads.clone());
+        registry.register(
+            "candidate_events",
+            "Events processed by a stage's candidate and by its live version while the candidate runs",
+            candidate_events.clone(),
+        );
+        registry.register(
+            "candidate_errors",
+            "Events failed by a stage's candidate or its live version while the candidate runs",
+            candidate_errors.clone(),
+        );
+        registry.register("candidate_agreements", "Shadow events on which a candidate agreed with the live version", candidate_agreed.clone());
+        registry.register(
+            "candidate_differences",
+            "Shadow events on which a candidate differed from the live version, by kind",
+            candidate_differences.clone(),
+        );
+        registry.register("candidate_decisions", "Candidates promoted or rolled back, by whom", candidate_decisions.clone());
         registry.register("nats_connected", "1 while connected to NATS", nats_connected.clone());
         registry.register("nats_reconnects", "Reconnections to NATS", nats_reconnects.clone());
         registry.register("pipelines_running", "Pipelines running", pipelines_running.clone());
@@ -132,6 +181,11 @@ impl Metrics {
                 stage_calls,
                 restarts,
                 reloads,
+                candidate_events,
+                candidate_errors,
+                candidate_agreed,
+                candidate_differences,
+                candidate_decisions,
                 nats_connected,
                 nats_reconnects,
                 pipelines_running,
@@ -167,6 +221,32 @@ impl Metrics {
             events: i.stage_events.get_or_create(&l).clone(),
             calls: i.timing.then(|| i.stage_calls.get_or_create(&l).clone()),
             restarts: i.restarts.get_or_create(&l).clone(),
+        }
+    }
+
+    /// The handles of one stage's candidate.
+    pub fn candidate(&self, pipeline: &str, stage: &str) -> CandidateMetrics {
+        let i = &self.inner;
+        let version = |version: &str| VersionLabels { pipeline: pipeline.to_owned(), stage: stage.to_owned(), version: version.to_owned() };
+        // One statement each: a family's guard lives to the end of its
+        // statement, and a second `get_or_create` on it would wait for it.
+        let candidate_events = i.candidate_events.get_or_create(&version("candidate")).clone();
+        let live_events = i.candidate_events.get_or_create(&version("live")).clone();
+        let candidate_errors = i.candidate_errors.get_or_create(&version("candidate")).clone();
+        let live_errors = i.candidate_errors.get_or_create(&version("live")).clone();
+        let agreed = i
+            .candidate_agreed
+            .get_or_create(&StageLabels { pipeline: pipeline.to_owned(), stage: stage.to_owned() })
+            .clone();
+        CandidateMetrics {
+            metrics: self.clone(),
+            pipeline: pipeline.to_owned(),
+            stage: stage.to_owned(),
+            candidate_events,
+            live_events,
+            candidate_errors,
+            live_errors,
+            agreed,
         }
     }
 
@@ -257,6 +337,38 @@ pub struct StageMetrics {
     pub calls: Option<Histogram>,
     /// Instances replaced after a fault.
     pub restarts: Counter,
+}
+
+/// One stage candidate's handles.
+#[derive(Clone)]
+pub struct CandidateMetrics {
+    metrics: Metrics,
+    pipeline: String,
+    stage: String,
+    /// Events the candidate processed.
+    pub candidate_events: Counter,
+    /// Events the live version processed while the candidate ran.
+    pub live_events: Counter,
+    /// Events the candidate failed.
+    pub candidate_errors: Counter,
+    /// Events the live version failed while the candidate ran.
+    pub live_errors: Counter,
+    /// Shadow events on which both versions agreed.
+    pub agreed: Counter,
+}
+
+impl CandidateMetrics {
+    /// Counts a shadow event on which the versions differed.
+    pub fn differed(&self, kind: &str) {
+        let labels = DifferenceLabels { pipeline: self.pipeline.clone(), stage: self.stage.clone(), kind: kind.to_owned() };
+        self.metrics.inner.candidate_differences.get_or_create(&labels).inc();
+    }
+
+    /// Counts a decision: `promoted` or `rolled_back`, `by` the rules or an operator.
+    pub fn decision(&self, decision: &str, by: &str) {
+        let labels = DecisionLabels { pipeline: self.pipeline.clone(), stage: self.stage.clone(), decision: decision.to_owned(), by: by.to_owned() };
+        self.metrics.inner.candidate_decisions.get_or_create(&labels).inc();
+    }
 }
 
 #[cfg(test)]

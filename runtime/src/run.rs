@@ -79,7 +79,7 @@ pub async fn run(global: &Global, paths: &[PathBuf], shutdown: CancellationToken
         anyhow::bail!("{}", all.join("\n"));
     }
 
-    let (control_tx, mut control_rx) = mpsc::channel(4);
+    let (control_tx, mut control_rx) = mpsc::channel::<nats::ControlRequest>(4);
     let service = nats::start_service(&nats, global.instance.as_str(), supervisor.status(), control_tx).await;
     if let Err(e) = &service {
         tracing::warn!(error = %e, "cannot register the NATS service (weir runs without $SRV answers and remote reload)");
@@ -101,6 +101,10 @@ pub async fn run(global: &Global, paths: &[PathBuf], shutdown: CancellationToken
     metrics.set_running(supervisor.len(), true);
     tracing::info!(url = %nats.url(), workers = workers.len(), io_threads = global.io_threads, "ready: {} running", plural(supervisor.len(), "pipeline"));
 
+    // Candidates' samples are published, and their decisions carried out,
+    // within this period.
+    let mut candidates = tokio::time::interval(Duration::from_millis(100));
+    candidates.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -109,9 +113,18 @@ pub async fn run(global: &Global, paths: &[PathBuf], shutdown: CancellationToken
                 tracing::info!("reloading ({why})");
                 supervisor.reload().await;
             }
-            Some(reply) = control_rx.recv() => {
-                let report = supervisor.reload().await;
-                let _ = reply.send(report);
+            Some(request) = control_rx.recv() => match request {
+                nats::ControlRequest::Reload(reply) => {
+                    let report = supervisor.reload().await;
+                    let _ = reply.send(report);
+                }
+                nats::ControlRequest::Decide(request, reply) => {
+                    let _ = reply.send(supervisor.decide(request).await);
+                }
+            },
+            _ = candidates.tick() => {
+                supervisor.tend_candidates().await;
+                continue;
             }
         }
         watcher.watch(&supervisor.watched_paths());

@@ -39,7 +39,8 @@ pub(crate) struct ProcessContext {
     pub captures: Captures,
     /// Fires on shutdown.
     pub stop: CancellationToken,
-    /// This process's instance name (it names its state markers).
+    /// This process's instance name: it names its state markers and the
+    /// decisions it records.
     pub instance: String,
 }
 

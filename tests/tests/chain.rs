@@ -264,3 +264,70 @@ fn kv_reads_need_a_grant_and_weir_run() {
     let ungranted = dead(&out[1]);
     assert!(ungranted.message.contains("KV bucket \"secrets\" is not granted to stage \"chaos\""), "{}", ungranted.message);
 }
+
+// ---------------------------------------------------------------------------
+// Stage candidates (`[stages.candidate]`) in the chain
+
+/// A live json-map stamping `v = "live"`, whose candidate is chaos (passes
+/// events through, fails those that ask) in `mode`.
+fn with_candidate(mode: &str) -> String {
+    format!(
+        "[[stages]]\nname = \"split\"\nplugin = \"{{CHAOS}}\"\n[[stages]]\nname = \"stamp\"\nplugin = \"{{JSON_MAP}}\"\nconfig = {{ set = {{ v = \"live\" }} }}\n[stages.candidate]\nplugin = \"{{CHAOS}}\"\nconfig = {{}}\ndecide = \"manual\"\nlimits = {{ timeout = \"20ms\", memory = \"16MiB\" }}\n{mode}\n"
+    )
+}
+
+fn mixed_batch() -> Vec<Event> {
+    (0..40)
+        .map(|i| match i % 8 {
+            0 => json("in.x", serde_json::json!({ "id": i, "chaos": "panic" })),
+            3 => json("in.x", serde_json::json!({ "id": i, "chaos": "split", "n": 2 })),
+            5 => json("in.x", serde_json::json!({ "id": i, "chaos": "invalid" })),
+            _ => json("in.x", serde_json::json!({ "id": i })),
+        })
+        .collect()
+}
+
+#[test]
+fn a_shadow_candidate_never_changes_what_the_chain_does() {
+    // chaos is the live first stage too: events asking for it split there,
+    // and fail there (panic, invalid) before the candidate sees them. Events
+    // reaching the candidate pass through it unchanged (or split again); so
+    // every event that reaches the stamp stage differs (the candidate stamps
+    // nothing).
+    let stages_without =
+        "[[stages]]\nname = \"split\"\nplugin = \"{CHAOS}\"\n[[stages]]\nname = \"stamp\"\nplugin = \"{JSON_MAP}\"\nconfig = { set = { v = \"live\" } }\n";
+    let expected = chain(stages_without).process(mixed_batch());
+    let (blueprint, _) = Blueprint::build(&engine(), &pipeline(&with_candidate("mode = \"shadow\""))).unwrap();
+    let mut shadowed = blueprint.chain();
+    assert_eq!(shadowed.process(mixed_batch()), expected, "the live outcomes, untouched");
+    let report = blueprint.candidates().next().expect("one candidate").report(true);
+    let f = &report.figures;
+    // 40 inputs: 5 panic and 5 are invalid in the first stage; 5 split in
+    // two, whose parts (still asking to split) the candidate splits again.
+    assert_eq!(f.compared, 35, "{report:?}");
+    assert_eq!(f.differences, [("count".to_owned(), 10), ("payload".to_owned(), 25)].into(), "{report:?}");
+    assert_eq!(f.candidate_errors, 0, "{report:?}");
+    assert_eq!(report.samples.len(), 10, "the last 10 differences are kept: {report:?}");
+}
+
+#[test]
+fn a_canary_candidate_that_fails_an_event_hands_it_to_the_live_version() {
+    let stages = "[[stages]]\nname = \"stamp\"\nplugin = \"{JSON_MAP}\"\nconfig = { set = { v = \"live\" } }\n[stages.candidate]\nplugin = \"{CHAOS}\"\nconfig = {}\ndecide = \"manual\"\nmode = \"canary\"\nshare = 1.0\n";
+    let (blueprint, _) = Blueprint::build(&engine(), &pipeline(stages)).unwrap();
+    let mut chain = blueprint.chain();
+    let outcomes = chain.process(mixed_batch());
+    assert_eq!(outcomes.len(), 40);
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let events = done(outcome);
+        let body: serde_json::Value = serde_json::from_slice(&events[0].payload).unwrap();
+        match i % 8 {
+            // The candidate failed them: the live version stamped them.
+            0 | 5 => assert_eq!(body["v"], "live", "{i}: {body}"),
+            // The candidate's outputs are published: two parts, unstamped.
+            3 => assert_eq!((events.len(), body.get("v")), (2, None), "{i}: {body}"),
+            _ => assert_eq!((events.len(), body.get("v")), (1, None), "{i}: {body}"),
+        }
+    }
+    let f = blueprint.candidates().next().unwrap().report(false).figures;
+    assert_eq!((f.candidate_events, f.candidate_errors, f.live_events), (40, 10, 10));
+}

@@ -12,6 +12,7 @@
 //! - `global`: `weir.toml`
 //! - `subject`, `names`, `units`: validated value types
 //! - `json`: a stage's `config` table as JSON
+//! - `candidate`: `[stages.candidate]`, a new version of a stage run beside it
 //! - `error`: [`ConfigError`] and turning `toml` errors into it
 //! - `table`: a struct that must be written as a table
 //! - `cases`: test files (`*.test.toml`) for `weir test`
@@ -21,6 +22,7 @@
 // rather than pass it around.
 #![allow(clippy::result_large_err)]
 
+mod candidate;
 mod cases;
 mod error;
 mod global;
@@ -36,6 +38,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+pub use candidate::{CanaryKey, Candidate, Decide, Mode, Rules};
 pub use cases::{Budget, Case, DeadLetterExpect, Expect, OutputExpect, PayloadCheck, TestFile};
 pub use error::{ConfigError, InvalidValue, Location, Snippet};
 pub use global::{Global, MetricsConfig, NatsAuth, NatsConfig, TlsConfig};

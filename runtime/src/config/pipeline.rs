@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
 
+use super::candidate::{Candidate, RawCandidate};
 use super::error::{ConfigError, InvalidValue, Location, SourceFile};
 use super::json::{JsonObject, TOML_DATETIME_KEY, instant};
 use super::names::{Name, NatsName, QueueGroup};
@@ -123,6 +124,8 @@ pub struct StageConfig {
     pub timer: Option<Duration>,
     /// Where the stage's table starts, for runtime errors about the stage.
     pub location: Location,
+    /// `[stages.candidate]`: a new version run beside this one.
+    pub candidate: Option<Candidate>,
 }
 
 /// `grants = { dirs = [...], kv = [...], clock = true }`: nothing unless listed.
@@ -255,11 +258,12 @@ struct RawStage {
     grants: Option<Table<RawGrants>>,
     config: Option<JsonObject>,
     timer: Option<TimerInterval>,
+    candidate: Option<Table<RawCandidate<RawLimits, RawGrants>>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawGrants {
+pub(crate) struct RawGrants {
     #[serde(default)]
     dirs: Vec<Spanned<String>>,
     #[serde(default)]
@@ -270,7 +274,7 @@ struct RawGrants {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawLimits {
+pub(crate) struct RawLimits {
     timeout: Option<StageTimeout>,
     memory: Option<MemoryLimit>,
     state: Option<StateLimit>,
@@ -401,35 +405,40 @@ impl RawPipeline {
             }
             seen.insert(stage_name.clone(), source.location(&name_span).line);
 
-            let plugin = resolve_plugin(raw.plugin, index, base, source)?;
-            let defaults = Limits::default();
-            let limits = raw.limits.map(|l| l.0).map_or(defaults, |l| Limits {
-                timeout: l.timeout.map_or(defaults.timeout, |t| t.0),
-                memory: l.memory.map_or(defaults.memory, |m| m.0),
-                state: l.state.map_or(defaults.state, |m| m.0),
-                state_value: l.state_value.map_or(defaults.state_value, |m| m.0),
-            });
-            let grants = match raw.grants.map(|g| g.0) {
+            let plugin = resolve_plugin(raw.plugin, index, base, source, "plugin")?;
+            let limits = resolve_limits(raw.limits, Limits::default());
+            let grants = match raw.grants {
                 None => Grants::default(),
-                Some(g) => Grants {
-                    dirs: g
-                        .dirs
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, dir)| resolve_dir(dir, index, i, base, source))
-                        .collect::<Result<_, _>>()?,
-                    kv: g.kv.into_iter().map(|b| b.0).collect(),
-                    clock: g.clock,
-                },
+                Some(g) => resolve_grants(g.0, index, "grants", base, source)?,
+            };
+            let config = serde_json::Value::Object(raw.config.map(|c| c.0).unwrap_or_default());
+            let candidate = match raw.candidate {
+                None => None,
+                Some(c) => {
+                    let mut c = c.0;
+                    // What the candidate does not say, it takes from the stage.
+                    let plugin = resolve_plugin(c.plugin.clone(), index, base, source, "candidate.plugin")?;
+                    let c_limits = resolve_limits(c.limits.take(), limits);
+                    let c_grants = match c.grants.take() {
+                        None => grants.clone(),
+                        Some(g) => resolve_grants(g.0, index, "candidate.grants", base, source)?,
+                    };
+                    let c_config = match c.config.take() {
+                        None => config.clone(),
+                        Some(object) => serde_json::Value::Object(object.0),
+                    };
+                    Some(c.finish(index, source, plugin, c_config, c_limits, c_grants)?)
+                }
             };
             stages.push(StageConfig {
                 name: stage_name,
                 plugin,
                 limits,
                 grants,
-                config: serde_json::Value::Object(raw.config.map(|c| c.0).unwrap_or_default()),
+                config,
                 timer: raw.timer.map(|t| t.0),
                 location: source.location(&table_span),
+                candidate,
             });
         }
 
@@ -454,7 +463,7 @@ impl RawPipeline {
 /// exists, so that `weir validate` catches a wrong path before a deploy. Relative to the
 /// file rather than the working directory, so that a pipelines directory can be moved
 /// together with its plugins.
-fn resolve_dir(written: Spanned<String>, stage: usize, index: usize, base: &Path, source: &SourceFile<'_>) -> Result<PathBuf, ConfigError> {
+fn resolve_dir(written: Spanned<String>, stage: usize, table: &str, index: usize, base: &Path, source: &SourceFile<'_>) -> Result<PathBuf, ConfigError> {
     let span = written.span();
     let written = written.into_inner();
     let dir = base.join(&written);
@@ -463,16 +472,40 @@ fn resolve_dir(written: Spanned<String>, stage: usize, index: usize, base: &Path
     }
     Err(source.error_at(
         span,
-        format!("stages[{stage}].grants.dirs[{index}]"),
+        format!("stages[{stage}].{table}.dirs[{index}]"),
         format!("directory {written:?} not found (resolved to {})", dir.display()),
         Some("grant an existing directory; relative paths are resolved from the directory of the pipeline file".to_owned()),
     ))
 }
 
-fn resolve_plugin(written: Spanned<String>, index: usize, base: &Path, source: &SourceFile<'_>) -> Result<PathBuf, ConfigError> {
+/// `limits`, each key defaulting to `defaults`'.
+fn resolve_limits(raw: Option<Table<RawLimits>>, defaults: Limits) -> Limits {
+    raw.map(|l| l.0).map_or(defaults, |l| Limits {
+        timeout: l.timeout.map_or(defaults.timeout, |t| t.0),
+        memory: l.memory.map_or(defaults.memory, |m| m.0),
+        state: l.state.map_or(defaults.state, |m| m.0),
+        state_value: l.state_value.map_or(defaults.state_value, |m| m.0),
+    })
+}
+
+/// `grants` (of a stage, or of its candidate: `table` says which).
+fn resolve_grants(g: RawGrants, stage: usize, table: &str, base: &Path, source: &SourceFile<'_>) -> Result<Grants, ConfigError> {
+    Ok(Grants {
+        dirs: g
+            .dirs
+            .into_iter()
+            .enumerate()
+            .map(|(i, dir)| resolve_dir(dir, stage, table, i, base, source))
+            .collect::<Result<_, _>>()?,
+        kv: g.kv.into_iter().map(|b| b.0).collect(),
+        clock: g.clock,
+    })
+}
+
+fn resolve_plugin(written: Spanned<String>, index: usize, base: &Path, source: &SourceFile<'_>, what: &str) -> Result<PathBuf, ConfigError> {
     let span = written.span();
     let written = written.into_inner();
-    let key = format!("stages[{index}].plugin");
+    let key = format!("stages[{index}].{what}");
     if written.is_empty() {
         return Err(source.error_at(
             span,

@@ -31,7 +31,7 @@ pub use connect::{ConnectError, connect};
 pub use kv::{KvMirror, Loaded, load as load_kv};
 pub use publish::{Published, Publisher};
 pub use record::{RecordOptions, RecordStart, record};
-pub use service::{PipelineStatus, ReloadRequest, SharedStatus, start_service};
+pub use service::{ControlRequest, PipelineStatus, ReloadRequest, SharedStatus, start_service};
 pub use source::{DEFAULT_MAX_DELIVER, Delivery, JsDelivery, SUBSCRIPTION_CAPACITY, Source};
 pub use state::{Change, CommitError, KvWrite, StateBucket, TOMBSTONE_TTL};
 
@@ -56,7 +56,12 @@ impl Nats {
 
     /// Sends a request with an empty body and reads the JSON reply.
     pub async fn request_json(&self, subject: &str, timeout: Duration) -> Result<serde_json::Value, String> {
-        let reply = tokio::time::timeout(timeout, self.client.request(subject.to_owned(), Bytes::new()))
+        self.request_json_with(subject, Bytes::new(), timeout).await
+    }
+
+    /// Sends a request with `body` and reads the JSON reply.
+    pub async fn request_json_with(&self, subject: &str, body: impl Into<Bytes>, timeout: Duration) -> Result<serde_json::Value, String> {
+        let reply = tokio::time::timeout(timeout, self.client.request(subject.to_owned(), body.into()))
             .await
             .map_err(|_| format!("no answer on {subject} within {}s", timeout.as_secs()))?
             .map_err(|e| format!("{subject}: {e}"))?;

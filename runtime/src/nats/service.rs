@@ -1,7 +1,9 @@
 //! weir's face as a NATS service (the "micro" protocol): `$SRV.PING`,
 //! `$SRV.INFO` and `$SRV.STATS` list every running weir with its pipelines
 //! and counters, and `weir.control.<instance>.status` answers with the same
-//! status as JSON.
+//! status as JSON (with samples of candidates' differences when the request
+//! says `diff`); `.reload` reloads, and `.decide` promotes or rolls back a
+//! stage's candidate.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -13,7 +15,7 @@ use async_nats::service::ServiceExt as _;
 use futures::StreamExt as _;
 
 use super::Nats;
-use crate::control::{PipelineReport, ReloadReport, StatusReport};
+use crate::control::{CandidateReport, DecideReport, DecideRequest, PipelineReport, ReloadReport, StatusReport};
 use crate::metrics::PipelineMetrics;
 
 /// What the service reports of one running pipeline.
@@ -28,6 +30,8 @@ pub struct PipelineStatus {
     pub since: Instant,
     /// Its counters.
     pub metrics: PipelineMetrics,
+    /// Its stages' candidates, reported live (with samples when asked).
+    pub candidates: Vec<Arc<dyn Fn(bool) -> CandidateReport + Send + Sync>>,
 }
 
 /// A registered service; stop it on shutdown.
@@ -48,7 +52,15 @@ pub type SharedStatus = Arc<Mutex<Vec<PipelineStatus>>>;
 /// A reload asked for over NATS: the supervisor answers on the channel.
 pub type ReloadRequest = oneshot::Sender<ReloadReport>;
 
-fn status(instance: &str, started: Instant, pipelines: &SharedStatus) -> StatusReport {
+/// What the control subjects ask of the supervisor.
+pub enum ControlRequest {
+    /// `weir reload`.
+    Reload(ReloadRequest),
+    /// `weir promote`, `weir rollback`.
+    Decide(DecideRequest, oneshot::Sender<DecideReport>),
+}
+
+fn status(instance: &str, started: Instant, pipelines: &SharedStatus, diff: bool) -> StatusReport {
     let pipelines = pipelines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let pipelines = pipelines
         .iter()
@@ -65,6 +77,7 @@ fn status(instance: &str, started: Instant, pipelines: &SharedStatus) -> StatusR
                 dead_lettered: m.dead_lettered_total(),
                 retried: m.retried.get(),
                 publish_errors: m.publish_errors.get(),
+                candidates: p.candidates.iter().map(|report| report(diff)).collect(),
             }
         })
         .collect();
@@ -78,9 +91,10 @@ fn status(instance: &str, started: Instant, pipelines: &SharedStatus) -> StatusR
 }
 
 /// Registers this weir as service `weir` with endpoints `status` on
-/// `weir.control.<instance>.status` and `reload` on
-/// `weir.control.<instance>.reload`.
-pub async fn start_service(nats: &Nats, instance: &str, pipelines: SharedStatus, reloads: mpsc::Sender<ReloadRequest>) -> Result<Service, String> {
+/// `weir.control.<instance>.status`, `reload` on
+/// `weir.control.<instance>.reload` and `decide` on
+/// `weir.control.<instance>.decide`.
+pub async fn start_service(nats: &Nats, instance: &str, pipelines: SharedStatus, control: mpsc::Sender<ControlRequest>) -> Result<Service, String> {
     let started = Instant::now();
     let instance: Arc<str> = instance.into();
     let for_stats = (pipelines.clone(), instance.clone());
@@ -89,7 +103,7 @@ pub async fn start_service(nats: &Nats, instance: &str, pipelines: SharedStatus,
         .service_builder()
         .description("weir: a WebAssembly stream processor")
         .metadata([("instance".to_owned(), instance.to_string())].into())
-        .stats_handler(move |_endpoint, _stats| serde_json::to_value(status(&for_stats.1, started, &for_stats.0)).unwrap_or_default())
+        .stats_handler(move |_endpoint, _stats| serde_json::to_value(status(&for_stats.1, started, &for_stats.0, false)).unwrap_or_default())
         .start("weir", env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|e| e.to_string())?;
@@ -105,18 +119,45 @@ pub async fn start_service(nats: &Nats, instance: &str, pipelines: SharedStatus,
         .add(format!("weir.control.{instance}.reload"))
         .await
         .map_err(|e| e.to_string())?;
+    let mut decide = service
+        .endpoint_builder()
+        .name("decide")
+        .add(format!("weir.control.{instance}.decide"))
+        .await
+        .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         while let Some(request) = endpoint.next().await {
-            let body = serde_json::to_string(&status(&instance, started, &pipelines)).unwrap_or_default();
+            let diff = request.message.payload.as_ref() == b"diff";
+            let body = serde_json::to_string(&status(&instance, started, &pipelines, diff)).unwrap_or_default();
             if let Err(e) = request.respond(Ok(body.into())).await {
                 tracing::debug!(error = %e, "status reply failed");
+            }
+        }
+    });
+    let decisions = control.clone();
+    tokio::spawn(async move {
+        while let Some(request) = decide.next().await {
+            let report = match serde_json::from_slice::<DecideRequest>(&request.message.payload) {
+                Err(e) => DecideReport { error: Some(format!("unreadable request: {e}")), ..Default::default() },
+                Ok(asked) => {
+                    let (tx, rx) = oneshot::channel();
+                    match decisions.send(ControlRequest::Decide(asked, tx)).await {
+                        Ok(()) => rx
+                            .await
+                            .unwrap_or_else(|_| DecideReport { error: Some("weir is shutting down".into()), ..Default::default() }),
+                        Err(_) => DecideReport { error: Some("weir is shutting down".into()), ..Default::default() },
+                    }
+                }
+            };
+            if let Err(e) = request.respond(Ok(serde_json::to_string(&report).unwrap_or_default().into())).await {
+                tracing::debug!(error = %e, "decide reply failed");
             }
         }
     });
     tokio::spawn(async move {
         while let Some(request) = reload.next().await {
             let (tx, rx) = oneshot::channel();
-            let report = match reloads.send(tx).await {
+            let report = match control.send(ControlRequest::Reload(tx)).await {
                 Ok(()) => rx.await.unwrap_or_else(|_| ReloadReport::error("weir is shutting down")),
                 Err(_) => ReloadReport::error("weir is shutting down"),
             };

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::candidate::{CandidateSettings, CandidateState};
 use crate::config::{self, SubjectTemplate};
 use crate::engine::{ContentHash, Engine, InitError, LoadError, Origin, Plugin, StageSpec};
 use crate::metrics::{Metrics, StageMetrics};
@@ -21,6 +22,9 @@ pub(super) struct BlueprintInner {
     version: String,
     pub(super) batch_size: usize,
     pub(super) stages: Vec<(StageSpec, Plugin)>,
+    /// Per stage, its candidate (`[stages.candidate]`): what its instances
+    /// need, and the figures and decision every worker shares.
+    pub(super) candidates: Vec<Option<(StageSpec, Plugin, Arc<CandidateState>)>>,
     /// Where outputs go: the chain renders each output's subject.
     pub(super) sink: SubjectTemplate,
     /// Per-stage metrics, once [`Blueprint::instrument`]ed.
@@ -53,6 +57,9 @@ pub enum BuildFailure {
     /// The plugin loaded but its first instance did not start.
     #[error(transparent)]
     Init(#[from] InitError),
+    /// A candidate that weir cannot run.
+    #[error("{0}")]
+    Candidate(String),
     /// `timer` is set on a stage that cannot tick.
     #[error("timer is set, but {0}; remove `timer`, or use a stage that keeps state and exports tick (weir_sdk's Stage::tick)")]
     Timer(String),
@@ -82,37 +89,74 @@ impl Blueprint {
     pub fn build(engine: &Engine, pipeline: &config::Pipeline) -> Result<(Blueprint, Vec<StageReport>), BuildError> {
         let name = pipeline.name.as_str().to_owned();
         let mut stages = Vec::with_capacity(pipeline.stages.len());
+        let mut candidates = Vec::with_capacity(pipeline.stages.len());
         let mut reports = Vec::with_capacity(pipeline.stages.len());
+        let mut candidate_reports = Vec::new();
         for stage in &pipeline.stages {
-            let started = std::time::Instant::now();
-            let fail = |reason: BuildFailure| BuildError {
-                pipeline: name.clone(),
-                stage: stage.name.as_str().to_owned(),
-                location: stage.location.to_string(),
-                reason,
+            let load = |spec: &StageSpec, file: &std::path::Path, stage_name: String| {
+                let started = std::time::Instant::now();
+                let fail =
+                    |reason: BuildFailure| BuildError { pipeline: name.clone(), stage: stage_name.clone(), location: stage.location.to_string(), reason };
+                let plugin = engine.load(file).map_err(|e| fail(e.into()))?;
+                plugin.instantiate(spec).map_err(|e| fail(e.into()))?;
+                let report = StageReport {
+                    stage: stage_name.clone(),
+                    plugin: file.to_owned(),
+                    hash: plugin.hash(),
+                    origin: plugin.origin(),
+                    elapsed: started.elapsed(),
+                };
+                Ok::<_, BuildError>((plugin, report))
             };
-            let plugin = engine.load(&stage.plugin).map_err(|e| fail(e.into()))?;
             let spec = stage_spec(pipeline, stage);
-            plugin.instantiate(&spec).map_err(|e| fail(e.into()))?;
+            let (plugin, report) = load(&spec, &stage.plugin, spec.stage.clone())?;
+            reports.push(report);
             if stage.timer.is_some() && !plugin.ticks() {
                 let why = if plugin.stateful() { "the plugin does not export tick" } else { "the plugin keeps no state (it does not import weir:stage/state)" };
-                return Err(fail(BuildFailure::Timer(why.to_owned())));
+                return Err(BuildError {
+                    pipeline: name.clone(),
+                    stage: spec.stage.clone(),
+                    location: stage.location.to_string(),
+                    reason: BuildFailure::Timer(why.to_owned()),
+                });
             }
-            reports.push(StageReport {
-                stage: spec.stage.clone(),
-                plugin: stage.plugin.clone(),
-                hash: plugin.hash(),
-                origin: plugin.origin(),
-                elapsed: started.elapsed(),
-            });
             stages.push((spec, plugin));
+            let Some(candidate) = &stage.candidate else {
+                candidates.push(None);
+                continue;
+            };
+            let spec = candidate_spec(pipeline, stage, candidate);
+            let (candidate_plugin, report) = load(&spec, &candidate.plugin, format!("{} (candidate)", stage.name))?;
+            if plugin_keeps_state(&stages) || candidate_plugin.stateful() {
+                return Err(BuildError {
+                    pipeline: name.clone(),
+                    stage: format!("{} (candidate)", stage.name),
+                    location: stage.location.to_string(),
+                    reason: BuildFailure::Candidate(
+                        "a stage that keeps state cannot have a candidate yet (the candidate would need a copy of the state of its own); deploy the new version with a reload".to_owned(),
+                    ),
+                });
+            }
+            let plugin = candidate_plugin;
+            let state = CandidateState::new(CandidateSettings {
+                pipeline: &name,
+                stage: stage.name.as_str(),
+                id: super::candidate_id(candidate, &report.hash),
+                plugin: candidate.plugin.display().to_string(),
+                candidate,
+            });
+            candidate_reports.push(report);
+            candidates.push(Some((spec, plugin, Arc::new(state))));
         }
+        // The version covers the candidates' plugins after the stages'.
+        reports.extend(candidate_reports);
         let version = super::version(pipeline, &reports.iter().map(|r| r.hash).collect::<Vec<_>>());
         let inner = BlueprintInner {
             name,
             version,
             batch_size: pipeline.batch_size,
             stages,
+            candidates,
             sink: pipeline.sink.subject.clone(),
             metrics: None,
             state: Store::memory(),
@@ -124,11 +168,15 @@ impl Blueprint {
     pub fn instrument(&self, metrics: &Metrics) -> Blueprint {
         let i = &self.inner;
         let stages = i.stages.iter().map(|(spec, _)| metrics.stage(&i.name, &spec.stage)).collect();
+        for (_, _, state) in i.candidates.iter().flatten() {
+            state.instrument(metrics);
+        }
         let inner = BlueprintInner {
             name: i.name.clone(),
             version: i.version.clone(),
             batch_size: i.batch_size,
             stages: i.stages.clone(),
+            candidates: i.candidates.clone(),
             sink: i.sink.clone(),
             metrics: Some(stages),
             state: i.state.clone(),
@@ -145,6 +193,7 @@ impl Blueprint {
             version: i.version.clone(),
             batch_size: i.batch_size,
             stages: i.stages.clone(),
+            candidates: i.candidates.clone(),
             sink: i.sink.clone(),
             metrics: i.metrics.clone(),
             state,
@@ -191,12 +240,37 @@ impl Blueprint {
 
     /// The content hashes of its stages' plugins: the compiled code it holds.
     pub fn plugin_hashes(&self) -> impl Iterator<Item = ContentHash> + '_ {
-        self.inner.stages.iter().map(|(_, plugin)| plugin.hash())
+        let candidates = self.inner.candidates.iter().flatten().map(|(_, plugin, _)| plugin.hash());
+        self.inner.stages.iter().map(|(_, plugin)| plugin.hash()).chain(candidates)
+    }
+
+    /// The candidates of its stages (`[stages.candidate]`), with their
+    /// figures and decisions.
+    pub fn candidates(&self) -> impl Iterator<Item = &Arc<CandidateState>> + '_ {
+        self.inner.candidates.iter().flatten().map(|(_, _, state)| state)
     }
 
     /// The most events handed to a stage in one call.
     pub fn batch_size(&self) -> usize {
         self.inner.batch_size
+    }
+}
+
+/// What an instance of a stage's candidate needs to know: the stage's
+/// names (the stage's marked as the candidate's, in logs), and the
+/// candidate's own limits, config and grants.
+pub fn candidate_spec(pipeline: &config::Pipeline, stage: &config::StageConfig, candidate: &config::Candidate) -> StageSpec {
+    StageSpec {
+        pipeline: pipeline.name.as_str().to_owned(),
+        stage: format!("{} (candidate)", stage.name),
+        timeout: candidate.limits.timeout,
+        memory: candidate.limits.memory,
+        config: candidate.config.to_string(),
+        dirs: candidate.grants.dirs.iter().map(|d| (d.clone(), config::Grants::guest_path(d))).collect(),
+        kv: candidate.grants.kv.clone(),
+        clock: candidate.grants.clock,
+        state: crate::engine::StateLimits { total: candidate.limits.state, value: candidate.limits.state_value },
+        timer: None,
     }
 }
 
@@ -215,4 +289,9 @@ pub fn stage_spec(pipeline: &config::Pipeline, stage: &config::StageConfig) -> S
         state: crate::engine::StateLimits { total: stage.limits.state, value: stage.limits.state_value },
         timer: stage.timer,
     }
+}
+
+/// Whether the last stage built keeps state.
+fn plugin_keeps_state(stages: &[(StageSpec, Plugin)]) -> bool {
+    stages.last().is_some_and(|(_, plugin)| plugin.stateful())
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::blueprint::Blueprint;
+use super::candidate::{CandidateSlot, Failed, Ran, Version};
 use crate::engine::{Instance, Plugin, StageSpec, StateCall, StateView, StateWrite};
 use crate::event::{DeadLetter, ErrorKind, Event, StageError};
 use crate::metrics::StageMetrics;
@@ -26,6 +27,8 @@ pub struct Chain {
     /// The state writes of the last batch or tick, staged on the
     /// pipeline's state, to commit (under `weir run`).
     commit: Option<Commit>,
+    /// Per stage, its candidate's instances (`[stages.candidate]`).
+    candidates: Vec<Option<CandidateSlot<Slot>>>,
 }
 
 struct Slot {
@@ -74,7 +77,16 @@ impl Blueprint {
                 ticks: plugin.ticks(),
             })
             .collect();
-        Chain { blueprint: self.clone(), stages, commit: None }
+        let candidates = self
+            .inner
+            .candidates
+            .iter()
+            .map(|c| {
+                c.as_ref()
+                    .map(|(spec, plugin, state)| CandidateSlot::new(Slot::new(spec, plugin, None), state.clone()))
+            })
+            .collect();
+        Chain { blueprint: self.clone(), stages, candidates, commit: None }
     }
 }
 
@@ -148,7 +160,10 @@ impl Chain {
         let mut writes: Vec<(usize, String, StateWrite)> = Vec::new();
 
         for (index, slot) in self.stages.iter_mut().enumerate().skip(start) {
-            let (lent, results) = slot.run(current, batch);
+            let (lent, results) = match &mut self.candidates[index] {
+                Some(candidate) => candidate.run(slot, current, batch),
+                None => slot.run(current, batch),
+            };
             if let Some(state) = slot.state.as_mut() {
                 for write in state.take_writes() {
                     writes.push((owners[write.event], slot.spec.stage.clone(), write));
@@ -256,6 +271,12 @@ impl Chain {
 }
 
 impl Slot {
+    /// A slot without an instance yet (a candidate's: not counted in the
+    /// stage's metrics).
+    fn new(spec: &StageSpec, plugin: &Plugin, metrics: Option<StageMetrics>) -> Slot {
+        Slot { spec: spec.clone(), plugin: plugin.clone(), instance: None, memory_at_init: 0, restarts: 0, metrics, state: None, ticks: false }
+    }
+
     /// Runs `events` through this stage in batches of at most `batch`;
     /// returns the events (lent, not consumed) and one result per event.
     fn run(&mut self, events: Vec<Event>, batch: usize) -> (Vec<Event>, Vec<SlotResult>) {
@@ -422,6 +443,28 @@ impl Slot {
             "stage {fault}; replacing its instance{}",
             if batch > 1 { " and replaying the batch one event at a time" } else { "" }
         );
+    }
+}
+
+impl Version for Slot {
+    type Failure = StageFailure;
+
+    fn run(&mut self, events: Vec<Event>, batch: usize) -> Ran<StageFailure> {
+        Slot::run(self, events, batch)
+    }
+
+    fn has_instance(&self) -> bool {
+        self.instance.is_some()
+    }
+}
+
+impl Failed for StageFailure {
+    fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    fn message(&self) -> &str {
+        &self.message
     }
 }
 

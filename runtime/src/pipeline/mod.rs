@@ -14,16 +14,21 @@
 //! - `blueprint`: building a [`Blueprint`] from a pipeline's configuration;
 //! - `chain`: a [`Chain`] running a batch through every stage, one
 //!   [`Outcome`] per input;
+//! - `candidate`: a stage's candidate version (`[stages.candidate]`) run
+//!   beside it in shadow or canary, compared, and judged by its rules
+//!   ([`CandidateState`], shared by every worker's chain);
 //! - [`workers`]: the OS threads that own the chains, and the dispatch of
 //!   batches to them;
 //! - `version`: a pipeline's version, from its settings and plugins.
 
 mod blueprint;
+mod candidate;
 mod chain;
 mod version;
 pub mod workers;
 
-pub use version::{canonical, version};
+pub use version::{candidate_id, canonical, version};
 
 pub use blueprint::{Blueprint, BuildError, BuildFailure, StageReport, stage_spec};
+pub use candidate::{CandidateState, Difference, Verdict};
 pub use chain::{Chain, Outcome};

@@ -12,11 +12,12 @@
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Deliver, Grants, Pipeline};
+use crate::config::{Candidate, Decide, Deliver, Grants, Pipeline};
 use crate::engine::ContentHash;
 
 /// The version of `pipeline` whose stages' plugins have the contents hashed
-/// in `plugins`, in stage order.
+/// in `plugins`, in stage order, followed by those of the candidates
+/// (`[stages.candidate]`), in stage order.
 pub fn version(pipeline: &Pipeline, plugins: &[ContentHash]) -> String {
     let mut h = Sha256::new();
     h.update(canonical(pipeline, plugins).to_string().as_bytes());
@@ -43,41 +44,39 @@ pub fn canonical(pipeline: &Pipeline, plugins: &[ContentHash]) -> Value {
             "deliver": deliver,
         })
     });
+    let mut candidates = pipeline.stages.len();
     let stages: Vec<Value> = pipeline
         .stages
         .iter()
         .enumerate()
         .map(|(i, stage)| {
-            let mut grants = json!({
-                "dirs": stage.grants.dirs.iter().map(|d| Grants::guest_path(d)).collect::<Vec<_>>(),
-                "kv": stage.grants.kv,
-            });
-            // Written only when granted, so that the versions of pipelines
-            // from before the grant existed stay what they were.
-            if stage.grants.clock {
-                grants["clock"] = json!(true);
-            }
-            let mut stage_json = json!({
+            let mut value = json!({
                 "name": stage.name.as_str(),
                 "plugin_sha256": plugins.get(i).map(ContentHash::to_hex),
                 "timeout_ns": stage.limits.timeout.as_nanos() as u64,
                 "memory": stage.limits.memory,
                 "config": sorted(&stage.config),
-                "grants": grants,
+                "grants": grants(&stage.grants),
             });
             // Written only when they differ from the defaults (or are set),
             // so that pipelines from before state existed keep their versions.
             let defaults = crate::config::Limits::default();
             if stage.limits.state != defaults.state {
-                stage_json["state_limit"] = json!(stage.limits.state);
+                value["state_limit"] = json!(stage.limits.state);
             }
             if stage.limits.state_value != defaults.state_value {
-                stage_json["state_value_limit"] = json!(stage.limits.state_value);
+                value["state_value_limit"] = json!(stage.limits.state_value);
             }
             if let Some(timer) = stage.timer {
-                stage_json["timer_ns"] = json!(timer.as_nanos() as u64);
+                value["timer_ns"] = json!(timer.as_nanos() as u64);
             }
-            stage_json
+            // Written only when there is one, so that the versions of
+            // pipelines without candidates stay what they were.
+            if let Some(c) = &stage.candidate {
+                value["candidate"] = candidate(c, plugins.get(candidates));
+                candidates += 1;
+            }
+            value
         })
         .collect();
     sorted(&json!({
@@ -97,6 +96,56 @@ pub fn canonical(pipeline: &Pipeline, plugins: &[ContentHash]) -> Value {
         },
         "dead_letter": pipeline.dead_letter.as_ref().map(|d| json!({ "subject": d.subject.as_str(), "stream": d.stream })),
     }))
+}
+
+fn grants(g: &Grants) -> Value {
+    let mut grants = json!({
+        "dirs": g.dirs.iter().map(|d| Grants::guest_path(d)).collect::<Vec<_>>(),
+        "kv": g.kv,
+    });
+    // Written only when granted, so that the versions of pipelines from
+    // before the grant existed stay what they were.
+    if g.clock {
+        grants["clock"] = json!(true);
+    }
+    grants
+}
+
+/// A candidate's settings; [`candidate_id`] hashes the part that says what
+/// the candidate is (not how it is judged).
+fn candidate(c: &Candidate, plugin: Option<&ContentHash>) -> Value {
+    let mut value = what_candidate_is(c, plugin);
+    value["mode"] = json!(c.mode.as_str());
+    value["share"] = json!(c.share);
+    value["key"] = json!(c.key.as_str());
+    value["decide"] = json!(matches!(c.decide, Decide::Auto));
+    value["rules"] = json!({
+        "min_events": c.rules.min_events,
+        "max_diff_rate": c.rules.max_diff_rate,
+        "max_error_rate": c.rules.max_error_rate,
+        "max_slowdown": c.rules.max_slowdown,
+    });
+    value["diff_subject"] = json!(c.diff_subject.as_ref().map(|s| s.as_str()));
+    value
+}
+
+fn what_candidate_is(c: &Candidate, plugin: Option<&ContentHash>) -> Value {
+    json!({
+        "plugin_sha256": plugin.map(ContentHash::to_hex),
+        "timeout_ns": c.limits.timeout.as_nanos() as u64,
+        "memory": c.limits.memory,
+        "config": sorted(&c.config),
+        "grants": grants(&c.grants),
+    })
+}
+
+/// 12 hex digits naming what a candidate is: its plugin's bytes, config,
+/// limits and grants. A decision (promoted, rolled back) is remembered
+/// under it, so that a changed candidate is judged afresh.
+pub fn candidate_id(c: &Candidate, plugin: &ContentHash) -> String {
+    let mut h = Sha256::new();
+    h.update(sorted(&what_candidate_is(c, Some(plugin))).to_string().as_bytes());
+    h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
 /// `value` with every object's keys in sorted order, whatever order the

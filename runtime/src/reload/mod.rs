@@ -22,10 +22,19 @@
 //!   A step that fails leaves what ran before running; the error is logged,
 //!   counted (`weir_reloads_total{result}`) and returned to `weir reload`.
 //! - `watch`: the file watcher and SIGHUP, which only trigger reloads.
+//! - `decisions`: stage candidates promoted or rolled back, remembered in
+//!   NATS KV and applied to a pipeline file before its version is computed.
+//!
+//! Between reloads, [`Supervisor::tend_candidates`] publishes candidates'
+//! samples of differing events and carries out their decisions (by the
+//! rules, by `weir promote`/`weir rollback`, or by another weir of the
+//! fleet): the pipeline is swapped in place for one whose stage runs the
+//! promoted plugin, or without the rolled-back candidate.
 //!
 //! After a reload, compiled code that no running pipeline uses is released,
 //! and the workers drop the chains (and instances) of stopped pipelines.
 
+mod decisions;
 pub mod plan;
 mod watch;
 
@@ -35,15 +44,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 pub use crate::control::{ReloadFailure, ReloadReport};
+pub use decisions::BUCKET as DECISIONS_BUCKET;
 pub use watch::DEBOUNCE;
 pub(crate) use watch::{Watcher, debounce, on_sighup};
 
 use crate::config::MAX_HOPS;
 use crate::config::{self, Pipeline};
+use crate::control::{CandidateReport, DecideReport, DecideRequest};
 use crate::engine::{ContentHash, Engine};
-use crate::nats::PipelineStatus;
-use crate::pipeline::{Blueprint, version};
+use crate::event::Event;
+use crate::nats::{PipelineStatus, Publisher};
+use crate::pipeline::{Blueprint, CandidateState, Verdict, version};
 use crate::task::{PipelineHandle, ProcessContext, check_pipeline, start_pipeline};
+use decisions::Decisions;
 use plan::{Action, Step, Versioned};
 
 struct Entry {
@@ -60,11 +73,27 @@ pub(crate) struct Supervisor {
     paths: Vec<PathBuf>,
     running: BTreeMap<String, Entry>,
     status: Arc<Mutex<Vec<PipelineStatus>>>,
+    decisions: Decisions,
+    /// Candidates whose decision could not be carried out (the promoted
+    /// version did not build): not tried again until the next reload.
+    stuck: HashSet<String>,
+    /// Per pipeline, its candidates decided on (here, or remembered), for
+    /// `weir status`.
+    decided: BTreeMap<String, Vec<CandidateReport>>,
 }
 
 impl Supervisor {
     pub(crate) fn new(context: ProcessContext, engine: Engine, paths: Vec<PathBuf>) -> Self {
-        Supervisor { context, engine, paths, running: BTreeMap::new(), status: Arc::default() }
+        Supervisor {
+            context,
+            engine,
+            paths,
+            running: BTreeMap::new(),
+            status: Arc::default(),
+            decisions: Decisions::default(),
+            stuck: HashSet::new(),
+            decided: BTreeMap::new(),
+        }
     }
 
     /// How many pipelines run.
@@ -82,6 +111,7 @@ impl Supervisor {
         let mut paths: BTreeSet<PathBuf> = self.paths.iter().cloned().collect();
         for entry in self.running.values() {
             paths.extend(entry.pipeline.stages.iter().map(|s| s.plugin.clone()));
+            paths.extend(entry.pipeline.stages.iter().filter_map(|s| s.candidate.as_ref()).map(|c| c.plugin.clone()));
         }
         paths.into_iter().collect()
     }
@@ -105,8 +135,13 @@ impl Supervisor {
         }
         // Versions from the plugins' bytes: nothing is compiled to plan.
         let mut wanted: Vec<(Pipeline, String)> = Vec::new();
-        for pipeline in pipelines {
-            match plugin_hashes(&pipeline) {
+        self.stuck.clear();
+        for mut pipeline in pipelines {
+            let hashes = match self.remembered(&mut pipeline).await {
+                Ok(()) => plugin_hashes(&pipeline),
+                Err(e) => Err(e),
+            };
+            match hashes {
                 Ok(hashes) => {
                     let v = version(&pipeline, &hashes);
                     wanted.push((pipeline, v));
@@ -140,6 +175,7 @@ impl Supervisor {
             self.publish_status();
         }
         report.plan = plan.steps;
+        self.decided.retain(|name, _| self.running.contains_key(name));
         self.release_unused_code();
 
         for f in &report.failed {
@@ -156,6 +192,157 @@ impl Supervisor {
             started.elapsed().as_millis()
         );
         report
+    }
+
+    /// Applies the decisions remembered about the pipeline's candidates.
+    async fn remembered(&mut self, pipeline: &mut Pipeline) -> Result<(), String> {
+        if pipeline.stages.iter().all(|s| s.candidate.is_none()) {
+            self.decided.remove(pipeline.name.as_str());
+            return Ok(());
+        }
+        self.decisions.share(&self.context.nats, &self.context.kv, self.context.stop.clone()).await;
+        let hashes = plugin_hashes(pipeline)?;
+        let mut reports = Vec::new();
+        for (applied, report) in self.decisions.apply(&self.context.kv, pipeline, &hashes) {
+            reports.push(report);
+            tracing::info!(
+                pipeline = %pipeline.name,
+                file = %pipeline.file.display(),
+                "{applied}: remembered in KV bucket {}; to make the file say what runs, move the candidate's plugin and config into the stage and remove [stages.candidate] (the version stays the same)",
+                decisions::BUCKET
+            );
+        }
+        self.decided.insert(pipeline.name.to_string(), reports);
+        Ok(())
+    }
+
+    /// Publishes candidates' samples of differing events, takes in the
+    /// decisions other weir processes made, and carries out every decision:
+    /// the pipeline is swapped in place for one where the promoted plugin is
+    /// the stage's, or the rolled-back candidate is gone. Called a few times
+    /// a second.
+    pub(crate) async fn tend_candidates(&mut self) {
+        let mut decided: Vec<(String, Arc<CandidateState>)> = Vec::new();
+        let publisher = Publisher::new(&self.context.nats);
+        for (name, entry) in &self.running {
+            for state in entry.blueprint.candidates() {
+                if let Some(subject) = state.diff_subject() {
+                    for sample in state.take_samples() {
+                        let mut event = Event::new(subject, serde_json::to_vec(&sample).unwrap_or_default());
+                        for (header, field) in [("weir-stage", "stage"), ("weir-candidate", "candidate"), ("weir-difference", "difference")] {
+                            event.set_header(header, sample[field].as_str().unwrap_or_default());
+                        }
+                        if let Err(e) = publisher.publish(event, &[("weir-pipeline", name)], None, false).await {
+                            tracing::debug!(pipeline = %name, error = %e, "cannot publish a candidate's sample");
+                        }
+                    }
+                }
+                let key = decisions::key(name, state.stage(), state.id());
+                if state.verdict() == Verdict::Running
+                    && let Some(d) = self.decisions.get(&self.context.kv, &key)
+                {
+                    // Decided by another weir of the fleet.
+                    let verdict = if d.decision == "promoted" { Verdict::Promoted } else { Verdict::RolledBack };
+                    state.decide(verdict, &d.by, &d.reason, d.instance.as_deref());
+                }
+                if state.verdict() != Verdict::Running && !self.stuck.contains(&key) {
+                    decided.push((name.clone(), state.clone()));
+                }
+            }
+        }
+        for (name, state) in decided {
+            self.carry_out(&name, &state).await;
+        }
+    }
+
+    /// Remembers a candidate's decision and swaps its pipeline for the
+    /// decided one.
+    async fn carry_out(&mut self, name: &str, state: &CandidateState) {
+        let key = decisions::key(name, state.stage(), state.id());
+        let Some(entry) = self.running.get(name) else { return };
+        let promoted = state.verdict() == Verdict::Promoted;
+        if self.decisions.get(&self.context.kv, &key).is_none()
+            && let Some(decision) = state.decision()
+        {
+            let mut decision = decision.clone();
+            decision.instance.get_or_insert_with(|| self.context.instance.clone());
+            self.decisions.remember(&self.context.nats, key.clone(), &decision).await;
+        }
+        let Some(index) = entry.pipeline.stages.iter().position(|s| s.name.as_str() == state.stage()) else { return };
+        let mut pipeline = entry.pipeline.clone();
+        decisions::apply(&mut pipeline, index, promoted);
+        match self.build(&pipeline).await {
+            Ok(blueprint) => {
+                let entry = self.running.remove(name).expect("looked up above");
+                entry.handle.swap(blueprint.clone());
+                let stage = &pipeline.stages[index];
+                if promoted {
+                    tracing::info!(
+                        pipeline = %name,
+                        stage = %stage.name,
+                        from = entry.blueprint.version(),
+                        to = blueprint.version(),
+                        "candidate {} promoted: the stage now runs {}; weir remembers it (KV bucket {}, key {key}), so a reload or restart of the unchanged file runs the promoted version; to make the file say so, move the candidate's plugin and config into the stage and remove [stages.candidate]",
+                        state.id(),
+                        stage.plugin.display(),
+                        decisions::BUCKET,
+                    );
+                } else {
+                    tracing::warn!(
+                        pipeline = %name,
+                        stage = %stage.name,
+                        from = entry.blueprint.version(),
+                        to = blueprint.version(),
+                        "candidate {} rolled back: the stage runs its live version alone; weir remembers it (KV bucket {}, key {key}), so a reload or restart of the unchanged file does not run it again; change or remove [stages.candidate] to try another",
+                        state.id(),
+                        decisions::BUCKET,
+                    );
+                }
+                self.running.insert(name.to_owned(), Entry { pipeline, blueprint, ..entry });
+                let mut report = state.report(false);
+                if let Some(d) = &mut report.decision {
+                    d.instance.get_or_insert_with(|| self.context.instance.clone());
+                }
+                self.decided.entry(name.to_owned()).or_default().push(report);
+                self.publish_status();
+                self.release_unused_code();
+            }
+            Err(error) => {
+                tracing::error!(pipeline = %name, "cannot carry out the decision on candidate {}: {error}; the stage runs its live version, the candidate is stopped", state.id());
+                self.stuck.insert(key);
+            }
+        }
+    }
+
+    /// `weir promote` and `weir rollback`: a person decides on a running
+    /// candidate.
+    pub(crate) async fn decide(&mut self, request: DecideRequest) -> DecideReport {
+        let error = |message: String| DecideReport { error: Some(message), ..Default::default() };
+        let verdict = match request.decision.as_str() {
+            "promoted" => Verdict::Promoted,
+            "rolled_back" => Verdict::RolledBack,
+            other => return error(format!("unknown decision {other:?}")),
+        };
+        let Some(entry) = self.running.get(&request.pipeline) else {
+            return error(format!("no pipeline \"{}\" runs on weir {}; `weir status` lists what runs", request.pipeline, self.context.instance));
+        };
+        let Some(state) = entry.blueprint.candidates().find(|c| c.stage() == request.stage).cloned() else {
+            return error(format!(
+                "stage \"{}\" of pipeline \"{}\" has no candidate running (none in its file, or it was decided already); `weir status` shows the candidates",
+                request.stage, request.pipeline
+            ));
+        };
+        let asked = if verdict == Verdict::Promoted { "weir promote" } else { "weir rollback" };
+        if !state.decide(verdict, "operator", &format!("asked with `{asked}`"), Some(&self.context.instance)) {
+            let earlier = state.decision().map(|d| format!("{} by {}", d.decision, d.by)).unwrap_or_default();
+            return DecideReport {
+                candidate: state.id().to_owned(),
+                decision: state.decision().cloned(),
+                error: Some(format!("candidate {} was decided already ({earlier})", state.id())),
+            };
+        }
+        self.carry_out(&request.pipeline, &state).await;
+        DecideReport { candidate: state.id().to_owned(), decision: state.decision().cloned(), error: None }
     }
 
     /// Carries out one step of the plan.
@@ -279,13 +466,17 @@ impl Supervisor {
         }
         let engine = self.engine.clone();
         let pipeline = pipeline.clone();
-        tokio::task::spawn_blocking(move || {
+        let blueprint = tokio::task::spawn_blocking(move || {
             Blueprint::build(&engine, &pipeline)
                 .map(|(b, _)| b)
                 .map_err(|e| format!("{}: {e}", pipeline.file.display()))
         })
         .await
-        .unwrap_or_else(|e| Err(format!("building panicked: {e}")))
+        .unwrap_or_else(|e| Err(format!("building panicked: {e}")))?;
+        for candidate in blueprint.candidates() {
+            candidate.set_instance(&self.context.instance);
+        }
+        Ok(blueprint)
     }
 
     /// Forgets the compiled code of plugins no running pipeline uses.
@@ -307,6 +498,18 @@ impl Supervisor {
                 version: e.blueprint.version().to_owned(),
                 since: e.since,
                 metrics: e.handle.metrics.clone(),
+                candidates: e
+                    .blueprint
+                    .candidates()
+                    .map(|state| {
+                        let state = state.clone();
+                        Arc::new(move |diff: bool| state.report(diff)) as Arc<dyn Fn(bool) -> CandidateReport + Send + Sync>
+                    })
+                    .chain(self.decided.get(name).into_iter().flatten().map(|report| {
+                        let report = report.clone();
+                        Arc::new(move |_: bool| report.clone()) as Arc<dyn Fn(bool) -> CandidateReport + Send + Sync>
+                    }))
+                    .collect(),
             })
             .collect();
         *self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = status;
@@ -324,15 +527,17 @@ fn failure(pipeline: &Pipeline, error: String) -> ReloadFailure {
     ReloadFailure { pipeline: Some(pipeline.name.to_string()), file: pipeline.file.display().to_string(), error, rolled_back: false }
 }
 
-/// The SHA-256 of each stage's plugin file, in stage order.
+/// The SHA-256 of each stage's plugin file, in stage order, then of each
+/// candidate's, in stage order.
 fn plugin_hashes(pipeline: &Pipeline) -> Result<Vec<ContentHash>, String> {
-    pipeline
-        .stages
-        .iter()
-        .map(|s| {
-            std::fs::read(&s.plugin)
+    let stages = pipeline.stages.iter().map(|s| (s, &s.plugin, ""));
+    let candidates = pipeline.stages.iter().filter_map(|s| s.candidate.as_ref().map(|c| (s, &c.plugin, " candidate")));
+    stages
+        .chain(candidates)
+        .map(|(s, plugin, what)| {
+            std::fs::read(plugin)
                 .map(|bytes| ContentHash::of(&bytes))
-                .map_err(|e| format!("stage \"{}\" ({}): cannot read plugin {}: {e}", s.name, s.location, s.plugin.display()))
+                .map_err(|e| format!("stage \"{}\"{what} ({}): cannot read plugin {}: {e}", s.name, s.location, plugin.display()))
         })
         .collect()
 }
