@@ -18,6 +18,9 @@ use weir_tests::plugins;
 
 /// Products the events spread over.
 const PRODUCTS: u64 = 7;
+/// Events expected per (window start, product).
+type Expected = BTreeMap<(u64, String), u64>;
+
 /// Window length and allowed lateness (ms): a redelivery after a kill or an
 /// outage (ack_wait 2 s plus the restart) must land within the lateness.
 const WINDOW_MS: u64 = 1000;
@@ -68,7 +71,7 @@ fn now_ms() -> u64 {
 /// Publishes `n` events to IN at about `rate` per second, each with the
 /// publish time as `ts`; returns the expected count per (window start,
 /// product). `published` counts them as they go.
-async fn publish_events(js: jetstream::Context, n: u64, rate: u64, published: Arc<AtomicU64>) -> BTreeMap<(u64, String), u64> {
+async fn publish_events(js: jetstream::Context, n: u64, rate: u64, published: Arc<AtomicU64>) -> Expected {
     let mut expected = BTreeMap::new();
     let started = Instant::now();
     for i in 0..n {
@@ -89,7 +92,7 @@ async fn publish_events(js: jetstream::Context, n: u64, rate: u64, published: Ar
 /// Waits until every input is acknowledged and every window that had
 /// events is published, then checks OUT against `expected`: one event per
 /// (window, product), with the exact count; no dead letters.
-async fn check_counts(js: &jetstream::Context, expected: &BTreeMap<(u64, String), u64>, what: &str) {
+async fn check_counts(js: &jetstream::Context, expected: &Expected, what: &str) {
     wait_consumer_done(js, "IN", "counts", Duration::from_secs(60)).await;
     let windows = expected.len() as u64;
     eventually(&format!("{what}: all {windows} windows published"), Duration::from_secs(60), || async {
@@ -102,7 +105,7 @@ async fn check_counts(js: &jetstream::Context, expected: &BTreeMap<(u64, String)
     let out = read_stream(js, "OUT").await;
     let dlq = read_stream(js, "DLQ").await;
     assert!(dlq.is_empty(), "{what}: dead letters: {:?}", dlq.iter().map(describe).collect::<Vec<_>>());
-    let mut seen: BTreeMap<(u64, String), u64> = BTreeMap::new();
+    let mut seen: Expected = BTreeMap::new();
     for message in &out {
         let body = json(message);
         let start = body["window_start"]
@@ -134,7 +137,7 @@ async fn check_counts(js: &jetstream::Context, expected: &BTreeMap<(u64, String)
 }
 
 /// Starts publishing `n` events at `rate`/s in the background.
-fn start_publishing(js: &jetstream::Context, n: u64, rate: u64) -> (tokio::task::JoinHandle<BTreeMap<(u64, String), u64>>, Arc<AtomicU64>) {
+fn start_publishing(js: &jetstream::Context, n: u64, rate: u64) -> (tokio::task::JoinHandle<Expected>, Arc<AtomicU64>) {
     let published = Arc::new(AtomicU64::new(0));
     (tokio::spawn(publish_events(js.clone(), n, rate, published.clone())), published)
 }
