@@ -167,20 +167,10 @@ pub fn run(
             }
         }
         for outcome in chain.process(events) {
-            match outcome {
-                Outcome::Done(outputs) if outputs.is_empty() => summary.dropped += 1,
-                Outcome::Done(outputs) => {
-                    summary.outputs += outputs.len() as u64;
-                    for event in &outputs {
-                        write_line(out, event)?;
-                    }
-                }
-                Outcome::Dead(letter) => {
-                    summary.dead_lettered += 1;
-                    let subject = dead_subject(&letter.event);
-                    write_line(dead, &letter.to_event(blueprint.name(), &subject))?;
-                }
+            if matches!(&outcome, Outcome::Done(outputs) if outputs.is_empty()) {
+                summary.dropped += 1;
             }
+            write_outcome(outcome, &mut summary, out, dead, &dead_subject, blueprint.name())?;
         }
         out.flush()?;
         dead.flush()?;
@@ -188,24 +178,38 @@ pub fn run(
     // The end of the input is the end of time: stages with a timer tick once
     // more, so that every window still open closes and is printed.
     for outcome in chain.tick(END_OF_TIME_MS) {
-        match outcome {
-            Outcome::Done(outputs) => {
-                summary.outputs += outputs.len() as u64;
-                for event in &outputs {
-                    write_line(out, event)?;
-                }
-            }
-            Outcome::Dead(letter) => {
-                summary.dead_lettered += 1;
-                let subject = dead_subject(&letter.event);
-                write_line(dead, &letter.to_event(blueprint.name(), &subject))?;
-            }
-        }
+        write_outcome(outcome, &mut summary, out, dead, &dead_subject, blueprint.name())?;
     }
     out.flush()?;
     dead.flush()?;
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// Writes what became of one input: its outputs to `out`, or its dead
+/// letter to `dead`, and counts them in `summary`.
+fn write_outcome(
+    outcome: Outcome,
+    summary: &mut Summary,
+    out: &mut dyn Write,
+    dead: &mut dyn Write,
+    dead_subject: &dyn Fn(&Event) -> String,
+    pipeline: &str,
+) -> io::Result<()> {
+    match outcome {
+        Outcome::Done(outputs) => {
+            summary.outputs += outputs.len() as u64;
+            for event in &outputs {
+                write_line(out, event)?;
+            }
+        }
+        Outcome::Dead(letter) => {
+            summary.dead_lettered += 1;
+            let subject = dead_subject(&letter.event);
+            write_line(dead, &letter.to_event(pipeline, &subject))?;
+        }
+    }
+    Ok(())
 }
 
 fn trim_newline(mut line: Vec<u8>) -> Vec<u8> {

@@ -17,6 +17,7 @@ pub struct Blueprint {
     pub(super) inner: Arc<BlueprintInner>,
 }
 
+#[derive(Clone)]
 pub(super) struct BlueprintInner {
     name: String,
     version: String,
@@ -171,34 +172,14 @@ impl Blueprint {
         for (_, _, state) in i.candidates.iter().flatten() {
             state.instrument(metrics);
         }
-        let inner = BlueprintInner {
-            name: i.name.clone(),
-            version: i.version.clone(),
-            batch_size: i.batch_size,
-            stages: i.stages.clone(),
-            candidates: i.candidates.clone(),
-            sink: i.sink.clone(),
-            metrics: Some(stages),
-            state: i.state.clone(),
-        };
+        let inner = BlueprintInner { metrics: Some(stages), ..(**i).clone() };
         Blueprint { inner: Arc::new(inner) }
     }
 
     /// The same blueprint, keeping its stages' state in `state` (the
     /// running pipeline's, committed to NATS) instead of in memory.
     pub fn with_state(&self, state: Arc<Store>) -> Blueprint {
-        let i = &self.inner;
-        let inner = BlueprintInner {
-            name: i.name.clone(),
-            version: i.version.clone(),
-            batch_size: i.batch_size,
-            stages: i.stages.clone(),
-            candidates: i.candidates.clone(),
-            sink: i.sink.clone(),
-            metrics: i.metrics.clone(),
-            state,
-        };
-        Blueprint { inner: Arc::new(inner) }
+        Blueprint { inner: Arc::new(BlueprintInner { state, ..(*self.inner).clone() }) }
     }
 
     /// Whether a stage keeps state: the pipeline then needs a state bucket,
