@@ -329,6 +329,15 @@ impl Store {
                 drop(inner);
                 return Err(CommitError::Conflict("staged on state that an earlier refused commit voided".to_owned()));
             }
+            // An input that another commit applied since it was admitted (a
+            // redelivery that overtook its first delivery in another
+            // process): the batch may have read that commit's state, which
+            // already counts it. Refused, it comes back and is known.
+            if inputs.iter().any(|seq| inner.applied.contains_key(seq)) {
+                inner.void();
+                drop(inner);
+                return Err(CommitError::Conflict("an input of the batch was applied by another commit meanwhile".to_owned()));
+            }
             let slot = (0..).find(|s| !inner.slots.contains_key(s)).expect("a free slot");
             let mut writes = Vec::with_capacity(commit.writes.len() + 2);
             let mut keys = Vec::with_capacity(commit.writes.len());
