@@ -96,8 +96,9 @@ pub(crate) async fn start_pipeline(context: &ProcessContext, pipeline: Pipeline,
     check_pipeline(context, &pipeline).await?;
     let counters = context.metrics.pipeline(pipeline.name.as_str());
     let stop = CancellationToken::new();
+    let source = Source::open(&context.nats, &pipeline).await.with_context(what)?;
     let state = if blueprint.stateful() {
-        let state = Store::open(&context.nats, pipeline.name.as_str(), &context.instance, pipeline.state.replicas, stop.clone())
+        let state = Store::open(&context.nats, pipeline.name.as_str(), &context.instance, pipeline.state.replicas, source.ack_wait(), stop.clone())
             .await
             .with_context(what)?;
         if pipeline.source.jetstream.is_none() {
@@ -107,7 +108,6 @@ pub(crate) async fn start_pipeline(context: &ProcessContext, pipeline: Pipeline,
     } else {
         None
     };
-    let source = Source::open(&context.nats, &pipeline).await.with_context(what)?;
     let floor = state.clone();
     // A stateful pipeline's markers wait for the ack floor: read it often.
     let every = std::time::Duration::from_secs(if state.is_some() { 1 } else { 5 });
@@ -207,7 +207,8 @@ pub(crate) async fn run_pipeline(
 /// to publish again and acknowledge. An input still being processed (its
 /// redelivery overtook it) is asked for again in a second.
 async fn admit(state: &Store, batch: &mut Vec<(Event, Delivery)>) -> Vec<(Outcome, Delivery)> {
-    let verdicts = state.admit(&batch.iter().map(|(_, d)| d.sequence()).collect::<Vec<_>>());
+    let inputs: Vec<_> = batch.iter().map(|(_, d)| d.sequence().zip(d.pulled())).collect();
+    let verdicts = state.admit(&inputs);
     if verdicts.iter().all(|v| matches!(v, Applied::No)) {
         return Vec::new();
     }

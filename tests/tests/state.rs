@@ -1,9 +1,8 @@
 //! Stateful stages under `weir run`: `window-count` over a JetStream source,
 //! its counts in NATS KV, checked against the inputs: every input counted
 //! exactly once and every (window, key) published exactly once, across a
-//! SIGKILL of weir, a nats-server restart and a hot reload of the stage.
-//! (Two weir processes sharing a stateful pipeline can still count an input
-//! twice: docs/operations.md, "State"; not tested here until fixed.) And what a user sees when
+//! SIGKILL of weir, a nats-server restart, a hot reload of the stage and two
+//! weir processes sharing the durable consumer. And what a user sees when
 //! state goes wrong: a missing key field, a state over its limit, the state
 //! bucket deleted.
 
@@ -224,6 +223,32 @@ async fn counts_are_exact_across_a_hot_reload_of_the_stage() {
     );
     let expected = publisher.await.unwrap();
     check_counts(&js, &expected, "hot reload").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_weir_processes_share_the_work_and_the_counts() {
+    let server = NatsServer::new();
+    let (_client, js) = server.jetstream().await;
+    create_streams(&js).await;
+    let one = Weir::builder(&server)
+        .instance("one")
+        .workers(1)
+        .pipeline("counts.toml", &pipeline("200ms", ""))
+        .start();
+    let two = Weir::builder(&server)
+        .instance("two")
+        .workers(1)
+        .pipeline("counts.toml", &pipeline("200ms", ""))
+        .start();
+
+    let (publisher, _) = start_publishing(&js, 4000, 1000);
+    let expected = publisher.await.unwrap();
+    check_counts(&js, &expected, "two processes").await;
+    let logs = one.stderr() + &two.stderr();
+    let refused = logs.matches("state commit refused").count();
+    let overtaken = logs.matches("was applied by another commit meanwhile").count();
+    let late = logs.matches("past the source's ack_wait").count();
+    eprintln!("two processes: {refused} commits refused and processed again ({overtaken} had an input another commit applied meanwhile, {late} past ack_wait)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@
 //! with (ack, or nak for a redelivery).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind, consumer::AckPolicy, consumer::DeliverPolicy, consumer::pull};
 use async_nats::{HeaderMap, Subscriber};
@@ -52,6 +52,9 @@ pub struct JsDelivery {
     stream: Arc<str>,
     sequence: u64,
     delivered: i64,
+    /// When the pull request that brought it was made: before the server
+    /// sent it, so before its `ack_wait` started.
+    pulled: Instant,
 }
 
 impl Delivery {
@@ -71,6 +74,15 @@ impl Delivery {
         match self {
             Delivery::Core { .. } => None,
             Delivery::JetStream(js) => Some(js.sequence),
+        }
+    }
+
+    /// When the pull request that brought this input was made (JetStream
+    /// only): its `ack_wait` started later, when the server sent it.
+    pub fn pulled(&self) -> Option<Instant> {
+        match self {
+            Delivery::Core { .. } => None,
+            Delivery::JetStream(js) => Some(js.pulled),
         }
     }
 
@@ -111,6 +123,7 @@ impl Delivery {
 pub struct Source {
     kind: SourceKind,
     max_deliver: Option<u64>,
+    ack_wait: Option<Duration>,
 }
 
 // A subscriber is large, but there is one source per pipeline: boxing it
@@ -118,7 +131,12 @@ pub struct Source {
 #[allow(clippy::large_enum_variant)]
 enum SourceKind {
     Core(Subscriber),
-    JetStream { stream: Arc<str>, consumer: jetstream::consumer::PullConsumer, batch: Option<pull::Batch> },
+    /// `batch`: the open pull request, and when it was made.
+    JetStream {
+        stream: Arc<str>,
+        consumer: jetstream::consumer::PullConsumer,
+        batch: Option<(pull::Batch, Instant)>,
+    },
     Closed,
 }
 
@@ -134,7 +152,7 @@ impl Source {
                 None => nats.client.subscribe(subject.clone()).await,
             };
             let sub = subscribed.map_err(|e| SourceError::Subscribe { subject, message: e.to_string() })?;
-            return Ok(Source { kind: SourceKind::Core(sub), max_deliver: Some(1) });
+            return Ok(Source { kind: SourceKind::Core(sub), max_deliver: Some(1), ack_wait: None });
         };
 
         let stream = super::check::get_stream(nats, &js.stream, &subject, "[source] stream").await?;
@@ -159,13 +177,16 @@ impl Source {
             deliver_policy,
             ..Default::default()
         };
+        let asked_ack_wait = wanted.ack_wait;
         let mut consumer: jetstream::consumer::PullConsumer = stream
             .get_or_create_consumer(&js.durable, wanted)
             .await
             .map_err(|e| SourceError::JetStream { what: format!("binding durable consumer \"{}\"", js.durable), message: e.to_string() })?;
         // The consumer may have existed with other settings: obey its own.
-        let max_deliver = consumer.info().await.ok().map(|i| i.config.max_deliver).filter(|m| *m > 0).map(|m| m as u64);
-        Ok(Source { kind: SourceKind::JetStream { stream: js.stream.as_str().into(), consumer, batch: None }, max_deliver })
+        let config = consumer.info().await.ok().map(|i| i.config.clone());
+        let max_deliver = config.as_ref().map(|c| c.max_deliver).filter(|m| *m > 0).map(|m| m as u64);
+        let ack_wait = Some(config.map_or(asked_ack_wait, |c| c.ack_wait));
+        Ok(Source { kind: SourceKind::JetStream { stream: js.stream.as_str().into(), consumer, batch: None }, max_deliver, ack_wait })
     }
 
     /// For a JetStream source, keeps `gauge` at the consumer's count of
@@ -193,6 +214,12 @@ impl Source {
                 }
             }
         });
+    }
+
+    /// The consumer's ack wait (JetStream only): an input not acknowledged
+    /// within it of its delivery is delivered again, maybe to another process.
+    pub fn ack_wait(&self) -> Option<Duration> {
+        self.ack_wait
     }
 
     /// The delivery limit, if any: beyond it a `retry` is dead-lettered.
@@ -230,10 +257,13 @@ impl Source {
                     if stop.is_cancelled() {
                         return None;
                     }
-                    let pull = match batch {
-                        Some(pull) => pull,
+                    let (pull, pulled) = match batch {
+                        Some((pull, pulled)) => (pull, *pulled),
                         None => match consumer.batch().max_messages(PULL_BATCH).expires(PULL_EXPIRES).messages().await {
-                            Ok(pull) => batch.insert(pull),
+                            Ok(pull) => {
+                                let (pull, pulled) = batch.insert((pull, Instant::now()));
+                                (pull, *pulled)
+                            }
                             Err(e) => {
                                 tracing::warn!(stream = %stream, error = %e, "JetStream pull failed; retrying");
                                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -257,7 +287,7 @@ impl Source {
                         }
                     };
                     match next {
-                        Some(Ok(m)) => taken.extend(js_event(stream, m)),
+                        Some(Ok(m)) => taken.extend(js_event(stream, m, pulled)),
                         Some(Err(e)) => {
                             // Missed heartbeats and the like: ask again.
                             tracing::debug!(stream = %stream, error = %e, "JetStream pull ended");
@@ -271,7 +301,7 @@ impl Source {
                     }
                     while taken.len() < max {
                         match pull.next().now_or_never() {
-                            Some(Some(Ok(m))) => taken.extend(js_event(stream, m)),
+                            Some(Some(Ok(m))) => taken.extend(js_event(stream, m, pulled)),
                             Some(None) => {
                                 *batch = None;
                                 break;
@@ -312,7 +342,7 @@ impl Source {
                 // `ack_wait`. The request ends after PULL_BATCH messages or
                 // PULL_EXPIRES, so this ends too.
                 let mut handed_back = 0;
-                if let Some(mut pull) = batch {
+                if let Some((mut pull, _)) = batch {
                     let deadline = tokio::time::Instant::now() + PULL_EXPIRES + Duration::from_millis(500);
                     while let Ok(Some(next)) = tokio::time::timeout_at(deadline, pull.next()).await {
                         if let Ok(m) = next {
@@ -336,7 +366,7 @@ fn core_event(m: async_nats::Message) -> (Event, Delivery) {
     (to_event(m.subject.as_str(), m.headers.as_ref(), &m.payload), Delivery::Core { msg_id })
 }
 
-fn js_event(stream: &Arc<str>, m: jetstream::Message) -> Option<(Event, Delivery)> {
+fn js_event(stream: &Arc<str>, m: jetstream::Message, pulled: Instant) -> Option<(Event, Delivery)> {
     let (sequence, delivered) = match m.info() {
         Ok(info) => (info.stream_sequence, info.delivered),
         Err(e) => {
@@ -346,7 +376,7 @@ fn js_event(stream: &Arc<str>, m: jetstream::Message) -> Option<(Event, Delivery
     };
     let (message, acker) = m.split();
     let event = to_event(message.subject.as_str(), message.headers.as_ref(), &message.payload);
-    Some((event, Delivery::JetStream(Box::new(JsDelivery { acker, stream: stream.clone(), sequence, delivered }))))
+    Some((event, Delivery::JetStream(Box::new(JsDelivery { acker, stream: stream.clone(), sequence, delivered, pulled }))))
 }
 
 pub(super) fn to_event(subject: &str, headers: Option<&HeaderMap>, payload: &Bytes) -> Event {

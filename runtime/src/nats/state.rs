@@ -35,6 +35,10 @@ pub enum CommitError {
     /// A key was not at the revision expected: another writer changed it.
     #[error("a key changed since it was read (another weir process wrote it): {0}")]
     Conflict(String),
+    /// Refused by weir before it was sent: the batch may have read state
+    /// that already counts one of its inputs.
+    #[error("{0}")]
+    Refused(String),
     /// Anything else: the server is unreachable, the bucket is gone ...
     #[error("{0}")]
     Failed(String),
@@ -168,9 +172,9 @@ impl StateBucket {
         }
     }
 
-    /// Every key starting with `prefix`, and its value, as the server has
-    /// them now (not through the watch).
-    pub async fn markers(&self, prefix: &str) -> Result<Vec<(String, Bytes)>, String> {
+    /// Every key starting with `prefix`, its value and revision, as the
+    /// server has them now (not through the watch).
+    pub async fn markers(&self, prefix: &str) -> Result<Vec<(String, Bytes, u64)>, String> {
         let stream = self.nats.js.get_stream(format!("KV_{}", self.name)).await.map_err(|e| e.to_string())?;
         let subject_prefix = format!("$KV.{}.", self.name);
         let mut subjects = stream.info_with_subjects(format!("{subject_prefix}{prefix}>")).await.map_err(|e| e.to_string())?;
@@ -183,8 +187,8 @@ impl StateBucket {
         }
         let mut markers = Vec::with_capacity(keys.len());
         for key in keys {
-            if let (Some(value), _) = self.entry(&key).await? {
-                markers.push((key, value));
+            if let (Some(value), revision) = self.entry(&key).await? {
+                markers.push((key, value, revision));
             }
         }
         Ok(markers)

@@ -18,8 +18,19 @@
 //! another process changed refuses the commit: the local copy is refreshed,
 //! the batch is handed back for redelivery, and every batch staged after it
 //! too (they read what the refused batch wrote).
+//!
+//! Two processes on one durable consumer: an input not acknowledged within
+//! the consumer's `ack_wait` is delivered again, maybe to the other
+//! process, while the first still holds it; and an acknowledgement that
+//! arrives late still counts. Whichever commits second either read the
+//! state before the first commit (its revisions are stale: refused) or
+//! after it, and then it has the first commit's marker, which lists the
+//! input (the marker is the first message of the commit, and the watch
+//! delivers in order): refused too. A marker goes once the ack floor passes
+//! its inputs; its inputs are still known as applied for a while after
+//! ([`retired`]), and a batch older than that is refused on its own.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -30,8 +41,10 @@ use crate::event::Event;
 use crate::nats::{Change, CommitError, KvWrite, StateBucket, TOMBSTONE_TTL};
 
 mod marker;
+mod retired;
 
 pub use marker::Marker;
+use retired::Retired;
 
 /// The bucket's name for `pipeline`.
 pub fn bucket_name(pipeline: &str) -> String {
@@ -40,6 +53,10 @@ pub fn bucket_name(pipeline: &str) -> String {
 
 /// Prefix of marker keys.
 const MARKERS: &str = "_weir.";
+
+/// How much longer than the source's `ack_wait` the inputs of a deleted
+/// marker are still known as applied.
+const RETIRED_MARGIN: Duration = Duration::from_secs(10);
 
 /// A pipeline's state. Shared by the worker that runs its batches, its sink
 /// and the bucket's watch.
@@ -55,9 +72,12 @@ struct Nats {
     /// This store's marker keys: `_weir.<instance>.<run>.`, `run` new for
     /// every store (a restarted pipeline, a new process).
     prefix: String,
+    /// How long after its pull request an input may still be committed:
+    /// the source's `ack_wait`. Later, it may have been delivered to another
+    /// process, applied and acknowledged, and its marker be gone.
+    deadline: Option<Duration>,
 }
 
-#[derive(Default)]
 struct Inner {
     stages: BTreeMap<String, BTreeMap<String, Entry>>,
     sizes: HashMap<String, u64>,
@@ -66,8 +86,15 @@ struct Inner {
     /// Markers in the bucket by key, and which marker applied each input.
     markers: HashMap<String, Marker>,
     applied: HashMap<u64, String>,
-    /// JetStream inputs handed to the workers and not yet settled.
-    in_flight: HashSet<u64>,
+    /// The last revision seen of each marker key, and when it was deleted
+    /// if it was: a marker read from the server (after a refused commit)
+    /// that the watch has seen replaced or deleted since is not taken.
+    marker_revisions: HashMap<String, (u64, Option<Instant>)>,
+    /// Inputs applied by commits whose markers are gone.
+    retired: Retired,
+    /// JetStream inputs handed to the workers and not yet settled, with
+    /// when the pull request that brought them was made.
+    in_flight: HashMap<u64, Instant>,
     /// Marker slots of this store in use, with the last input their marker
     /// lists (`None`: only a tick's events). A slot with inputs is free
     /// again once the consumer's ack floor passes them, whatever the sink
@@ -134,23 +161,28 @@ pub enum Applied {
 impl Store {
     /// A state in memory only: `weir exec`, `weir test`, `weir validate`.
     pub fn memory() -> Arc<Store> {
-        Arc::new(Store { inner: Mutex::new(Inner::default()), nats: None })
+        Arc::new(Store { inner: Mutex::new(Inner::new(Duration::ZERO)), nats: None })
     }
 
     /// Opens the pipeline's bucket (creating it), loads it and keeps the
-    /// copy up to date; `instance` names this process's markers.
+    /// copy up to date; `instance` names this process's markers; `ack_wait`
+    /// is the source's (JetStream).
     pub async fn open(
         nats: &crate::nats::Nats,
         pipeline: &str,
         instance: &str,
         replicas: usize,
+        ack_wait: Option<Duration>,
         stop: tokio_util::sync::CancellationToken,
     ) -> Result<Arc<Store>, crate::nats::SourceError> {
         let bucket = StateBucket::open(nats, &bucket_name(pipeline), replicas).await?;
         let instance = format!("{MARKERS}{}.", encode_key(instance));
         let run = format!("{:08x}", rand_u32());
         let prefix = format!("{instance}{run}.");
-        let store = Arc::new(Store { inner: Mutex::new(Inner::default()), nats: Some(Nats { bucket: bucket.clone(), instance, prefix }) });
+        // Kept past the deadline: a delivery made before its input's
+        // acknowledgement is committed before the deadline or refused.
+        let keep = ack_wait.unwrap_or_default() + RETIRED_MARGIN;
+        let store = Arc::new(Store { inner: Mutex::new(Inner::new(keep)), nats: Some(Nats { bucket: bucket.clone(), instance, prefix, deadline: ack_wait }) });
         let weak = Arc::downgrade(&store);
         bucket
             .watch(stop, move |change| {
@@ -198,15 +230,7 @@ impl Store {
     fn remote(&self, change: Change) {
         let mut inner = self.lock();
         if change.key.starts_with(MARKERS) {
-            inner.forget_marker(&change.key);
-            if let Some(value) = change.value.filter(|v| !v.is_empty())
-                && let Some(marker) = Marker::decode(&value)
-            {
-                for seq in &marker.inputs {
-                    inner.applied.insert(*seq, change.key.clone());
-                }
-                inner.markers.insert(change.key, marker);
-            }
+            inner.marker_changed(change.key, change.value, change.revision);
             return;
         }
         let Some((stage, key)) = split_key(&change.key) else { return };
@@ -288,22 +312,29 @@ impl Store {
         Some(Commit { epoch, stale: false, writes: commit })
     }
 
-    /// Notes that these JetStream inputs were handed to the workers, and
+    /// Notes that these JetStream inputs (sequence, and when the pull
+    /// request that brought it was made) were handed to the workers, and
     /// says of each whether it was applied already. Inputs that are not
     /// [`Applied::No`] are not noted.
-    pub fn admit(&self, sequences: &[Option<u64>]) -> Vec<Applied> {
+    pub fn admit(&self, inputs: &[Option<(u64, Instant)>]) -> Vec<Applied> {
         let mut inner = self.lock();
-        sequences
+        inputs
             .iter()
-            .map(|seq| {
-                let Some(seq) = *seq else { return Applied::No };
+            .map(|input| {
+                let Some((seq, pulled)) = *input else { return Applied::No };
                 if let Some(key) = inner.applied.get(&seq) {
                     let outputs = inner.markers.get(key).map(|m| m.outputs_of(seq)).unwrap_or_default();
                     return Applied::Yes(outputs);
                 }
-                if !inner.in_flight.insert(seq) {
+                // Its marker is gone because it was acknowledged, which
+                // only happens once what it produced is published.
+                if inner.retired.contains(seq) {
+                    return Applied::Yes(Vec::new());
+                }
+                if inner.in_flight.contains_key(&seq) {
                     return Applied::InFlight;
                 }
+                inner.in_flight.insert(seq, pulled);
                 Applied::No
             })
             .collect()
@@ -327,16 +358,38 @@ impl Store {
             let mut inner = self.lock();
             if commit.stale || commit.epoch != inner.epoch {
                 drop(inner);
-                return Err(CommitError::Conflict("staged on state that an earlier refused commit voided".to_owned()));
+                return Err(CommitError::Refused("staged on state that an earlier refused commit voided".to_owned()));
             }
             // An input that another commit applied since it was admitted (a
             // redelivery that overtook its first delivery in another
             // process): the batch may have read that commit's state, which
             // already counts it. Refused, it comes back and is known.
-            if inputs.iter().any(|seq| inner.applied.contains_key(seq)) {
+            if let Some(seq) = inputs.iter().find(|seq| inner.applied.contains_key(seq) || inner.retired.contains(**seq)) {
+                let why = format!("input {seq} of the batch was applied by another commit meanwhile (it was delivered again while this process held it)");
                 inner.void();
                 drop(inner);
-                return Err(CommitError::Conflict("an input of the batch was applied by another commit meanwhile".to_owned()));
+                return Err(CommitError::Refused(why));
+            }
+            // An input past its ack wait may have been delivered again and
+            // applied elsewhere, and its marker be gone by now.
+            if let Some(deadline) = nats.deadline {
+                let now = Instant::now();
+                if let Some(held) = inputs
+                    .iter()
+                    .filter_map(|seq| inner.in_flight.get(seq))
+                    .map(|pulled| now.duration_since(*pulled))
+                    .max()
+                    && held > deadline
+                {
+                    let why = format!(
+                        "the batch reached its commit {:.1} s after its inputs were asked for, past the source's ack_wait ({:.1} s): they may have been delivered again and applied by another process. If batches are this slow, raise ack_wait",
+                        held.as_secs_f64(),
+                        deadline.as_secs_f64()
+                    );
+                    inner.void();
+                    drop(inner);
+                    return Err(CommitError::Refused(why));
+                }
             }
             let slot = (0..).find(|s| !inner.slots.contains_key(s)).expect("a free slot");
             let mut writes = Vec::with_capacity(commit.writes.len() + 2);
@@ -398,7 +451,7 @@ impl Store {
                     // commit whose answer was lost (a server restart), or by
                     // another process, is then known when it comes back.
                     match nats.bucket.markers(MARKERS).await {
-                        Ok(markers) => self.lock().replace_markers(markers),
+                        Ok(markers) => self.lock().merge_markers(markers),
                         Err(error) => tracing::warn!(bucket = nats.bucket.name(), %error, "cannot read the state markers"),
                     }
                     // Read the refused keys again: the copy may not know
@@ -470,11 +523,13 @@ impl Store {
 
     /// The source's consumer has acknowledged every input up to `floor`:
     /// the markers of this instance whose inputs are all at or below it are
-    /// no longer needed, this store's and earlier runs'.
+    /// no longer needed, this store's and earlier runs'. (Called every
+    /// second: it also forgets what is kept for a while.)
     pub fn acked_through(&self, floor: u64) {
         let Some(nats) = &self.nats else { return };
         let mut inner = self.lock();
         let inner = &mut *inner;
+        inner.forget_old(Instant::now());
         let done: Vec<usize> = inner
             .slots
             .iter()
@@ -499,30 +554,73 @@ impl Store {
 }
 
 impl Inner {
-    /// The markers as read from the server, instead of what the watch gave.
-    fn replace_markers(&mut self, markers: Vec<(String, Bytes)>) {
-        let stale: Vec<String> = self.markers.keys().cloned().collect();
-        for key in stale {
-            self.forget_marker(&key);
-        }
-        for (key, value) in markers {
-            if let Some(marker) = Marker::decode(&value) {
-                for seq in &marker.inputs {
-                    self.applied.insert(*seq, key.clone());
-                }
-                self.markers.insert(key, marker);
-            }
+    fn new(keep: Duration) -> Inner {
+        Inner {
+            stages: BTreeMap::new(),
+            sizes: HashMap::new(),
+            epoch: 0,
+            markers: HashMap::new(),
+            applied: HashMap::new(),
+            marker_revisions: HashMap::new(),
+            retired: Retired::new(keep),
+            in_flight: HashMap::new(),
+            slots: HashMap::new(),
+            broken: None,
+            to_clear: Vec::new(),
         }
     }
 
-    fn forget_marker(&mut self, key: &str) {
-        if let Some(old) = self.markers.remove(key) {
+    /// A marker key's new value (`None`: deleted) at `revision`, from the
+    /// watch or read from the server; ignored if an as new one was seen.
+    fn marker_changed(&mut self, key: String, value: Option<Bytes>, revision: u64) {
+        let now = Instant::now();
+        let known = self.marker_revisions.get(&key).map_or(0, |(r, _)| *r);
+        if revision <= known {
+            // Superseded already, so its inputs were acknowledged.
+            if let Some(marker) = value.and_then(|v| Marker::decode(&v)) {
+                for seq in marker.inputs {
+                    if !self.applied.contains_key(&seq) {
+                        self.retired.insert(seq, now);
+                    }
+                }
+            }
+            return;
+        }
+        // Whatever the key held before is gone: a marker is deleted or its
+        // slot reused only once the ack floor passed its inputs.
+        if let Some(old) = self.markers.remove(&key) {
             for seq in old.inputs {
-                if self.applied.get(&seq).is_some_and(|k| k == key) {
+                if self.applied.get(&seq).is_some_and(|k| *k == key) {
                     self.applied.remove(&seq);
+                    self.retired.insert(seq, now);
                 }
             }
         }
+        let marker = value.filter(|v| !v.is_empty()).and_then(|v| Marker::decode(&v));
+        self.marker_revisions.insert(key.clone(), (revision, marker.is_none().then_some(now)));
+        if let Some(marker) = marker {
+            for seq in &marker.inputs {
+                self.applied.insert(*seq, key.clone());
+            }
+            self.markers.insert(key, marker);
+        }
+    }
+
+    /// The markers as read from the server (after a refused commit): those
+    /// the watch has not delivered yet are taken now.
+    fn merge_markers(&mut self, markers: Vec<(String, Bytes, u64)>) {
+        for (key, value, revision) in markers {
+            self.marker_changed(key, Some(value), revision);
+        }
+    }
+
+    /// Forgets retired inputs and deleted markers' revisions once they can
+    /// no longer matter.
+    fn forget_old(&mut self, now: Instant) {
+        self.retired.prune(now);
+        let keep = self.retired.keep();
+        self.marker_revisions
+            .retain(|_, (_, deleted)| deleted.is_none_or(|at| now.duration_since(at) < keep));
     }
 
     /// A commit was refused: pending writes go back to their committed
@@ -642,6 +740,69 @@ mod tests {
         }
         assert_eq!(encode_key("w/17/p1"), "w/17/p1");
         assert_eq!(split_key("count.a=2Eb"), Some(("count".into(), "a.b".into())));
+    }
+
+    fn marker(inputs: &[u64], output: &str) -> Bytes {
+        let outputs = inputs
+            .iter()
+            .map(|seq| (Some(*seq), vec![Event { subject: output.into(), headers: Vec::new(), payload: Bytes::new() }]))
+            .collect();
+        Marker { inputs: inputs.to_vec(), outputs }.encode()
+    }
+
+    fn verdicts(store: &Store, seqs: &[u64]) -> Vec<String> {
+        let inputs: Vec<_> = seqs.iter().map(|s| Some((*s, Instant::now()))).collect();
+        let verdicts = store.admit(&inputs);
+        store.settled(seqs.iter().copied());
+        verdicts
+            .into_iter()
+            .map(|v| match v {
+                Applied::No => "no".to_owned(),
+                Applied::InFlight => "in flight".to_owned(),
+                Applied::Yes(outputs) => format!("yes {:?}", outputs.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>()),
+            })
+            .collect()
+    }
+
+    fn change(key: &str, value: Option<Bytes>, revision: u64) -> Change {
+        Change { key: key.into(), value, revision }
+    }
+
+    #[test]
+    fn inputs_stay_applied_after_their_marker_is_deleted() {
+        let store = Store::memory();
+        store.remote(change("_weir.a.1.0", Some(marker(&[5, 6], "out")), 10));
+        assert_eq!(verdicts(&store, &[5, 6, 7]), ["yes [\"out\"]", "yes [\"out\"]", "no"]);
+        // The ack floor passed 5 and 6; a delivery the server sent before
+        // that may still arrive: it is applied, its outputs were published.
+        store.remote(change("_weir.a.1.0", None, 11));
+        assert_eq!(verdicts(&store, &[5, 6, 7]), ["yes []", "yes []", "no"]);
+        // The slot reused by a later commit: the earlier inputs stay applied.
+        store.remote(change("_weir.a.1.1", Some(marker(&[8], "out")), 12));
+        store.remote(change("_weir.a.1.1", Some(marker(&[9], "again")), 13));
+        assert_eq!(verdicts(&store, &[8, 9]), ["yes []", "yes [\"again\"]"]);
+        // An input being processed is not handed out twice.
+        let now = Instant::now();
+        assert!(matches!(store.admit(&[Some((20, now))])[..], [Applied::No]));
+        assert!(matches!(store.admit(&[Some((20, now))])[..], [Applied::InFlight]));
+    }
+
+    #[test]
+    fn markers_read_from_the_server_do_not_undo_what_the_watch_gave() {
+        let store = Store::memory();
+        store.remote(change("_weir.a.1.0", Some(marker(&[5], "out")), 10));
+        store.remote(change("_weir.a.1.0", None, 12));
+        store.remote(change("_weir.b.1.0", Some(marker(&[7], "out")), 15));
+        // Read from the server before the watch's last changes: an older
+        // copy of the deleted marker, and not yet the newest one.
+        store
+            .lock()
+            .merge_markers(vec![("_weir.a.1.0".into(), marker(&[5], "out"), 10), ("_weir.c.1.0".into(), marker(&[9], "new"), 16)]);
+        assert!(!store.lock().markers.contains_key("_weir.a.1.0"), "a deleted marker came back");
+        assert_eq!(verdicts(&store, &[5, 7, 9]), ["yes []", "yes [\"out\"]", "yes [\"new\"]"]);
+        // The watch then delivers what the read gave already: no change.
+        store.remote(change("_weir.c.1.0", Some(marker(&[9], "new")), 16));
+        assert_eq!(verdicts(&store, &[9]), ["yes [\"new\"]"]);
     }
 
     #[test]
