@@ -26,6 +26,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("WINDOW_COUNT", "weir-window-count", "plugins/window-count"),
     ("SESSIONIZE", "weir-sessionize", "plugins/sessionize"),
     ("CHAOS", "weir-fixture-chaos", "tests/fixtures/chaos"),
+    ("TALLY", "weir-fixture-tally", "tests/fixtures/tally"),
 ];
 
 /// The packages whose components use keyed state, and so import
@@ -33,7 +34,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
 /// without that import as a plain stage, and the SDK takes care that a stage
 /// that never calls `weir_sdk::state` does not import it (see
 /// `sdk/src/state.rs`); this check keeps it so.
-const STATEFUL: &[&str] = &["weir-dedupe", "weir-window-count", "weir-sessionize"];
+const STATEFUL: &[&str] = &["weir-dedupe", "weir-window-count", "weir-sessionize", "weir-fixture-tally"];
 
 /// The name of the import, as it appears in a component's bytes.
 const STATE_IMPORT: &[u8] = b"weir:stage/state@";

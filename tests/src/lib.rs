@@ -14,7 +14,9 @@ pub mod harness;
 /// - [`DEDUPE`](plugins::DEDUPE), [`WINDOW_COUNT`](plugins::WINDOW_COUNT),
 ///   [`SESSIONIZE`](plugins::SESSIONIZE): the stateful stages,
 /// - [`CHAOS`](plugins::CHAOS): `tests/fixtures/chaos`, which panics, loops,
-///   allocates, fails or splits on demand (see its crate docs).
+///   allocates, fails or splits on demand (see its crate docs),
+/// - [`TALLY`](plugins::TALLY): `tests/fixtures/tally`, a stateful stage
+///   that counts per key and panics on demand after counting.
 pub mod plugins {
     include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
 

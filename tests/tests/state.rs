@@ -2,7 +2,8 @@
 //! its counts in NATS KV, checked against the inputs: every input counted
 //! exactly once and every (window, key) published exactly once, across a
 //! SIGKILL of weir, a nats-server restart, a hot reload of the stage and two
-//! weir processes sharing the durable consumer. And what a user sees when
+//! weir processes sharing the durable consumer; and a stateful stage that
+//! traps (the `tally` fixture), counting each input once. And what a user sees when
 //! state goes wrong: a missing key field, a state over its limit, the state
 //! bucket deleted.
 
@@ -249,6 +250,83 @@ async fn two_weir_processes_share_the_work_and_the_counts() {
     let overtaken = logs.matches("was applied by another commit meanwhile").count();
     let late = logs.matches("past the source's ack_wait").count();
     eprintln!("two processes: {refused} commits refused and processed again ({overtaken} had an input another commit applied meanwhile, {late} past ack_wait)");
+}
+
+/// A stateful stage that traps mid-batch, after the batch's earlier events
+/// wrote their counts: those writes are undone and the events processed
+/// again, the culprit's own write is dropped with it, so each key's outputs
+/// carry the counts 1, 2, 3 ... exactly once and the state holds the count
+/// of the events that got through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateful_stage_that_traps_counts_each_input_once() {
+    let server = NatsServer::new();
+    let (_client, js) = server.jetstream().await;
+    create_streams(&js).await;
+    const KEYS: u64 = 5;
+    let is_trap = |i: u64| i % 37 == 20;
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..1200u64 {
+        let key = format!("k{}", i % KEYS);
+        let payload = json!({ "id": i, "key": key, "trap": is_trap(i) });
+        js_publish(&js, &format!("in.{key}"), test_headers(i), serde_json::to_vec(&payload).unwrap()).await;
+        if !is_trap(i) {
+            *expected.entry(key).or_default() += 1;
+        }
+    }
+    let _weir = Weir::builder(&server)
+        .pipeline(
+            "tally.toml",
+            &format!(
+                r#"
+name = "tally"
+batch_size = 32
+
+[source]
+subject = "in.>"
+stream = "IN"
+durable = "tally"
+
+[[stages]]
+name = "tally"
+plugin = {plugin}
+
+[sink]
+subject = "out.{{subject}}"
+stream = "OUT"
+
+[dead_letter]
+subject = "dlq.tally"
+stream = "DLQ"
+"#,
+                plugin = toml_str(plugins::TALLY)
+            ),
+        )
+        .start();
+    wait_consumer_done(&js, "IN", "tally", Duration::from_secs(60)).await;
+
+    let traps = (0..1200).filter(|i| is_trap(*i)).count();
+    let dlq = read_stream(&js, "DLQ").await;
+    let mut dead: Vec<u64> = dlq.iter().map(id_of).collect();
+    dead.sort_unstable();
+    assert_eq!(dead, (0..1200).filter(|i| is_trap(*i)).collect::<Vec<_>>(), "exactly the trapping events are dead-lettered");
+    for letter in &dlq {
+        assert_eq!(header(letter, "weir-error-kind").as_deref(), Some("trap"), "{}", describe(letter));
+    }
+    let mut tallies: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for message in read_stream(&js, "OUT").await {
+        let key = json(&message)["key"].as_str().unwrap().to_owned();
+        let tally = header(&message, "tally").unwrap_or_else(|| panic!("no tally header: {}", describe(&message)));
+        tallies.entry(key).or_default().push(tally.parse().unwrap());
+    }
+    let kv = js.get_key_value("weir-state-tally").await.unwrap();
+    for (key, count) in &expected {
+        let mut got = tallies.remove(key).unwrap_or_default();
+        got.sort_unstable();
+        assert_eq!(got, (1..=*count).collect::<Vec<_>>(), "key {key}: each count published exactly once");
+        let stored = kv.get(format!("tally.n/{key}")).await.unwrap().map(|v| String::from_utf8(v.to_vec()).unwrap());
+        assert_eq!(stored, Some(count.to_string()), "key {key}: the committed count");
+    }
+    eprintln!("trapping stage: {traps} traps dead-lettered, {} outputs counted exactly once", expected.values().sum::<u64>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
