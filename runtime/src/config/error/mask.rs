@@ -3,18 +3,32 @@
 use super::suggest::distance;
 
 /// Masks the value of a line that sets a secret (or a likely typo of one: `tokn = "…"`),
-/// and the credentials in URLs.
+/// and the credentials in URLs. Every `=` of the line counts, not only the first: two
+/// lines joined by a lost line break (`user = "app"password = "…"`) are one line.
 pub(super) fn mask_line(line: &str) -> String {
     let line = mask_urls(line);
-    if let Some((key, value)) = line.split_once('=') {
-        let name = key.trim().trim_matches(['"', '\'']).to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(at) = line[from..].find('=') {
+        let eq = from + at;
+        let before = line[..eq].trim_end();
+        let name_start = before
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '"' | '\'')))
+            .map_or(0, |i| i + c_len(before, i));
+        let name = before[name_start..].trim_matches(['"', '\'']).to_ascii_lowercase();
         let secret = ["token", "password", "secret"].iter().any(|s| name.contains(s) || distance(&name, s) <= 2);
+        let value = &line[eq + 1..];
         if secret && !value.trim().is_empty() {
             let indent = &value[..value.len() - value.trim_start().len()];
-            return format!("{key}={indent}\"***\"");
+            return format!("{}={indent}\"***\"", &line[..eq]);
         }
+        from = eq + 1;
     }
     line
+}
+
+/// The length of the character at byte `i` of `text`.
+fn c_len(text: &str, i: usize) -> usize {
+    text[i..].chars().next().map_or(1, char::len_utf8)
 }
 
 /// Replaces the user and password of every `scheme://user:pass@host` with `***`.
@@ -49,5 +63,14 @@ mod tests {
         assert_eq!(mask_line("user = \"weir\""), "user = \"weir\"");
         assert_eq!(mask_line("url = \"nats://u:p@a:4222, tls://b:4222\""), "url = \"nats://***@a:4222, tls://b:4222\"");
         assert_eq!(mask_urls("nats://a:4222"), "nats://a:4222");
+    }
+
+    #[test]
+    fn a_secret_after_another_key_on_the_line_is_masked() {
+        // Two lines joined by a lost line break.
+        assert_eq!(mask_line("user = \"app\"password = \"hunter2\""), "user = \"app\"password = \"***\"");
+        assert_eq!(mask_line("user = \"app\" token=\"t\""), "user = \"app\" token=\"***\"");
+        assert_eq!(mask_line("name = \"a=b\""), "name = \"a=b\"");
+        assert_eq!(mask_line("é = 1, password = \"x\""), "é = 1, password = \"***\"");
     }
 }
