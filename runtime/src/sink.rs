@@ -57,6 +57,10 @@ pub(crate) const TICK_HEADER: &str = "weir-tick";
 /// pipeline; beyond it the sink waits, which slows the workers and the source.
 const CONFIRMS_IN_FLIGHT: usize = 256;
 
+/// Inputs whose batches may commit their state as one (see [`Done::absorb`]):
+/// the marker lists them all.
+const MAX_GROUP_INPUTS: usize = 4096;
+
 /// Publishes outcomes and settles their inputs.
 pub(crate) struct Sink {
     name: Arc<str>,
@@ -155,7 +159,26 @@ impl Sink {
     /// of `done` is closed, then waits for the last confirmations.
     pub(crate) async fn run(mut self, mut done: mpsc::Receiver<Done<Delivery>>) {
         let mut confirms = JoinSet::new();
-        while let Some(Done { mut results, version, ticked, commit }) = done.recv().await {
+        let mut next: Option<Done<Delivery>> = None;
+        loop {
+            let Some(mut first) = (match next.take() {
+                Some(waiting) => Some(waiting),
+                None => done.recv().await,
+            }) else {
+                break;
+            };
+            // Group commit: the batches already waiting behind this one
+            // commit their state with it, in one atomic batch.
+            if self.state.is_some() {
+                while first.results.len() < MAX_GROUP_INPUTS {
+                    let Ok(later) = done.try_recv() else { break };
+                    if let Err(later) = first.absorb(later) {
+                        next = Some(later);
+                        break;
+                    }
+                }
+            }
+            let Done { mut results, version, ticked, commit } = first;
             let sequences: Vec<u64> = results.iter().filter_map(|(_, d)| d.sequence()).collect();
             let ticked = self.tick_deliveries(ticked);
             let mut slot = None;

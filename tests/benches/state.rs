@@ -56,6 +56,8 @@ struct Measured {
     p99_ms: f64,
     counted: u64,
     published: u64,
+    /// Messages written to the bucket in all (commits' keys and markers).
+    kv_messages: u64,
 }
 
 fn main() {
@@ -73,13 +75,14 @@ fn main() {
             results.push((which, measured));
         }
     }
-    println!("\n| round | consumer | events/s | p50 ms | p99 ms | weir / native events/s |");
-    println!("|---|---|---|---|---|---|");
+    println!("\n| round | consumer | events/s | p50 ms | p99 ms | KV messages per 100 events | weir / native events/s |");
+    println!("|---|---|---|---|---|---|---|");
     for (round, pair) in results.chunks(2).enumerate() {
         let ratio = pair[1].1.events_per_s / pair[0].1.events_per_s;
         for (which, m) in pair {
             let r = if *which == Consumer::Weir { format!("{ratio:.2}") } else { String::new() };
-            println!("| {round} | {which:?} | {:.0} | {:.1} | {:.1} | {r} |", m.events_per_s, m.p50_ms, m.p99_ms);
+            let per_100 = m.kv_messages as f64 * 100.0 / m.published as f64;
+            println!("| {round} | {which:?} | {:.0} | {:.1} | {:.1} | {per_100:.0} | {r} |", m.events_per_s, m.p50_ms, m.p99_ms);
         }
     }
 }
@@ -213,7 +216,12 @@ subject = "out.{{subject}}"
     }
     let published = N as u64 + sent.len() as u64;
     let counted = total_counted(&js, which).await;
-    Measured { events_per_s, p50_ms: pct(0.5), p99_ms: pct(0.99), counted, published }
+    let bucket_stream = match which {
+        Consumer::Weir => "KV_weir-state-counts",
+        Consumer::Native => "KV_native-counts",
+    };
+    let kv_messages = js.get_stream(bucket_stream).await.unwrap().info().await.unwrap().state.last_sequence;
+    Measured { events_per_s, p50_ms: pct(0.5), p99_ms: pct(0.99), counted, published, kv_messages }
 }
 
 async fn consumer_info(js: &jetstream::Context) -> Result<consumer::Info, String> {

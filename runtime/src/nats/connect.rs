@@ -2,6 +2,7 @@
 //! when the server cannot be reached.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::{ConnectErrorKind, ConnectOptions};
@@ -50,9 +51,10 @@ pub async fn connect(config: &NatsConfig, cancel: &CancellationToken, metrics: O
     // The client, once made: the connection callback asks it which server it
     // is on, to say which one was lost.
     let server = Arc::new(std::sync::OnceLock::<async_nats::Client>::new());
+    let losses = Arc::new(AtomicU64::new(0));
     loop {
         attempt += 1;
-        let options = options(config, metrics.clone(), server.clone()).await?;
+        let options = options(config, metrics.clone(), server.clone(), losses.clone()).await?;
         let servers = config
             .urls()
             .map(str::parse::<async_nats::ServerAddr>)
@@ -70,7 +72,7 @@ pub async fn connect(config: &NatsConfig, cancel: &CancellationToken, metrics: O
                 tracing::info!(url = %url, "connected to NATS server {} ({}:{}, version {})", info.server_name, info.host, info.port, info.version);
                 let _ = server.set(client.clone());
                 let js = async_nats::jetstream::new(client.clone());
-                return Ok(Nats { client, js, url: Arc::from(url.as_str()) });
+                return Ok(Nats { client, js, url: Arc::from(url.as_str()), losses });
             }
             Err(e) if matches!(e.kind(), ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication) => {
                 return Err(ConnectError::Auth { url, message: e.to_string() });
@@ -102,7 +104,12 @@ pub async fn connect(config: &NatsConfig, cancel: &CancellationToken, metrics: O
     }
 }
 
-async fn options(config: &NatsConfig, metrics: Option<Metrics>, client: Arc<std::sync::OnceLock<async_nats::Client>>) -> Result<ConnectOptions, ConnectError> {
+async fn options(
+    config: &NatsConfig,
+    metrics: Option<Metrics>,
+    client: Arc<std::sync::OnceLock<async_nats::Client>>,
+    losses: Arc<AtomicU64>,
+) -> Result<ConnectOptions, ConnectError> {
     let setup = |what: &str, e: &dyn std::fmt::Display| ConnectError::Setup { what: what.to_owned(), message: e.to_string() };
     let mut options = ConnectOptions::new();
     match &config.auth {
@@ -143,12 +150,14 @@ async fn options(config: &NatsConfig, metrics: Option<Metrics>, client: Arc<std:
             let metrics = metrics.clone();
             let client = client.clone();
             let last_server = last_server.clone();
+            let losses = losses.clone();
             async move {
                 let current = || {
                     client.get().map(|c| c.server_info()).filter(|i| !i.host.is_empty()).map(|i| format!("{} ({}:{})", i.server_name, i.host, i.port))
                 };
                 match event {
                     async_nats::Event::Disconnected => {
+                        losses.fetch_add(1, Ordering::Relaxed);
                         if let Some(m) = &metrics {
                             m.nats_connected(false);
                         }

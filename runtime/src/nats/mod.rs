@@ -41,12 +41,20 @@ pub struct Nats {
     client: async_nats::Client,
     js: jetstream::Context,
     url: Arc<str>,
+    /// How many times the connection was lost so far.
+    losses: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Nats {
     /// The server URL(s) as configured.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// How many times the connection was lost so far: a request sent before
+    /// a loss gets no answer after it.
+    pub fn losses(&self) -> u64 {
+        self.losses.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the client is connected right now.

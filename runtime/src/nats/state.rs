@@ -219,6 +219,7 @@ impl StateBucket {
         let batch = format!("weir-{}", next_batch_id());
         let last = writes.len() - 1;
         let timeout = Duration::from_secs(10);
+        let losses = self.nats.losses();
         for (index, write) in writes.iter().enumerate() {
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Batch-Id", batch.as_str());
@@ -237,10 +238,21 @@ impl StateBucket {
             // is refused there too).
             if index == last {
                 headers.insert("Nats-Batch-Commit", "1");
-                let reply = tokio::time::timeout(timeout, self.nats.client.request_with_headers(subject, headers, payload))
-                    .await
-                    .map_err(|_| CommitError::Failed("no answer to a state commit within 10 s".to_owned()))?
-                    .map_err(|e| CommitError::Failed(e.to_string()))?;
+                let request = tokio::time::timeout(timeout, self.nats.client.request_with_headers(subject, headers, payload));
+                // A connection lost meanwhile loses the answer too: say so
+                // at once rather than after the timeout, while the batch's
+                // inputs wait.
+                let lost = async {
+                    while self.nats.losses() == losses {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                };
+                let reply = tokio::select! {
+                    reply = request => reply
+                        .map_err(|_| CommitError::Failed("no answer to a state commit within 10 s".to_owned()))?
+                        .map_err(|e| CommitError::Failed(e.to_string()))?,
+                    () = lost => return Err(CommitError::Failed("the connection to NATS was lost during a state commit; whether it was stored is not known, so the batch is processed again".to_owned())),
+                };
                 let answer: serde_json::Value = if reply.payload.is_empty() {
                     serde_json::Value::Null
                 } else {

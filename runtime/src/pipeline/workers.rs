@@ -62,6 +62,25 @@ impl<T> Done<T> {
     pub fn outcomes(results: Vec<(Outcome, T)>, version: Arc<str>) -> Self {
         Done { results, version, ticked: Vec::new(), commit: None }
     }
+
+    /// Takes `later`, processed after this one by the same version, into
+    /// this one, so that their state writes commit as one (a group commit:
+    /// fewer, larger atomic batches). Gives `later` back when either has
+    /// nothing to commit or the commits cannot be merged.
+    pub fn absorb(&mut self, mut later: Done<T>) -> Result<(), Done<T>> {
+        let commits = |d: &Done<T>| d.commit.as_ref().is_some_and(|c| !c.is_empty());
+        if later.version != self.version || !commits(self) || !commits(&later) {
+            return Err(later);
+        }
+        let (Some(commit), Some(next)) = (self.commit.as_mut(), later.commit.take()) else { unreachable!("both commit") };
+        if let Err(next) = commit.merge(next) {
+            later.commit = Some(next);
+            return Err(later);
+        }
+        self.results.append(&mut later.results);
+        self.ticked.append(&mut later.ticked);
+        Ok(())
+    }
 }
 
 /// A pool of worker threads.

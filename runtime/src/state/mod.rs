@@ -131,15 +131,53 @@ pub struct Commit {
     /// The batch read state that a refused commit voided while it ran: it
     /// must be processed again.
     stale: bool,
-    /// `(stage, key, value, revision read)`; the revision is `None` when the
-    /// key's last write is an earlier staged commit of this process.
-    writes: Vec<(String, String, Option<Bytes>, Option<u64>)>,
+    writes: Vec<Write>,
 }
+
+/// One key's write in a commit.
+struct Write {
+    stage: String,
+    key: String,
+    value: Option<Bytes>,
+    /// The revision read; `None` when the key's last write is an earlier
+    /// staged commit of this process.
+    read: Option<u64>,
+    /// How many staged writes of the key it stands for (commits merged).
+    staged: u32,
+}
+
+/// The most writes a merged commit may hold: one atomic batch takes 1000
+/// messages, and the marker and cleared markers need some.
+const MAX_MERGED_WRITES: usize = 800;
 
 impl Commit {
     /// Whether there is nothing to commit (nor to refuse).
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty() && !self.stale
+    }
+
+    /// Adds `later`, staged after this one, to this commit: both commit as
+    /// one atomic batch, each key written once with its last value and
+    /// checked against what the first of them read. Gives `later` back when
+    /// they cannot be merged: another epoch, a void one, or too many writes.
+    pub fn merge(&mut self, later: Commit) -> Result<(), Commit> {
+        if self.stale || later.stale || self.epoch != later.epoch || self.writes.len() + later.writes.len() > MAX_MERGED_WRITES {
+            return Err(later);
+        }
+        let mut at: HashMap<(String, String), usize> = self.writes.iter().enumerate().map(|(i, w)| ((w.stage.clone(), w.key.clone()), i)).collect();
+        for write in later.writes {
+            match at.get(&(write.stage.clone(), write.key.clone())) {
+                Some(&i) => {
+                    self.writes[i].value = write.value;
+                    self.writes[i].staged += write.staged;
+                }
+                None => {
+                    at.insert((write.stage.clone(), write.key.clone()), self.writes.len());
+                    self.writes.push(write);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -297,7 +335,7 @@ impl Store {
                     None => None,
                 };
                 entry.pending += 1;
-                commit.push((stage, key, value, read));
+                commit.push(Write { stage, key, value, read, staged: 1 });
             } else {
                 entry.committed = value;
             }
@@ -403,13 +441,13 @@ impl Store {
                 writes.push(KvWrite { key: slot_key.clone(), value: Some(marker.encode()), expected: None });
                 inner.slots.insert(slot, marker.inputs.iter().max().copied());
             }
-            for (stage, key, value, read) in &commit.writes {
+            for Write { stage, key, value, read, staged } in commit.writes {
                 let expected = match read {
-                    Some(revision) => *revision,
-                    None => inner.stages.get(stage).and_then(|k| k.get(key)).map_or(0, |e| e.own),
+                    Some(revision) => revision,
+                    None => inner.stages.get(&stage).and_then(|k| k.get(&key)).map_or(0, |e| e.own),
                 };
-                writes.push(KvWrite { key: full_key(stage, key), value: value.clone(), expected: Some(expected) });
-                keys.push((stage.clone(), key.clone(), value.clone()));
+                writes.push(KvWrite { key: full_key(&stage, &key), value: value.clone(), expected: Some(expected) });
+                keys.push((stage, key, value, staged));
             }
             let clear: Vec<String> = inner.to_clear.drain(..).filter(|k| *k != slot_key).collect();
             for key in clear {
@@ -421,9 +459,9 @@ impl Store {
             Ok(revisions) => {
                 let mut inner = self.lock();
                 let revisions = revisions.into_iter().skip(usize::from(slot.is_some()));
-                for ((stage, key, value), revision) in keys.into_iter().zip(revisions) {
+                for ((stage, key, value, staged), revision) in keys.into_iter().zip(revisions) {
                     let entry = inner.stages.entry(stage).or_default().entry(key).or_default();
-                    entry.pending = entry.pending.saturating_sub(1);
+                    entry.pending = entry.pending.saturating_sub(staged);
                     entry.own = revision;
                     if revision > entry.revision {
                         entry.revision = revision;
@@ -434,7 +472,7 @@ impl Store {
                 Ok(Slot(slot))
             }
             Err(e) => {
-                let stale: Vec<(String, String)> = keys.iter().map(|(s, k, _)| (s.clone(), k.clone())).collect();
+                let stale: Vec<(String, String)> = keys.into_iter().map(|(s, k, _, _)| (s, k)).collect();
                 {
                     let mut inner = self.lock();
                     // A refused batch stored nothing: its slot is free. After
