@@ -26,7 +26,9 @@
 //!
 //! A pipeline with stateful stages commits each batch's state writes (and
 //! what a tick emitted) to its state bucket before it publishes anything:
-//! see `state/mod.rs` for the whole exactly-once sequence. A refused commit
+//! see `state/mod.rs` for the whole exactly-once sequence. Batches already
+//! waiting when the sink takes one commit with it, as one atomic batch (a
+//! group commit: each hot key is written once for all of them). A refused commit
 //! hands the batch back for redelivery; what a refused tick emitted is
 //! dropped (the next tick emits it again from the state).
 //!

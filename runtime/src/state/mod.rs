@@ -14,7 +14,9 @@
 //! stages run on the local copy (one worker runs all the pipeline's batches,
 //! in order); the batch's writes and marker are committed atomically, each
 //! key guarded by the revision it was read at; then outputs are published;
-//! then inputs acknowledged; then the marker's slot is free again. A key
+//! then inputs acknowledged; then the marker's slot is free again. (Batches
+//! that wait for the sink while a commit is in flight commit as one: see
+//! [`Commit::merge`].) A key
 //! another process changed refuses the commit: the local copy is refreshed,
 //! the batch is handed back for redelivery, and every batch staged after it
 //! too (they read what the refused batch wrote).
