@@ -22,6 +22,11 @@ const METRICS: &[&str] = &[
     "weir_nats_connected",
     "weir_nats_reconnects_total",
     "weir_publish_errors_total",
+    "weir_candidate_events_total",
+    "weir_candidate_errors_total",
+    "weir_candidate_agreements_total",
+    "weir_candidate_differences_total",
+    "weir_candidate_decisions_total",
 ];
 
 fn deploy_file(name: &str) -> (PathBuf, String) {
