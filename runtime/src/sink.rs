@@ -63,6 +63,10 @@ const CONFIRMS_IN_FLIGHT: usize = 256;
 /// the marker lists them all.
 const MAX_GROUP_INPUTS: usize = 4096;
 
+/// And the most bytes of outputs they may have made: the marker holds them
+/// (a NATS message takes 1 MiB by default).
+const MAX_GROUP_OUTPUT_BYTES: usize = 256 * 1024;
+
 /// Publishes outcomes and settles their inputs.
 pub(crate) struct Sink {
     name: Arc<str>,
@@ -172,12 +176,19 @@ impl Sink {
             // Group commit: the batches already waiting behind this one
             // commit their state with it, in one atomic batch.
             if self.state.is_some() {
+                let mut bytes = first.output_bytes();
                 while first.results.len() < MAX_GROUP_INPUTS {
                     let Ok(later) = done.try_recv() else { break };
+                    let more = later.output_bytes();
+                    if bytes + more > MAX_GROUP_OUTPUT_BYTES {
+                        next = Some(later);
+                        break;
+                    }
                     if let Err(later) = first.absorb(later) {
                         next = Some(later);
                         break;
                     }
+                    bytes += more;
                 }
             }
             let Done { mut results, version, ticked, commit } = first;

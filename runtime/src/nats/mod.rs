@@ -33,7 +33,7 @@ pub use publish::{Published, Publisher};
 pub use record::{RecordOptions, RecordStart, record};
 pub use service::{ControlRequest, PipelineStatus, ReloadRequest, SharedStatus, start_service};
 pub use source::{DEFAULT_MAX_DELIVER, Delivery, JsDelivery, SUBSCRIPTION_CAPACITY, Source};
-pub use state::{Change, CommitError, KvWrite, StateBucket, TOMBSTONE_TTL};
+pub use state::{Change, CommitError, KvWrite, MAX_BATCH_WRITES, StateBucket, TOMBSTONE_TTL};
 
 /// A connected NATS client and its JetStream context. Cheap to clone.
 #[derive(Clone)]

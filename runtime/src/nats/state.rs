@@ -17,6 +17,9 @@ use super::{Nats, SourceError};
 /// see it) before the server drops it: deleted keys do not pile up.
 pub const TOMBSTONE_TTL: Duration = Duration::from_secs(600);
 
+/// The most messages one atomic batch may hold (the server's limit).
+pub const MAX_BATCH_WRITES: usize = 1000;
+
 /// One message of a commit.
 #[derive(Debug, Clone)]
 pub struct KvWrite {
@@ -209,10 +212,9 @@ impl StateBucket {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
-        // At most 1000 messages per atomic batch (the server's limit).
-        if writes.len() > 1000 {
+        if writes.len() > MAX_BATCH_WRITES {
             return Err(CommitError::Failed(format!(
-                "{} writes in one commit, over the 1000 of an atomic batch; lower the pipeline's batch_size",
+                "{} writes in one commit, over the {MAX_BATCH_WRITES} of an atomic batch; lower the pipeline's batch_size",
                 writes.len()
             )));
         }

@@ -63,6 +63,19 @@ impl<T> Done<T> {
         Done { results, version, ticked: Vec::new(), commit: None }
     }
 
+    /// About how many bytes what this batch produced takes in a state
+    /// marker, which lists it.
+    pub fn output_bytes(&self) -> usize {
+        let events = self.results.iter().map(|(o, _)| o).chain(&self.ticked).filter_map(|o| match o {
+            Outcome::Done(events) => Some(events),
+            Outcome::Dead(_) => None,
+        });
+        events
+            .flatten()
+            .map(|e| e.subject.len() + e.payload.len() + e.headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>() + 16)
+            .sum()
+    }
+
     /// Takes `later`, processed after this one by the same version, into
     /// this one, so that their state writes commit as one (a group commit:
     /// fewer, larger atomic batches). Gives `later` back when either has

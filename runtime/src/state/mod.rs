@@ -40,7 +40,7 @@ use bytes::Bytes;
 
 use crate::engine::{ReadAt, StateView, StateWrite, entry_size_of};
 use crate::event::Event;
-use crate::nats::{Change, CommitError, KvWrite, StateBucket, TOMBSTONE_TTL};
+use crate::nats::{Change, CommitError, KvWrite, MAX_BATCH_WRITES, StateBucket, TOMBSTONE_TTL};
 
 mod marker;
 mod retired;
@@ -394,7 +394,7 @@ impl Store {
     /// then the local copy is refreshed and everything staged since is void.
     pub async fn commit(&self, commit: Commit, inputs: Vec<u64>, outputs: Vec<(Option<u64>, Vec<Event>)>) -> Result<Slot, CommitError> {
         let Some(nats) = &self.nats else { return Ok(Slot(None)) };
-        let (writes, slot, keys) = {
+        let (writes, slot, keys, cleared) = {
             let mut inner = self.lock();
             if commit.stale || commit.epoch != inner.epoch {
                 drop(inner);
@@ -451,11 +451,15 @@ impl Store {
                 writes.push(KvWrite { key: full_key(&stage, &key), value: value.clone(), expected: Some(expected) });
                 keys.push((stage, key, value, staged));
             }
-            let clear: Vec<String> = inner.to_clear.drain(..).filter(|k| *k != slot_key).collect();
-            for key in clear {
-                writes.push(KvWrite { key, value: None, expected: None });
+            // Markers no longer needed, as many as the atomic batch has
+            // room for; the rest go with the next commit.
+            if has_marker {
+                inner.to_clear.retain(|k| *k != slot_key);
             }
-            (writes, has_marker.then_some(slot), keys)
+            let room = MAX_BATCH_WRITES.saturating_sub(writes.len()).min(inner.to_clear.len());
+            let cleared: Vec<String> = inner.to_clear.drain(..room).collect();
+            writes.extend(cleared.iter().map(|key| KvWrite { key: key.clone(), value: None, expected: None }));
+            (writes, has_marker.then_some(slot), keys, cleared)
         };
         match nats.bucket.commit(&writes).await {
             Ok(revisions) => {
@@ -477,6 +481,8 @@ impl Store {
                 let stale: Vec<(String, String)> = keys.into_iter().map(|(s, k, _, _)| (s, k)).collect();
                 {
                     let mut inner = self.lock();
+                    // Still to be cleared.
+                    inner.to_clear.extend(cleared);
                     // A refused batch stored nothing: its slot is free. After
                     // another failure the marker may be stored (an answer
                     // lost with the server): it stays until its inputs are
