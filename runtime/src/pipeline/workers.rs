@@ -81,11 +81,11 @@ impl<T> Done<T> {
     /// fewer, larger atomic batches). Gives `later` back when either has
     /// nothing to commit or the commits cannot be merged.
     pub fn absorb(&mut self, mut later: Done<T>) -> Result<(), Done<T>> {
-        let commits = |d: &Done<T>| d.commit.as_ref().is_some_and(|c| !c.is_empty());
-        if later.version != self.version || !commits(self) || !commits(&later) {
+        if later.version != self.version {
             return Err(later);
         }
-        let (Some(commit), Some(next)) = (self.commit.as_mut(), later.commit.take()) else { unreachable!("both commit") };
+        let Some(commit) = self.commit.as_mut().filter(|c| !c.is_empty()) else { return Err(later) };
+        let Some(next) = later.commit.take_if(|c| !c.is_empty()) else { return Err(later) };
         if let Err(next) = commit.merge(next) {
             later.commit = Some(next);
             return Err(later);

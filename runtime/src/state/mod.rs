@@ -851,6 +851,32 @@ mod tests {
         assert_eq!(verdicts(&store, &[9]), ["yes [\"new\"]"]);
     }
 
+    fn write(key: &str, value: &'static str, read: Option<u64>) -> Write {
+        Write { stage: "count".into(), key: key.into(), value: Some(Bytes::from_static(value.as_bytes())), read, staged: 1 }
+    }
+
+    #[test]
+    fn merged_commits_write_each_key_once() {
+        let mut first = Commit { epoch: 3, stale: false, writes: vec![write("a", "1", Some(10)), write("b", "1", Some(11))] };
+        let later = Commit { epoch: 3, stale: false, writes: vec![write("a", "2", None), write("c", "1", Some(0))] };
+        assert!(first.merge(later).is_ok());
+        let got: Vec<_> = first
+            .writes
+            .iter()
+            .map(|w| (w.key.as_str(), w.value.as_deref().unwrap(), w.read, w.staged))
+            .collect();
+        // "a": its last value, checked against what the first commit read,
+        // standing for both staged writes.
+        assert_eq!(got, [("a", &b"2"[..], Some(10), 2), ("b", &b"1"[..], Some(11), 1), ("c", &b"1"[..], Some(0), 1)]);
+
+        let other_epoch = Commit { epoch: 4, stale: false, writes: vec![write("d", "1", Some(0))] };
+        assert!(first.merge(other_epoch).is_err(), "staged after a refusal voided the first");
+        let void = Commit { epoch: 3, stale: true, writes: Vec::new() };
+        assert!(first.merge(void).is_err());
+        let many = Commit { epoch: 3, stale: false, writes: (0..MAX_MERGED_WRITES).map(|i| write(&format!("k{i}"), "1", Some(0))).collect() };
+        assert!(first.merge(many).is_err(), "more than one atomic batch takes");
+    }
+
     #[test]
     fn memory_state_applies_at_once() {
         let store = Store::memory();
