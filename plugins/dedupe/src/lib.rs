@@ -26,7 +26,6 @@
 //! timer expires whole buckets in key order without reading values; and
 //! `latest` holds the latest bucket seen.
 
-use serde_json::Value;
 use weir_keyed::{Clock, Fields, Key};
 use weir_sdk::{Config, Error, Event, Output, Stage, state};
 
@@ -45,12 +44,7 @@ const KEYS: &[&str] = &["key", "ttl", "time"];
 
 impl Stage for Dedupe {
     fn init(config: Config) -> Result<Self, String> {
-        let Value::Object(table) = config.value() else {
-            return Err(format!("config: expected a table, found {}", config.value()));
-        };
-        if let Some(unknown) = table.keys().find(|k| !KEYS.contains(&k.as_str())) {
-            return Err(format!("config.{unknown}: unknown key; valid: {}", KEYS.join(", ")));
-        }
+        let table = weir_keyed::config_table(&config, KEYS)?;
         let key = Key::from_config(table.get("key"), "key")?;
         let ttl = weir_keyed::duration(table.get("ttl"), "ttl", false)?;
         let clock = Clock::from_config(table.get("time"), "dedupe")?;

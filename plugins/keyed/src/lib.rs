@@ -7,8 +7,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use weir_sdk::serde_json::Value;
-use weir_sdk::{Error, Event, Path, Selection};
+use weir_sdk::serde_json::{Map, Value};
+use weir_sdk::{Config, Error, Event, Path, Selection};
 
 /// The end of time, in ms since the epoch: 2^53, the `now` of the final
 /// tick of `weir exec` and `weir test`.
@@ -146,6 +146,18 @@ impl Part {
             },
         }
     }
+}
+
+/// The stage's config as a table whose keys are all among `keys`: what
+/// each stage's `init` reads its settings from.
+pub fn config_table<'a>(config: &'a Config, keys: &[&str]) -> Result<&'a Map<String, Value>, String> {
+    let Value::Object(table) = config.value() else {
+        return Err(format!("config: expected a table, found {}", config.value()));
+    };
+    if let Some(unknown) = table.keys().find(|k| !keys.contains(&k.as_str())) {
+        return Err(format!("config.{unknown}: unknown key; valid: {}", keys.join(", ")));
+    }
+    Ok(table)
 }
 
 /// Parses a duration such as `"500ms"`, `"10s"`, `"5m"`, `"1h"` or `"1d"`

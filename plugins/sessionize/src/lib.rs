@@ -62,12 +62,7 @@ const KEYS: &[&str] = &["key", "gap", "time", "subject"];
 
 impl Stage for Sessionize {
     fn init(config: Config) -> Result<Self, String> {
-        let Value::Object(table) = config.value() else {
-            return Err(format!("config: expected a table, found {}", config.value()));
-        };
-        if let Some(unknown) = table.keys().find(|k| !KEYS.contains(&k.as_str())) {
-            return Err(format!("config.{unknown}: unknown key; valid: {}", KEYS.join(", ")));
-        }
+        let table = weir_keyed::config_table(&config, KEYS)?;
         let key = Key::from_config(table.get("key"), "key")?;
         let gap = weir_keyed::duration(table.get("gap"), "gap", false)?;
         let clock = Clock::from_config(table.get("time"), "sessionize")?;

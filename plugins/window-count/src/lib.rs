@@ -76,12 +76,7 @@ const KEYS: &[&str] = &["key", "sum", "time", "window", "slide", "lateness", "su
 
 impl Stage for WindowCount {
     fn init(config: Config) -> Result<Self, String> {
-        let Value::Object(table) = config.value() else {
-            return Err(format!("config: expected a table, found {}", config.value()));
-        };
-        if let Some(unknown) = table.keys().find(|k| !KEYS.contains(&k.as_str())) {
-            return Err(format!("config.{unknown}: unknown key; valid: {}", KEYS.join(", ")));
-        }
+        let table = weir_keyed::config_table(&config, KEYS)?;
         let key = Key::from_config(table.get("key"), "key")?;
         let sum = match table.get("sum") {
             None | Some(Value::Null) => Vec::new(),

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use async_nats::jetstream::kv::Operation;
+use async_nats::jetstream::kv::{Entry, Operation};
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
@@ -46,61 +46,79 @@ impl KvMirror {
             what: format!("opening KV bucket \"{bucket}\" (`weir run` never creates buckets: load it with `weir kv load {bucket}.json`, or create it with `nats kv add {bucket}`)"),
             message: e.to_string(),
         })?;
-        let mut watch = store
-            .watch_with_history(">")
-            .await
-            .map_err(|e| SourceError::JetStream { what: format!("watching KV bucket \"{bucket}\""), message: e.to_string() })?;
         self.buckets
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(bucket.to_owned(), HashMap::new());
-
-        // Apply the history (the last value of every key) before saying the
-        // bucket is ready, so the first events already see it.
-        let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
-        let mut loaded_tx = Some(loaded_tx);
         let mirror = self.clone();
         let name = bucket.to_owned();
-        let empty = store.status().await.map(|s| s.values() == 0).unwrap_or(false);
-        if empty {
-            let _ = loaded_tx.take().map(|tx| tx.send(()));
-        }
-        tokio::spawn(async move {
-            loop {
-                let entry = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    entry = watch.next() => entry,
-                };
-                match entry {
-                    Some(Ok(entry)) => {
-                        let mut buckets = mirror.buckets.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        let keys = buckets.entry(name.clone()).or_default();
-                        match entry.operation {
-                            Operation::Put => {
-                                keys.insert(entry.key, entry.value.to_vec());
-                            }
-                            Operation::Delete | Operation::Purge => {
-                                keys.remove(&entry.key);
-                            }
-                        }
-                        // delta 0: the history is replayed; the bucket is ready.
-                        if entry.delta == 0
-                            && let Some(tx) = loaded_tx.take()
-                        {
-                            let _ = tx.send(());
-                        }
-                    }
-                    Some(Err(e)) => tracing::warn!(bucket = %name, error = %e, "KV watch error; the mirror may lag"),
-                    None => {
-                        tracing::warn!(bucket = %name, "KV watch ended; the mirror keeps its last values");
-                        return;
-                    }
+        // The history (the last value of every key) is applied before the
+        // bucket is said ready, so the first events already see it.
+        let loaded_rx = follow(&store, bucket, stop, "the mirror may lag", move |entry| {
+            let mut buckets = mirror.buckets.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let keys = buckets.entry(name.clone()).or_default();
+            match entry.operation {
+                Operation::Put => {
+                    keys.insert(entry.key, entry.value.to_vec());
+                }
+                Operation::Delete | Operation::Purge => {
+                    keys.remove(&entry.key);
                 }
             }
-        });
+        })
+        .await
+        .map_err(|message| {
+            // Not mirrored: the next reload tries again.
+            self.buckets.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(bucket);
+            SourceError::JetStream { what: format!("watching KV bucket \"{bucket}\""), message }
+        })?;
         let _ = tokio::time::timeout(Duration::from_secs(10), loaded_rx).await;
         Ok(())
     }
+}
+
+/// Follows every key of `store` (the last value of each first, then every
+/// change), handing each entry to `apply` until `stop`. The receiver fires
+/// once the last values are applied (at once for an empty bucket); `lag`
+/// says in the log what a watch error means for the caller's copy.
+pub(super) async fn follow(
+    store: &async_nats::jetstream::kv::Store,
+    bucket: &str,
+    stop: CancellationToken,
+    lag: &'static str,
+    mut apply: impl FnMut(Entry) + Send + 'static,
+) -> Result<tokio::sync::oneshot::Receiver<()>, String> {
+    let mut watch = store.watch_with_history(">").await.map_err(|e| e.to_string())?;
+    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
+    let mut loaded_tx = Some(loaded_tx);
+    if store.status().await.map_err(|e| e.to_string())?.values() == 0 {
+        let _ = loaded_tx.take().map(|tx| tx.send(()));
+    }
+    let name = bucket.to_owned();
+    tokio::spawn(async move {
+        loop {
+            let entry = tokio::select! {
+                _ = stop.cancelled() => return,
+                entry = watch.next() => entry,
+            };
+            match entry {
+                Some(Ok(entry)) => {
+                    // delta 0: the history is replayed.
+                    let loaded = entry.delta == 0;
+                    apply(entry);
+                    if loaded && let Some(tx) = loaded_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Some(Err(e)) => tracing::warn!(bucket = %name, error = %e, "KV watch error; {lag}"),
+                None => {
+                    tracing::warn!(bucket = %name, "KV watch ended; {lag}");
+                    return;
+                }
+            }
+        }
+    });
+    Ok(loaded_rx)
 }
 
 /// What [`load`] did to one bucket.

@@ -121,43 +121,16 @@ impl StateBucket {
     pub async fn watch(&self, stop: CancellationToken, apply: impl Fn(Change) + Send + 'static) -> Result<(), SourceError> {
         let failed = |e: &dyn std::fmt::Display| SourceError::JetStream { what: format!("watching state bucket \"{}\"", self.name), message: e.to_string() };
         let store = self.nats.js.get_key_value(&self.name).await.map_err(|e| failed(&e))?;
-        let empty = store.status().await.map(|s| s.values() == 0).map_err(|e| failed(&e))?;
-        let mut watch = store.watch_with_history(">").await.map_err(|e| failed(&e))?;
-        let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
-        let mut loaded_tx = Some(loaded_tx);
-        if empty {
-            let _ = loaded_tx.take().map(|tx| tx.send(()));
-        }
-        let name = self.name.clone();
-        tokio::spawn(async move {
-            loop {
-                let entry = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    entry = watch.next() => entry,
-                };
-                match entry {
-                    Some(Ok(entry)) => {
-                        let value = match entry.operation {
-                            Operation::Put => Some(entry.value),
-                            Operation::Delete | Operation::Purge => None,
-                        };
-                        apply(Change { key: entry.key, value, revision: entry.revision });
-                        if entry.delta == 0
-                            && let Some(tx) = loaded_tx.take()
-                        {
-                            let _ = tx.send(());
-                        }
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(bucket = %name, error = %e, "state watch error; the local copy may lag (a commit against a stale key is refused and retried)")
-                    }
-                    None => {
-                        tracing::warn!(bucket = %name, "state watch ended");
-                        return;
-                    }
-                }
-            }
-        });
+        let lag = "the local copy may lag (a commit against a stale key is refused and retried)";
+        let loaded_rx = super::kv::follow(&store, &self.name, stop, lag, move |entry| {
+            let value = match entry.operation {
+                Operation::Put => Some(entry.value),
+                Operation::Delete | Operation::Purge => None,
+            };
+            apply(Change { key: entry.key, value, revision: entry.revision });
+        })
+        .await
+        .map_err(|e| failed(&e))?;
         tokio::time::timeout(Duration::from_secs(60), loaded_rx)
             .await
             .map_err(|_| failed(&"the current values did not load within 60 s"))?
